@@ -1,0 +1,7 @@
+"""``python -m aiosvc``."""
+
+import sys
+
+from aiosvc.cli import main
+
+sys.exit(main())

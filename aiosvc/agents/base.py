@@ -1,0 +1,64 @@
+"""The agent interface: turn a session's history and a new user message into a streamed reply.
+
+Agents know nothing about HTTP, the bus or the store. A reply is an async iterator of text
+deltas; cancellation arrives as :class:`asyncio.CancelledError` at an ``await`` (clean up in
+``finally``); a tool call is put to a person through :meth:`ApprovalGate.request`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, Protocol
+
+from attrs import frozen
+
+from aiosvc.models import Message, Session
+
+
+class AgentError(Exception):
+    """A reply failed for a reason the agent can name; the message ends ``failed``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ApprovalGate(Protocol):
+    """Asks a person whether the agent may run a tool."""
+
+    async def request(self, tool: str, input: Any) -> bool:
+        """Wait for the decision; True when approved (denied and expired are False)."""
+        ...
+
+
+@frozen(kw_only=True)
+class Turn:
+    """Everything an agent gets for one reply."""
+
+    session: Session
+    history: tuple[Message, ...]  # finished earlier messages, oldest first
+    prompt: str  # the new user message
+    reply_id: str
+    approvals: ApprovalGate
+
+
+class Agent(abc.ABC):
+    """A configured agent backend."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abc.abstractmethod
+    def reply(self, turn: Turn) -> AsyncIterator[str]:
+        """Stream the reply to ``turn`` as text deltas."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """The non-secret part of this agent's configuration."""
+        return {}
+
+    async def close(self) -> None:  # noqa: B027  # most agents hold nothing to release
+        """Release what the agent holds (connections, processes)."""

@@ -1,0 +1,95 @@
+"""``create_app(config)``: the one place that wires the service together (tests use it too)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from aiosvc.agents import AgentRegistry
+from aiosvc.bus import Bus
+from aiosvc.cache import Cache
+from aiosvc.clock import utcnow
+from aiosvc.commands.service import CommandService
+from aiosvc.config import Config
+from aiosvc.keys import AGENTS, BUS, CACHE, COMMANDS, CONFIG, DATABASE, STARTED_AT, STORE
+from aiosvc.store import Database, Store
+from aiosvc.web import middlewares, sessions, system
+
+log = structlog.get_logger(__name__)
+
+#: Event ids reserved in the store at a time (see :class:`aiosvc.bus.Bus`).
+EVENT_ID_BLOCK = 1 << 20
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the application: services made here, opened and closed by its lifecycle."""
+    app = web.Application(
+        middlewares=[
+            middlewares.request_context,
+            middlewares.error_envelope,
+            middlewares.json_bodies(config.limits.max_body_bytes),
+        ],
+        client_max_size=config.limits.max_body_bytes,
+        handler_args={"max_field_size": 16_384},
+    )
+    database = Database(config.storage.db)
+    store = Store(database)
+    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK)
+    cache = Cache(store, bus)
+    agents = AgentRegistry.from_config(config.agents)
+    app[CONFIG] = config
+    app[DATABASE] = database
+    app[STORE] = store
+    app[BUS] = bus
+    app[CACHE] = cache
+    app[AGENTS] = agents
+    app[COMMANDS] = CommandService(
+        store=store,
+        bus=bus,
+        cache=cache,
+        agents=agents,
+        limits=config.limits,
+        computer=config.server.computer,
+    )
+    app[STARTED_AT] = time.monotonic()
+    app.add_routes(system.routes)
+    app.add_routes(sessions.routes)
+    app.cleanup_ctx.append(_core)
+    app.on_response_prepare.append(middlewares.add_request_id)
+    app.on_shutdown.append(_drain)
+    return app
+
+
+async def _core(app: web.Application) -> AsyncIterator[None]:
+    """Open the store, number events, load the cache, resume work; undo it all in reverse."""
+    database, store, bus, cache = app[DATABASE], app[STORE], app[BUS], app[CACHE]
+    await database.open()
+    try:
+        recovery = await store.recover(utcnow())
+        if recovery.failed_replies or recovery.expired_approvals:
+            log.warning(
+                "recovered_interrupted_work",
+                failed_replies=recovery.failed_replies,
+                expired_approvals=recovery.expired_approvals,
+            )
+        first_id, reserved = await store.reserve_event_ids(EVENT_ID_BLOCK)
+        bus.start_at(first_id, reserved, store.set_event_ids_reserved)
+        await cache.load()
+        app[COMMANDS].resume(recovery)
+        log.info("service_started", db=str(database.path), first_event_id=first_id)
+        yield
+    finally:
+        await app[COMMANDS].stop(app[CONFIG].server.shutdown_timeout_s)
+        await app[AGENTS].close()
+        cache.close()
+        await bus.close()
+        await database.close()
+        log.info("service_stopped")
+
+
+async def _drain(app: web.Application) -> None:
+    """``on_shutdown``: stop taking work and let running replies finish, within the bound."""
+    await app[COMMANDS].stop(app[CONFIG].server.shutdown_timeout_s)

@@ -1,0 +1,187 @@
+"""The event bus: publish/subscribe by topic, global event ids, a ring buffer for resume.
+
+Publishing is synchronous: an event is numbered, serialised once, kept in the ring buffer and
+handed to every matching subscriber before ``publish`` returns. Subscribers must therefore be
+quick and never block (they queue; the web layer's outboxes do the slow part). Because nothing
+awaits between ``subscribe`` and :meth:`Bus.since`, a client that subscribes and then reads the
+buffer sees every event exactly once.
+
+Ids survive restarts: the bus hands out ids from a block reserved in the store, and reserves the
+next block while half of the current one is still unused, so a restarted bus always starts above
+every id it ever handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+import structlog
+
+from aiosvc.clock import utcnow
+from aiosvc.convert import unstructure
+from aiosvc.models import Event
+
+log = structlog.get_logger(__name__)
+
+Deliver = Callable[[Event, str], None]
+"""A subscriber's callback: the event and the topic it matched (its primary topic for ``*``)."""
+
+ALL = "*"
+
+def session_topic(session_id: str) -> str:
+    """The topic that carries everything about one session."""
+    return f"session:{session_id}"
+
+
+#: Low-priority event types: a slow client may miss them (the final message carries all).
+LOW_PRIORITY = frozenset({"message.delta", "status"})
+
+
+class Subscription:
+    """One subscriber's interest in a set of topics; topics can change while it lives."""
+
+    def __init__(self, bus: Bus, deliver: Deliver) -> None:
+        self._bus = bus
+        self.deliver = deliver
+        self.topics: set[str] = set()
+
+    def add(self, topics: Iterable[str]) -> None:
+        """Start receiving events of these topics (``*`` means every topic)."""
+        for topic in topics:
+            if topic not in self.topics:
+                self.topics.add(topic)
+                self._bus._index.setdefault(topic, set()).add(self)
+
+    def remove(self, topics: Iterable[str]) -> None:
+        """Stop receiving events of these topics."""
+        for topic in topics:
+            if topic in self.topics:
+                self.topics.discard(topic)
+                members = self._bus._index.get(topic)
+                if members is not None:
+                    members.discard(self)
+                    if not members:
+                        del self._bus._index[topic]
+
+    def close(self) -> None:
+        """Stop receiving anything."""
+        self.remove(list(self.topics))
+
+
+class Bus:
+    """Numbers, buffers and fans out events to subscribers by topic."""
+
+    def __init__(self, *, buffer_size: int, block: int = 1 << 20) -> None:
+        self._buffer: deque[Event] = deque(maxlen=buffer_size)
+        self._index: dict[str, set[Subscription]] = {}
+        self._block = block
+        self._reserve: Callable[[int], Awaitable[None]] | None = None
+        self._reserving: asyncio.Task[None] | None = None
+        self._reserved_until = 1 << 62
+        self.start_at(1)
+
+    def start_at(
+        self,
+        first_id: int,
+        reserved_until: int | None = None,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        """Continue numbering at ``first_id``; ids up to ``reserved_until`` are reserved, and
+        ``reserve(n)`` durably reserves every id up to ``n``."""
+        self._next_id = first_id
+        #: Every id below this came from an earlier run (or was never used).
+        self.first_id = first_id
+        # The highest id that can no longer be replayed: before this run, or evicted.
+        self._floor = first_id - 1
+        if reserved_until is not None:
+            self._reserved_until = reserved_until
+        self._reserve = reserve
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event published so far (``first_id - 1`` before any)."""
+        return self._next_id - 1
+
+    def subscribe(self, deliver: Deliver, topics: Iterable[str] = ()) -> Subscription:
+        """Register ``deliver`` for ``topics``; more can be added on the subscription later."""
+        subscription = Subscription(self, deliver)
+        subscription.add(topics)
+        return subscription
+
+    def publish(self, type_: str, topics: Iterable[str], data: Any) -> Event:
+        """Number, serialise and deliver one event; return it."""
+        topics = tuple(topics)
+        event = Event(
+            id=self._next_id,
+            type=type_,
+            topics=topics,
+            ts=utcnow(),
+            data_json=orjson.dumps(unstructure(data)),
+            low_priority=type_ in LOW_PRIORITY,
+            obj=data,
+        )
+        self._next_id += 1
+        self._check_reservation()
+        if len(self._buffer) == self._buffer.maxlen:
+            self._floor = self._buffer[0].id
+        self._buffer.append(event)
+        self._fan_out(event)
+        return event
+
+    def _fan_out(self, event: Event) -> None:
+        seen: set[Subscription] = set()
+        for topic in (*event.topics, ALL):
+            members = self._index.get(topic)
+            if not members:
+                continue
+            shown = event.topic if topic == ALL else topic
+            for subscription in tuple(members):
+                if subscription in seen:
+                    continue
+                seen.add(subscription)
+                try:
+                    subscription.deliver(event, shown)
+                except Exception:  # one broken subscriber must not stop the others
+                    log.exception("subscriber_failed", event_id=event.id, event_type=event.type)
+
+    def since(self, last_id: int) -> list[Event] | None:
+        """Return every retained event after ``last_id``, oldest first.
+
+        ``None`` means the events after ``last_id`` cannot all be replayed (the id is older than
+        the buffer, from an earlier run, or from the future): the client must reset.
+        """
+        if last_id < self._floor or last_id > self.last_id:
+            return None
+        if not self._buffer:
+            return []
+        start = last_id - self._buffer[0].id + 1
+        return list(itertools.islice(self._buffer, max(start, 0), None))
+
+    def _check_reservation(self) -> None:
+        """Reserve the next id block in the background once half of this one is used."""
+        if self._reserve is None or self._reserving is not None:
+            return
+        if self._reserved_until - self._next_id > self._block // 2:
+            return
+        if self._next_id > self._reserved_until:
+            log.error("event_id_reservation_behind", next_id=self._next_id)
+        target = self._reserved_until + self._block
+        self._reserving = asyncio.get_running_loop().create_task(self._extend(target))
+
+    async def _extend(self, target: int) -> None:
+        assert self._reserve is not None
+        try:
+            await self._reserve(target)
+            self._reserved_until = target
+        finally:
+            self._reserving = None
+
+    async def close(self) -> None:
+        """Wait for an id reservation in flight, so the next run starts above every id."""
+        if self._reserving is not None:
+            await asyncio.shield(self._reserving)

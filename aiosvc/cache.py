@@ -1,0 +1,208 @@
+"""The read side: snapshots of sessions, histories, commands and approvals.
+
+Handlers read only from here. Sessions and approvals are loaded whole at startup; histories are
+loaded per session on first read and kept for the most recently read sessions. Every change
+reaches the cache through the bus, synchronously at publication, which happens right after the
+write committed: so once a write's answer is sent, every read sees it.
+
+A history being loaded while events arrive buffers those events and applies them, in order,
+after the snapshot: each event carries the whole resulting object, so replaying one the snapshot
+already includes is harmless and the result is always the newest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from aiosvc.bus import ALL, Bus, Subscription
+from aiosvc.models import Approval, Command, Event, Message, MessageStatus, Session
+from aiosvc.store import Store
+
+
+class Cache:
+    """In-memory snapshots kept current from the bus."""
+
+    def __init__(
+        self, store: Store, bus: Bus, *, histories_kept: int = 256, commands_kept: int = 10_000
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._histories_kept = histories_kept
+        self._commands_kept = commands_kept
+        self._sessions: dict[str, Session] = {}  # oldest first
+        self._histories: OrderedDict[str, dict[str, Message]] = OrderedDict()
+        self._loading: dict[str, tuple[asyncio.Future[None], list[Message]]] = {}
+        self._live: dict[str, list[str]] = {}  # streaming message id -> deltas so far
+        self._commands: OrderedDict[str, Command] = OrderedDict()
+        self._approvals: dict[str, Approval] = {}
+        self._subscription: Subscription | None = None
+
+    async def load(self) -> None:
+        """Load sessions and approvals from the store and start following the bus."""
+        sessions = await self._store.sessions()
+        self._sessions = {s.id: s for s in reversed(sessions)}
+        self._approvals = {a.id: a for a in await self._store.approvals()}
+        self._subscription = self._bus.subscribe(self._apply, [ALL])
+
+    def close(self) -> None:
+        """Stop following the bus."""
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+
+    # Sessions ----------------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> Session | None:
+        """One session, or None."""
+        return self._sessions.get(session_id)
+
+    def sessions(
+        self, *, status: str | None = None, project: str | None = None, computer: str | None = None
+    ) -> list[Session]:
+        """Sessions matching every given filter, newest first."""
+        return [
+            s
+            for s in reversed(self._sessions.values())
+            if (status is None or s.status == status)
+            and (project is None or s.project == project)
+            and (computer is None or s.computer == computer)
+        ]
+
+    # Histories ---------------------------------------------------------------------------------
+
+    async def history(self, session_id: str) -> list[Message]:
+        """A session's messages, oldest first; a streaming reply shows its text so far."""
+        messages = self._histories.get(session_id)
+        if messages is None:
+            messages = await self._load_history(session_id)
+        else:
+            self._histories.move_to_end(session_id)
+        return [self._with_live_text(m) for m in messages.values()]
+
+    def message(self, session_id: str, message_id: str) -> Message | None:
+        """One message of a session whose history is loaded (None when not loaded or absent)."""
+        messages = self._histories.get(session_id)
+        found = messages.get(message_id) if messages is not None else None
+        return self._with_live_text(found) if found is not None else None
+
+    async def _load_history(self, session_id: str) -> dict[str, Message]:
+        pending = self._loading.get(session_id)
+        if pending is not None:
+            await asyncio.shield(pending[0])
+            return self._histories.get(session_id) or {}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        buffered: list[Message] = []
+        self._loading[session_id] = (done, buffered)
+        try:
+            loaded = await self._store.messages(session_id)
+        finally:
+            del self._loading[session_id]
+            done.set_result(None)
+        messages = {m.id: m for m in loaded}
+        for message in buffered:
+            messages[message.id] = message
+        if session_id in self._sessions:
+            self._histories[session_id] = messages
+            while len(self._histories) > self._histories_kept:
+                self._histories.popitem(last=False)
+        return messages
+
+    def _with_live_text(self, message: Message) -> Message:
+        if message.status is MessageStatus.STREAMING and message.id in self._live:
+            return attrs.evolve(message, content="".join(self._live[message.id]))
+        return message
+
+    # Commands and approvals --------------------------------------------------------------------
+
+    def put_command(self, command: Command) -> None:
+        """Record a command's new state (the command service calls this after each write)."""
+        self._commands[command.id] = command
+        self._commands.move_to_end(command.id)
+        while len(self._commands) > self._commands_kept:
+            self._commands.popitem(last=False)
+
+    async def command(self, command_id: str) -> Command | None:
+        """One command: from memory when recent, else from the store."""
+        found = self._commands.get(command_id)
+        if found is None:
+            found = await self._store.command(command_id)
+        return found
+
+    def approval(self, approval_id: str) -> Approval | None:
+        """One approval, or None."""
+        return self._approvals.get(approval_id)
+
+    def approvals(
+        self, *, status: str | None = None, session_id: str | None = None
+    ) -> list[Approval]:
+        """Approvals matching every given filter, newest first."""
+        return [
+            a
+            for a in reversed(self._approvals.values())
+            if (status is None or a.status == status)
+            and (session_id is None or a.session_id == session_id)
+        ]
+
+    # Following the bus -------------------------------------------------------------------------
+
+    def _apply(self, event: Event, _topic: str) -> None:
+        handler = _HANDLERS.get(event.type)
+        if handler is not None:
+            handler(self, event.obj)
+
+    def _on_session(self, session: Session) -> None:
+        self._sessions[session.id] = session
+
+    def _on_session_deleted(self, data: dict[str, Any]) -> None:
+        session_id = data["id"]
+        self._sessions.pop(session_id, None)
+        for message_id in self._histories.pop(session_id, {}):
+            self._live.pop(message_id, None)
+        for approval in [a for a in self._approvals.values() if a.session_id == session_id]:
+            del self._approvals[approval.id]
+
+    def _on_message(self, message: Message) -> None:
+        if message.status is MessageStatus.STREAMING:
+            self._live.setdefault(message.id, [])
+        elif message.status is not MessageStatus.PENDING:
+            self._live.pop(message.id, None)
+        loading = self._loading.get(message.session_id)
+        if loading is not None:
+            loading[1].append(message)
+            return
+        messages = self._histories.get(message.session_id)
+        if messages is not None:
+            messages[message.id] = message
+
+    def _on_delta(self, data: dict[str, Any]) -> None:
+        chunks = self._live.get(data["message_id"])
+        if chunks is not None:
+            chunks.append(data["delta"])
+
+    def _on_approval(self, approval: Approval) -> None:
+        self._approvals[approval.id] = approval
+
+    def live_sessions(self) -> Iterator[str]:
+        """Ids of sessions whose history is in memory (for tests and metrics)."""
+        return iter(self._histories)
+
+
+_HANDLERS: dict[str, Any] = {
+    "session.created": Cache._on_session,
+    "session.updated": Cache._on_session,
+    "session.ended": Cache._on_session,
+    "session.deleted": Cache._on_session_deleted,
+    "message.created": Cache._on_message,
+    "message.started": Cache._on_message,
+    "message.completed": Cache._on_message,
+    "message.failed": Cache._on_message,
+    "message.cancelled": Cache._on_message,
+    "message.delta": Cache._on_delta,
+    "approval.requested": Cache._on_approval,
+    "approval.resolved": Cache._on_approval,
+}

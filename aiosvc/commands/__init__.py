@@ -1,0 +1,1 @@
+"""Commands: every write as an object, run by the command service."""

@@ -1,0 +1,313 @@
+"""Handlers for messages and replies: send, run the agent, finish, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import attrs
+import structlog
+
+from aiosvc.agents import Agent, AgentError, Turn
+from aiosvc.bus import session_topic
+from aiosvc.clock import utcnow
+from aiosvc.commands.approvals import Gate
+from aiosvc.commands.jobs import Job
+from aiosvc.commands.types import Accepted, CancelReplies, Cancelled, SendMessage
+from aiosvc.errors import SessionEnded, ValidationFailed
+from aiosvc.models import (
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Message,
+    MessageStatus,
+    Role,
+    SessionStatus,
+    new_id,
+)
+from aiosvc.store import INTERRUPTED
+from aiosvc.store.db import Statement
+from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
+
+if TYPE_CHECKING:
+    from aiosvc.commands.service import CommandService
+
+log = structlog.get_logger(__name__)
+
+CANCELLED = ErrorInfo(code="cancelled", message="the reply was cancelled")
+FINAL_EVENT = {
+    MessageStatus.COMPLETE: "message.completed",
+    MessageStatus.FAILED: "message.failed",
+    MessageStatus.CANCELLED: "message.cancelled",
+}
+
+
+def check_content(service: CommandService, content: str) -> None:
+    """Refuse empty content, or content over the configured length."""
+    limit = service.limits.max_content_chars
+    if not 1 <= len(content) <= limit:
+        raise ValidationFailed({"content": f"must be 1 to {limit} characters"})
+
+
+async def send(service: CommandService, command: SendMessage) -> Accepted:
+    """Store the user message and journal its reply durably, then queue the reply."""
+    service.session_or_404(command.session_id)
+    check_content(service, command.content)
+    async with service.lock(command.session_id):
+        session = service.session_or_404(command.session_id)
+        if session.status is SessionStatus.ENDED:
+            raise SessionEnded(f"session {session.id!r} has ended and takes no more messages")
+        now = utcnow()
+        message = Message(
+            id=new_id("msg"),
+            session_id=session.id,
+            role=Role.USER,
+            content=command.content,
+            status=MessageStatus.COMPLETE,
+            created_at=now,
+            completed_at=now,
+        )
+        journal = Command(
+            id=new_id("cmd"),
+            type="send_message",
+            status=CommandStatus.QUEUED,
+            session_id=session.id,
+            created_at=now,
+        )
+        reply_id = new_id("msg")
+        session = attrs.evolve(
+            session, message_count=session.message_count + 1, last_message_at=now, updated_at=now
+        )
+        payload = {"message_id": message.id, "reply_id": reply_id}
+        await service.store.write(
+            [MESSAGES.save(message), COMMANDS.save(journal, payload=payload), SESSIONS.save(session)]
+        )
+        service.cache.put_command(journal)
+        service.publish_message("message.created", message)
+        service.publish_session("session.updated", session)
+        job = Job(journal, message.id, reply_id, asyncio.get_running_loop().create_future())
+        service.enqueue(job)
+    return Accepted(message=message, reply_id=reply_id, command_id=journal.id, reply=job.done)
+
+
+async def run(service: CommandService, job: Job) -> None:
+    """Produce one reply: mark it started, stream the agent, then record how it ended."""
+    reply = await _start(service, job)
+    if reply is None:
+        return
+    chunks: list[str] = []
+    status, error = MessageStatus.COMPLETE, None
+    try:
+        turn = await _turn(service, job)
+        agent = service.agents.get(turn.session.agent)
+        if agent is None:
+            raise AgentError("unknown_agent", "the session's agent is no longer configured")
+        job.task = asyncio.get_running_loop().create_task(_stream(service, agent, turn, chunks))
+        if job.stop_reason is not None:  # stopped while the history loaded
+            job.task.cancel()
+        await job.task
+    except asyncio.CancelledError:
+        if job.stop_reason is None:
+            raise  # the lane itself is being cancelled
+        status = MessageStatus.CANCELLED if job.stop_reason == "cancelled" else MessageStatus.FAILED
+        error = CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
+    except AgentError as exc:
+        status, error = MessageStatus.FAILED, ErrorInfo(code=exc.code, message=exc.message)
+    except Exception as exc:
+        log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
+        status = MessageStatus.FAILED
+        error = ErrorInfo(code="agent_error", message=str(exc) or type(exc).__name__)
+    finally:
+        job.task = None
+    await _finish(service, job, reply, "".join(chunks), status, error)
+
+
+async def _start(service: CommandService, job: Job) -> Message | None:
+    async with service.lock(job.session_id):
+        session = service.cache.session(job.session_id)
+        if session is None or job.stop_reason is not None:
+            return None
+        now = utcnow()
+        reply = Message(
+            id=job.reply_id,
+            session_id=session.id,
+            role=Role.ASSISTANT,
+            content="",
+            status=MessageStatus.STREAMING,
+            created_at=now,
+        )
+        job.command = attrs.evolve(job.command, status=CommandStatus.RUNNING)
+        session = attrs.evolve(
+            session,
+            status=SessionStatus.RUNNING,
+            message_count=session.message_count + 1,
+            last_message_at=now,
+            updated_at=now,
+        )
+        await service.store.write(
+            [MESSAGES.save(reply), COMMANDS.save(job.command), SESSIONS.save(session)]
+        )
+        service.cache.put_command(job.command)
+        service.publish_message("message.started", reply)
+        service.publish_status(session)
+        service.publish_session("session.updated", session)
+    return reply
+
+
+async def _turn(service: CommandService, job: Job) -> Turn:
+    history = await service.cache.history(job.session_id)
+    earlier: list[Message] = []
+    prompt = ""
+    for message in history:
+        if message.id == job.message_id:
+            prompt = message.content
+            break
+        if message.status is MessageStatus.COMPLETE:
+            earlier.append(message)
+    session = service.cache.session(job.session_id)
+    assert session is not None
+    return Turn(
+        session=session,
+        history=tuple(earlier),
+        prompt=prompt,
+        reply_id=job.reply_id,
+        approvals=Gate(service, job),
+    )
+
+
+async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: list[str]) -> None:
+    topics = (session_topic(turn.session.id),)
+    async with contextlib.aclosing(agent.reply(turn)) as deltas:  # type: ignore[type-var]
+        async for delta in deltas:
+            if delta:
+                chunks.append(delta)
+                service.bus.publish("message.delta", topics, {"message_id": turn.reply_id, "delta": delta})
+
+
+async def _finish(
+    service: CommandService,
+    job: Job,
+    reply: Message,
+    content: str,
+    status: MessageStatus,
+    error: ErrorInfo | None,
+) -> None:
+    now = utcnow()
+    final = attrs.evolve(reply, content=content, status=status, completed_at=now, error=error)
+    job.command = _finished(job.command, final, now)
+    async with service.lock(job.session_id):
+        session = service.cache.session(job.session_id)
+        if session is None:  # deleted while it ran: nothing left to record
+            service.forget_lock(job.session_id)
+        else:
+            if session.status is not SessionStatus.ENDED:
+                busy = service.has_more(session.id)
+                session = attrs.evolve(
+                    session,
+                    status=SessionStatus.RUNNING if busy else SessionStatus.IDLE,
+                    updated_at=now,
+                )
+            await service.store.write(
+                [MESSAGES.save(final), COMMANDS.save(job.command), SESSIONS.save(session)]
+            )
+            service.cache.put_command(job.command)
+            service.publish_message(FINAL_EVENT[status], final)
+            service.publish_status(session)
+            service.publish_session("session.updated", session)
+    if not job.done.done():
+        job.done.set_result(final)
+
+
+def _finished(command: Command, reply: Message, now: str) -> Command:
+    ok = reply.status is MessageStatus.COMPLETE
+    return attrs.evolve(
+        command,
+        status=CommandStatus.SUCCEEDED if ok else CommandStatus.FAILED,
+        finished_at=now,
+        result={"message_id": reply.id, "status": reply.status.value},
+        error=reply.error,
+    )
+
+
+async def cancel(service: CommandService, command: CancelReplies) -> Cancelled:
+    """Stop the running reply and cancel the queued ones; say which replies that touched."""
+    async with service.lock(command.session_id):
+        session = service.session_or_404(command.session_id)
+        stopped = await cancel_jobs(service, session.id)
+    return Cancelled(session_id=command.session_id, cancelled=tuple(stopped))
+
+
+async def cancel_jobs(service: CommandService, session_id: str) -> list[str]:
+    """Cancel a session's queued replies (recorded as cancelled messages) and stop its running
+    one; the caller holds the session's lock. Return the replies' ids."""
+    lane = service.lanes.get(session_id)
+    if lane is None:
+        return []
+    queued = list(lane.jobs)
+    lane.jobs.clear()
+    stopped = [job.reply_id for job in queued]
+    if queued:
+        session = service.session_or_404(session_id)
+        now = utcnow()
+        finals = [
+            Message(
+                id=job.reply_id,
+                session_id=session_id,
+                role=Role.ASSISTANT,
+                content="",
+                status=MessageStatus.CANCELLED,
+                created_at=now,
+                completed_at=now,
+                error=CANCELLED,
+            )
+            for job in queued
+        ]
+        for job, final in zip(queued, finals, strict=True):
+            job.command = _finished(job.command, final, now)
+        session = attrs.evolve(
+            session,
+            message_count=session.message_count + len(queued),
+            last_message_at=now,
+            updated_at=now,
+        )
+        statements: list[Statement] = [SESSIONS.save(session)]
+        for job, final in zip(queued, finals, strict=True):
+            statements += [MESSAGES.save(final), COMMANDS.save(job.command)]
+        await service.store.write(statements)
+        for job, final in zip(queued, finals, strict=True):
+            service.cache.put_command(job.command)
+            service.publish_message("message.cancelled", final)
+            if not job.done.done():
+                job.done.set_result(final)
+        service.publish_session("session.updated", session)
+    if lane.current is not None:
+        stopped.append(lane.current.reply_id)
+        lane.current.stop("cancelled")
+    return stopped
+
+
+def drop_jobs(service: CommandService, session_id: str) -> None:
+    """Forget a deleted session's queued replies and stop its running one (nothing recorded:
+    the rows go with the session)."""
+    lane = service.lanes.get(session_id)
+    if lane is None:
+        return
+    now = utcnow()
+    for job in lane.jobs:
+        if not job.done.done():  # a waiting client gets the reply as it ended: never started
+            job.done.set_result(
+                Message(
+                    id=job.reply_id,
+                    session_id=session_id,
+                    role=Role.ASSISTANT,
+                    content="",
+                    status=MessageStatus.CANCELLED,
+                    created_at=now,
+                    completed_at=now,
+                    error=CANCELLED,
+                )
+            )
+    lane.jobs.clear()
+    if lane.current is not None:
+        lane.current.stop("cancelled")

@@ -1,0 +1,91 @@
+"""Handlers for the session lifecycle: create, rename, end, delete."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from aiosvc.bus import session_topic
+from aiosvc.clock import utcnow
+from aiosvc.commands import replies
+from aiosvc.commands.types import CreateSession, DeleteSession, EndSession, UpdateSession
+from aiosvc.errors import Unprocessable, ValidationFailed
+from aiosvc.models import Session, SessionStatus, new_id
+from aiosvc.store.tables import SESSIONS
+
+if TYPE_CHECKING:
+    from aiosvc.commands.service import CommandService
+
+
+def check_title(service: CommandService, title: str | None) -> None:
+    """Refuse a title over the configured length."""
+    limit = service.limits.max_title_chars
+    if title is not None and len(title) > limit:
+        raise ValidationFailed({"title": f"must be at most {limit} characters"})
+
+
+async def create(service: CommandService, command: CreateSession) -> Session:
+    """Create a session with the named (or default) agent."""
+    check_title(service, command.title)
+    if command.project is not None and not 1 <= len(command.project) <= 200:
+        raise ValidationFailed({"project": "must be 1 to 200 characters"})
+    agent = command.agent if command.agent is not None else service.agents.default
+    if service.agents.get(agent) is None:
+        raise Unprocessable(
+            f"unknown agent {agent!r}", code="unknown_agent", details={"field": "agent"}
+        )
+    now = utcnow()
+    session = Session(
+        id=new_id("ses"),
+        title=command.title or "",
+        agent=agent,
+        project=command.project,
+        computer=service.computer,
+        status=SessionStatus.IDLE,
+        created_at=now,
+        updated_at=now,
+    )
+    await service.store.write([SESSIONS.save(session)])
+    service.publish_session("session.created", session)
+    return session
+
+
+async def update(service: CommandService, command: UpdateSession) -> Session:
+    """Rename a session."""
+    service.session_or_404(command.session_id)
+    check_title(service, command.title)
+    async with service.lock(command.session_id):
+        session = service.session_or_404(command.session_id)
+        session = attrs.evolve(session, title=command.title, updated_at=utcnow())
+        await service.store.write([SESSIONS.save(session)])
+        service.publish_session("session.updated", session)
+    return session
+
+
+async def end(service: CommandService, command: EndSession) -> Session:
+    """End a session: cancel what runs or waits, refuse further messages, keep history.
+
+    Ending an ended session changes nothing and answers it as it is.
+    """
+    async with service.lock(command.session_id):
+        session = service.session_or_404(command.session_id)
+        if session.status is SessionStatus.ENDED:
+            return session
+        await replies.cancel_jobs(service, session.id)
+        session = service.session_or_404(command.session_id)
+        session = attrs.evolve(session, status=SessionStatus.ENDED, updated_at=utcnow())
+        await service.store.write([SESSIONS.save(session)])
+        service.publish_session("session.ended", session)
+        service.publish_status(session)
+    return session
+
+
+async def delete(service: CommandService, command: DeleteSession) -> None:
+    """Delete a session with its messages, commands and approvals."""
+    async with service.lock(command.session_id):
+        session = service.session_or_404(command.session_id)
+        replies.drop_jobs(service, session.id)
+        await service.store.write([SESSIONS.delete(session.id)])
+        service.bus.publish("session.deleted", ("sessions", session_topic(session.id)), {"id": session.id})
+    service.forget_lock(session.id)

@@ -1,0 +1,94 @@
+"""Every write the API accepts, as a command object handed to the command service."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import attrs
+from attrs import frozen
+
+from aiosvc.models import Message
+
+
+@frozen(kw_only=True)
+class CreateSession:
+    """Start a new session."""
+
+    title: str | None = None
+    agent: str | None = None
+    project: str | None = None
+
+
+@frozen(kw_only=True)
+class UpdateSession:
+    """Rename a session."""
+
+    session_id: str
+    title: str
+
+
+@frozen(kw_only=True)
+class EndSession:
+    """End a session: no more messages; running and queued replies are cancelled."""
+
+    session_id: str
+
+
+@frozen(kw_only=True)
+class DeleteSession:
+    """Delete a session and its history."""
+
+    session_id: str
+
+
+@frozen(kw_only=True)
+class SendMessage:
+    """Store a user message and queue the agent's reply behind the session's earlier ones."""
+
+    session_id: str
+    content: str
+
+
+@frozen(kw_only=True)
+class CancelReplies:
+    """Stop the session's running reply and drop its queued ones."""
+
+    session_id: str
+
+
+@frozen(kw_only=True)
+class ResolveApproval:
+    """Approve or deny a pending tool call."""
+
+    approval_id: str
+    decision: Literal["approve", "deny"]
+
+
+AnyCommand = (
+    CreateSession
+    | UpdateSession
+    | EndSession
+    | DeleteSession
+    | SendMessage
+    | CancelReplies
+    | ResolveApproval
+)
+
+
+@frozen(kw_only=True)
+class Accepted:
+    """What sending a message answers: the stored user message and where its reply will be."""
+
+    message: Message
+    reply_id: str
+    command_id: str
+    reply: asyncio.Future[Message] = attrs.field(repr=False, eq=False)
+
+
+@frozen(kw_only=True)
+class Cancelled:
+    """What cancelling answers: the replies that were stopped or will never start."""
+
+    session_id: str
+    cancelled: tuple[str, ...]

@@ -1,0 +1,168 @@
+"""The private cattrs converter: strict request bodies in, models out as JSON-ready values.
+
+cattrs is lenient by default ("7" becomes 7, true becomes 1); an API that answers a wrong type
+with a 400 registers strict hooks for the scalar types instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum, StrEnum
+from typing import Any, Literal, TypeVar, get_args
+
+import orjson
+from attrs import frozen
+from cattrs import transform_error
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.preconf.orjson import make_converter
+
+from aiosvc.errors import InvalidJSON, ValidationFailed
+
+T = TypeVar("T")
+
+converter = make_converter(forbid_extra_keys=True)
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {_json_type(value)}")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {_json_type(value)}")
+    return value
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected a boolean, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return names.get(type(value), type(value).__name__)
+
+
+def _strict_literal(value: Any, type_: Any) -> Any:
+    allowed = get_args(type_)
+    if value not in allowed or type(value) is not type(allowed[0]):
+        raise ValueError("expected one of: " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def _strict_enum(value: Any, type_: type[Enum]) -> Enum:
+    try:
+        return type_(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in type_)
+        raise ValueError(f"expected one of: {allowed}") from None
+
+
+converter.register_structure_hook(str, _strict_str)
+# StrEnums are str subclasses: without this the str hook would take them and skip the check.
+converter.register_structure_hook(StrEnum, _strict_enum)
+converter.register_structure_hook(int, _strict_int)
+converter.register_structure_hook(bool, _strict_bool)
+converter.register_structure_hook_func(
+    lambda t: getattr(t, "__origin__", None) is Literal, _strict_literal
+)
+
+
+# Request bodies -------------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class SessionCreate:
+    """Body of ``POST /api/v1/sessions``."""
+
+    title: str | None = None
+    agent: str | None = None
+    project: str | None = None
+
+
+@frozen(kw_only=True)
+class SessionPatch:
+    """Body of ``PATCH /api/v1/sessions/{id}``."""
+
+    title: str
+
+
+@frozen(kw_only=True)
+class MessageCreate:
+    """Body of ``POST /api/v1/sessions/{id}/messages``."""
+
+    content: str
+
+
+@frozen(kw_only=True)
+class ApprovalDecision:
+    """Body of ``POST /api/v1/approvals/{id}``."""
+
+    decision: Literal["approve", "deny"]
+
+
+# In and out -----------------------------------------------------------------------------------
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON bytes strictly (UTF-8, no lone surrogates), raising :class:`InvalidJSON`."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Build ``cls`` from decoded JSON, raising :class:`ValidationFailed` with field paths."""
+    if not isinstance(data, Mapping):
+        raise ValidationFailed({"$": f"expected a JSON object, got {_json_type(data)}"})
+    try:
+        return converter.structure(data, cls)
+    except ClassValidationError as exc:
+        raise ValidationFailed(_field_errors(exc)) from None
+
+
+def _field_errors(exc: ClassValidationError) -> dict[str, str]:
+    """Map each failing field's dotted path to a short message."""
+    fields: dict[str, str] = {}
+    for message in transform_error(exc, path="$", format_exception=_format):
+        text, _, where = message.rpartition(" @ ")
+        where = where.removeprefix("$").removeprefix(".")
+        if text.startswith(_UNKNOWN):
+            for name in text.removeprefix(_UNKNOWN).split(", "):
+                fields[f"{where}.{name}" if where else name] = "unknown field"
+        else:
+            fields[where or "$"] = text
+    return fields
+
+
+_UNKNOWN = "unknown fields: "
+
+
+def _format(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field is missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return _UNKNOWN + ", ".join(sorted(exc.extra_fields))
+    return str(exc)
+
+
+def unstructure(value: Any) -> Any:
+    """Turn models (and containers of them) into JSON-ready builtins."""
+    return converter.unstructure(value)
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise models or builtins to JSON bytes."""
+    return orjson.dumps(converter.unstructure(value))

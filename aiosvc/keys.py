@@ -1,0 +1,21 @@
+"""Every typed application key, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aiosvc.agents import AgentRegistry
+from aiosvc.bus import Bus
+from aiosvc.cache import Cache
+from aiosvc.commands.service import CommandService
+from aiosvc.config import Config
+from aiosvc.store import Database, Store
+
+CONFIG = web.AppKey("config", Config)
+DATABASE = web.AppKey("database", Database)
+STORE = web.AppKey("store", Store)
+BUS = web.AppKey("bus", Bus)
+CACHE = web.AppKey("cache", Cache)
+AGENTS = web.AppKey("agents", AgentRegistry)
+COMMANDS = web.AppKey("commands", CommandService)
+STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made

@@ -1,0 +1,155 @@
+"""Durable storage: what must survive a restart, in one SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import orjson
+
+from aiosvc.models import (
+    Approval,
+    ApprovalStatus,
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Message,
+    MessageStatus,
+    Session,
+    SessionStatus,
+)
+from aiosvc.store.db import Database, Statement, StoreError
+from aiosvc.store.tables import APPROVALS, COMMANDS, MESSAGES, SESSIONS
+
+__all__ = ["Database", "Recovery", "Statement", "Store", "StoreError"]
+
+INTERRUPTED = ErrorInfo(code="interrupted", message="the server stopped before the reply finished")
+
+
+@attrs.frozen
+class Recovery:
+    """What startup found unfinished from the previous run, and did about it."""
+
+    failed_replies: int
+    expired_approvals: int
+    requeued: list[tuple[Command, dict[str, Any]]]
+
+
+class Store:
+    """Reads and writes the models; every write goes through the database's one writer."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write(self, statements: Iterable[Statement]) -> None:
+        """Commit these statements together (see :meth:`Database.write`)."""
+        await self.db.write(statements)
+
+    # Sessions and messages ---------------------------------------------------------------------
+
+    async def sessions(self) -> list[Session]:
+        """Every session, newest first."""
+        rows = await self.db.fetchall(f"{SESSIONS.select} ORDER BY seq DESC")
+        return [SESSIONS.load(row) for row in rows]
+
+    async def messages(self, session_id: str) -> list[Message]:
+        """A session's whole history, oldest first."""
+        rows = await self.db.fetchall(
+            f"{MESSAGES.select} WHERE session_id = ? ORDER BY seq", [session_id]
+        )
+        return [MESSAGES.load(row) for row in rows]
+
+    # Commands ----------------------------------------------------------------------------------
+
+    async def command(self, command_id: str) -> Command | None:
+        """One command, if it exists."""
+        row = await self.db.fetchone(f"{COMMANDS.select} WHERE id = ?", [command_id])
+        return COMMANDS.load(row) if row else None
+
+    # Approvals ---------------------------------------------------------------------------------
+
+    async def approvals(self) -> list[Approval]:
+        """Every approval, oldest first."""
+        rows = await self.db.fetchall(f"{APPROVALS.select} ORDER BY seq")
+        return [APPROVALS.load(row) for row in rows]
+
+    # Startup -----------------------------------------------------------------------------------
+
+    async def recover(self, now: str) -> Recovery:
+        """Settle what the previous run left unfinished.
+
+        A reply that was streaming (its process died under it) is marked failed, never left
+        streaming; its command fails with it. Pending approvals expire. Commands still queued
+        are handed back to be run again, in order: their user messages were acknowledged.
+        """
+        db = self.db
+        running = await db.fetchall(
+            "SELECT id, payload FROM commands WHERE status = 'running' ORDER BY seq"
+        )
+        reply_ids = [orjson.loads(r["payload"])["reply_id"] for r in running if r["payload"]]
+        error = orjson.dumps(attrs.asdict(INTERRUPTED)).decode()
+        statements: list[Statement] = []
+        for reply_id in reply_ids:
+            statements.append(
+                (
+                    "UPDATE messages SET status = ?, completed_at = ?, error = ? "
+                    "WHERE id = ? AND status IN ('pending', 'streaming')",
+                    [MessageStatus.FAILED, now, error, reply_id],
+                )
+            )
+        statements.append(
+            (
+                "UPDATE commands SET status = ?, finished_at = ?, error = ? WHERE status = ?",
+                [CommandStatus.FAILED, now, error, CommandStatus.RUNNING],
+            )
+        )
+        # Any other streaming message is an orphan of the same crash.
+        statements.append(
+            (
+                "UPDATE messages SET status = ?, completed_at = ?, error = ? "
+                "WHERE status = 'streaming'",
+                [MessageStatus.FAILED, now, error],
+            )
+        )
+        pending = await db.fetchall("SELECT id FROM approvals WHERE status = 'pending'")
+        statements.append(
+            (
+                "UPDATE approvals SET status = ?, resolved_at = ? WHERE status = ?",
+                [ApprovalStatus.EXPIRED, now, ApprovalStatus.PENDING],
+            )
+        )
+        statements.append(
+            (
+                "UPDATE sessions SET status = ?, updated_at = ? WHERE status IN (?, ?)",
+                [SessionStatus.IDLE, now, SessionStatus.RUNNING, SessionStatus.WAITING_APPROVAL],
+            )
+        )
+        await db.write(statements)
+        columns = ", ".join((*COMMANDS.columns, "payload"))
+        queued = await db.fetchall(
+            f"SELECT {columns} FROM commands WHERE status = 'queued' ORDER BY seq"
+        )
+        requeued = [(COMMANDS.load(row), orjson.loads(row["payload"] or "{}")) for row in queued]
+        return Recovery(len(running), len(pending), requeued)
+
+    async def reserve_event_ids(self, block: int) -> tuple[int, int]:
+        """Reserve a fresh block of event ids; return (first id, last reserved id)."""
+        row = await self.db.fetchone("SELECT value FROM meta WHERE key = 'event_id_reserved'")
+        previous = int(row["value"]) if row else 0
+        until = previous + block
+        await self.set_event_ids_reserved(until)
+        return previous + 1, until
+
+    async def set_event_ids_reserved(self, until: int) -> None:
+        """Record that every event id up to ``until`` may have been handed out."""
+        await self.db.write(
+            [
+                (
+                    "INSERT INTO meta (key, value) VALUES ('event_id_reserved', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                    "WHERE CAST(excluded.value AS INTEGER) > CAST(value AS INTEGER)",
+                    [str(until)],
+                )
+            ]
+        )

@@ -1,0 +1,73 @@
+"""Reading requests: JSON bodies into attrs models, query parameters, path ids."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+from aiohttp import web
+
+from aiosvc.convert import loads, structure
+from aiosvc.errors import BadRequest, InvalidParameter
+
+T = TypeVar("T")
+
+
+async def body(request: web.Request, cls: type[T]) -> T:
+    """Read the JSON body (its media type is checked by middleware) as ``cls``."""
+    if not request.body_exists:
+        raise BadRequest("this request needs a JSON body", code="missing_body")
+    return structure(loads(await request.read()), cls)
+
+
+def paging(request: web.Request, max_limit: int) -> tuple[int, int]:
+    """Read ``limit`` (default 50, 1..max) and ``offset`` (default 0, >= 0)."""
+    limit = integer(request, "limit", 50, 1, max_limit)
+    offset = integer(request, "offset", 0, 0, None)
+    return limit, offset
+
+
+def integer(
+    request: web.Request, name: str, default: int, low: int, high: int | None
+) -> int:
+    """Read an integer query parameter within ``low``..``high``."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 18:
+        raise InvalidParameter(name, "must be an integer")
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        bound = f"{low} to {high}" if high is not None else f"at least {low}"
+        raise InvalidParameter(name, f"must be {bound}")
+    return value
+
+
+def boolean(request: web.Request, name: str) -> bool:
+    """Read a boolean query parameter: true/false/1/0, absent is false."""
+    raw = request.query.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise InvalidParameter(name, "must be true or false")
+
+
+def choice(request: web.Request, name: str, enum: type[StrEnum]) -> str | None:
+    """Read an optional query parameter that must be one of an enum's values."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw not in enum._value2member_map_:
+        raise InvalidParameter(name, "must be one of: " + ", ".join(m.value for m in enum))
+    return raw
+
+
+def text(request: web.Request, name: str, max_length: int = 200) -> str | None:
+    """Read an optional free-text query parameter."""
+    raw = request.query.get(name)
+    if raw is not None and not 1 <= len(raw) <= max_length:
+        raise InvalidParameter(name, f"must be 1 to {max_length} characters")
+    return raw

@@ -1,0 +1,45 @@
+"""Building responses: the success envelope, lists with paging, the error envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aiosvc.convert import unstructure
+from aiosvc.errors import AppError
+
+JSON = "application/json"
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """Serialise ``body`` (models allowed) with orjson into a JSON response."""
+    return web.Response(
+        body=orjson.dumps(unstructure(body)), status=status, content_type=JSON, headers=headers
+    )
+
+
+def ok(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """Answer ``{"data": data}``."""
+    return json_response({"data": data}, status=status, headers=headers)
+
+
+def page(items: Sequence[Any], *, limit: int, offset: int) -> web.Response:
+    """Answer one page of ``items`` with ``total``, ``limit`` and ``offset`` beside it."""
+    return json_response(
+        {
+            "data": items[offset : offset + limit],
+            "total": len(items),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+def error_response(error: AppError) -> web.Response:
+    """Answer an error in the API's envelope, with the error's own headers."""
+    return json_response(error.envelope(), status=error.status, headers=error.headers)

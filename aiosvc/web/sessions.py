@@ -1,0 +1,124 @@
+"""Routes for sessions and their messages: parse, call the command service or cache, answer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aiosvc.commands.types import (
+    CancelReplies,
+    CreateSession,
+    DeleteSession,
+    EndSession,
+    SendMessage,
+    UpdateSession,
+)
+from aiosvc.convert import MessageCreate, SessionCreate, SessionPatch
+from aiosvc.errors import NotFound
+from aiosvc.keys import CACHE, COMMANDS, CONFIG
+from aiosvc.models import Session, SessionStatus, is_valid_id
+from aiosvc.web import requests
+from aiosvc.web.responses import ok, page
+
+routes = web.RouteTableDef()
+BASE = "/api/v1/sessions"
+
+
+def _session(request: web.Request) -> Session:
+    session_id = request.match_info["id"]
+    session = request.app[CACHE].session(session_id) if is_valid_id(session_id) else None
+    if session is None:
+        raise NotFound.of("session", session_id)
+    return session
+
+
+@routes.get(BASE)
+async def list_sessions(request: web.Request) -> web.Response:
+    """List sessions, newest first, filtered by status, project and computer."""
+    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    sessions = request.app[CACHE].sessions(
+        status=requests.choice(request, "status", SessionStatus),
+        project=requests.text(request, "project"),
+        computer=requests.text(request, "computer"),
+    )
+    return page(sessions, limit=limit, offset=offset)
+
+
+@routes.post(BASE)
+async def create_session(request: web.Request) -> web.Response:
+    """Create a session; answers 201 with its ``Location``."""
+    body = await requests.body(request, SessionCreate)
+    session = await request.app[COMMANDS].execute(
+        CreateSession(title=body.title, agent=body.agent, project=body.project)
+    )
+    return ok(session, status=201, headers={"Location": f"{BASE}/{session.id}"})
+
+
+@routes.get(BASE + "/{id}")
+async def get_session(request: web.Request) -> web.Response:
+    """One session."""
+    return ok(_session(request))
+
+
+@routes.patch(BASE + "/{id}")
+async def patch_session(request: web.Request) -> web.Response:
+    """Rename a session."""
+    session_id = _session(request).id
+    body = await requests.body(request, SessionPatch)
+    return ok(
+        await request.app[COMMANDS].execute(UpdateSession(session_id=session_id, title=body.title))
+    )
+
+
+@routes.post(BASE + "/{id}/end")
+async def end_session(request: web.Request) -> web.Response:
+    """End a session; its history stays."""
+    session_id = _session(request).id
+    return ok(await request.app[COMMANDS].execute(EndSession(session_id=session_id)))
+
+
+@routes.delete(BASE + "/{id}")
+async def delete_session(request: web.Request) -> web.Response:
+    """Delete a session and everything in it."""
+    session_id = _session(request).id
+    await request.app[COMMANDS].execute(DeleteSession(session_id=session_id))
+    return web.Response(status=204)
+
+
+@routes.get(BASE + "/{id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    """A session's history, oldest first."""
+    session_id = _session(request).id
+    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    return page(await request.app[CACHE].history(session_id), limit=limit, offset=offset)
+
+
+@routes.post(BASE + "/{id}/messages")
+async def send_message(request: web.Request) -> web.Response:
+    """Send a message: 202 once it is stored, or with ``?wait=true`` 200 with the reply."""
+    session_id = _session(request).id
+    wait = requests.boolean(request, "wait")
+    body = await requests.body(request, MessageCreate)
+    accepted = await request.app[COMMANDS].execute(
+        SendMessage(session_id=session_id, content=body.content)
+    )
+    if wait:
+        return ok(await accepted.reply)
+    return ok(
+        {
+            "message": accepted.message,
+            "reply_id": accepted.reply_id,
+            "command_id": accepted.command_id,
+        },
+        status=202,
+        headers={"Location": f"/api/v1/commands/{accepted.command_id}"},
+    )
+
+
+@routes.post(BASE + "/{id}/cancel")
+async def cancel_reply(request: web.Request) -> web.Response:
+    """Stop the running reply and drop queued ones."""
+    session_id = _session(request).id
+    cancelled = await request.app[COMMANDS].execute(CancelReplies(session_id=session_id))
+    return ok(
+        {"session_id": cancelled.session_id, "cancelled": list(cancelled.cancelled)}, status=202
+    )

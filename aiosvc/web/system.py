@@ -1,0 +1,75 @@
+"""Routes for health, agents, commands and approvals."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from aiosvc import __version__
+from aiosvc.commands.types import ResolveApproval
+from aiosvc.convert import ApprovalDecision
+from aiosvc.errors import NotFound, Unavailable
+from aiosvc.keys import AGENTS, CACHE, COMMANDS, CONFIG, DATABASE, STARTED_AT
+from aiosvc.models import ApprovalStatus, is_valid_id
+from aiosvc.web import requests
+from aiosvc.web.responses import ok, page
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health")
+@routes.get("/api/v1/health")
+async def health(request: web.Request) -> web.Response:
+    """Liveness and readiness: 200 when the database answers, else 503."""
+    report = {
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
+        "db": "ok",
+    }
+    if not await request.app[DATABASE].ping():
+        report.update(status="unavailable", db="error")
+        raise Unavailable("the database is not usable", details=report)
+    return ok(report)
+
+
+@routes.get("/api/v1/agents")
+async def list_agents(request: web.Request) -> web.Response:
+    """The configured agents with their kind and non-secret settings."""
+    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
+
+
+@routes.get("/api/v1/commands/{id}")
+async def get_command(request: web.Request) -> web.Response:
+    """A command's state."""
+    command_id = request.match_info["id"]
+    command = await request.app[CACHE].command(command_id) if is_valid_id(command_id) else None
+    if command is None:
+        raise NotFound.of("command", command_id)
+    return ok(command)
+
+
+@routes.get("/api/v1/approvals")
+async def list_approvals(request: web.Request) -> web.Response:
+    """Approvals, newest first, filtered by status and session."""
+    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    approvals = request.app[CACHE].approvals(
+        status=requests.choice(request, "status", ApprovalStatus),
+        session_id=requests.text(request, "session_id", 64),
+    )
+    return page(approvals, limit=limit, offset=offset)
+
+
+@routes.post("/api/v1/approvals/{id}")
+async def resolve_approval(request: web.Request) -> web.Response:
+    """Approve or deny a pending approval; a resolved one is 409."""
+    approval_id = request.match_info["id"]
+    if not is_valid_id(approval_id) or request.app[CACHE].approval(approval_id) is None:
+        raise NotFound.of("approval", approval_id)
+    body = await requests.body(request, ApprovalDecision)
+    approval = await request.app[COMMANDS].execute(
+        ResolveApproval(approval_id=approval_id, decision=body.decision)
+    )
+    return ok(approval)

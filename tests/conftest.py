@@ -1,0 +1,72 @@
+"""Shared fixtures: a config on a temporary database, the app through ``create_app``, and a
+guard that fails any test leaving tasks behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from aiosvc.app import create_app
+from aiosvc.config import AgentsConfig, Config, EchoAgentConfig, load_config
+
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running once everything it used is torn down."""
+    before = asyncio.all_tasks()
+    yield
+    for _ in range(20):
+        leaked = [t for t in asyncio.all_tasks() - before if not t.done()]
+        leaked = [t for t in leaked if t is not asyncio.current_task()]
+        if not leaked:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"tasks left running: {[t.get_name() for t in leaked]}")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A fresh database file for the test."""
+    return tmp_path / "aiosvc.db"
+
+
+@pytest.fixture
+def config(db_path: Path) -> Config:
+    """The default configuration on the test's database, with a slow echo agent beside echo."""
+    base = load_config(None, env={}, overrides={"db": str(db_path)})
+    agents = AgentsConfig(
+        default="echo",
+        backends={"echo": EchoAgentConfig(), "slow": EchoAgentConfig(delay_ms=200)},
+    )
+    return attrs.evolve(base, agents=agents)
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, config: Config) -> Client:
+    """A test client on the real app."""
+    return await aiohttp_client(create_app(config))
+
+
+async def create_session(client: Client, **body: Any) -> dict[str, Any]:
+    """Create a session through the API and return it."""
+    response = await client.post("/api/v1/sessions", json=body)
+    assert response.status == 201, await response.text()
+    data: dict[str, Any] = (await response.json())["data"]
+    return data
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds, failing after a generous ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.01)
