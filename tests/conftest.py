@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from aiosvc.app import create_app
 from aiosvc.config import AgentsConfig, Config, EchoAgentConfig, load_config
 
-ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client
+
+ClientFactory = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture(autouse=True)
@@ -55,18 +53,3 @@ def config(db_path: Path) -> Config:
 async def client(aiohttp_client: ClientFactory, config: Config) -> Client:
     """A test client on the real app."""
     return await aiohttp_client(create_app(config))
-
-
-async def create_session(client: Client, **body: Any) -> dict[str, Any]:
-    """Create a session through the API and return it."""
-    response = await client.post("/api/v1/sessions", json=body)
-    assert response.status == 201, await response.text()
-    data: dict[str, Any] = (await response.json())["data"]
-    return data
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds, failing after a generous ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.01)

@@ -156,21 +156,25 @@ async def _start(service: CommandService, job: Job) -> Message | None:
 
 
 async def _turn(service: CommandService, job: Job) -> Turn:
+    """The agent's view: the finished conversation so far, without messages sent after the
+    prompt (they are queued behind this reply), and the prompt itself."""
     history = await service.cache.history(job.session_id)
     earlier: list[Message] = []
-    prompt = ""
+    prompt: Message | None = None
     for message in history:
         if message.id == job.message_id:
-            prompt = message.content
-            break
-        if message.status is MessageStatus.COMPLETE:
+            prompt = message
+        elif message.status is MessageStatus.COMPLETE and not (
+            prompt is not None and message.role is Role.USER
+        ):
             earlier.append(message)
     session = service.cache.session(job.session_id)
-    assert session is not None
+    if session is None or prompt is None:
+        raise AgentError("session_deleted", "the session was deleted")
     return Turn(
         session=session,
         history=tuple(earlier),
-        prompt=prompt,
+        prompt=prompt.content,
         reply_id=job.reply_id,
         approvals=Gate(service, job),
     )

@@ -56,7 +56,7 @@ class Table(Generic[T]):
     def load(self, row: sqlite3.Row) -> T:
         """Build the model from a row selected with :attr:`select`."""
         data = {c: row[c] for c in self.columns}
-        for name in self.json_columns:
+        for name in self.json_columns.intersection(self.columns):
             if data[name] is not None:
                 data[name] = orjson.loads(data[name])
         return converter.structure(data, self.model)
