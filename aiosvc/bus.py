@@ -33,6 +33,7 @@ Deliver = Callable[[Event, str], None]
 
 ALL = "*"
 
+
 def session_topic(session_id: str) -> str:
     """The topic that carries everything about one session."""
     return f"session:{session_id}"

@@ -12,7 +12,6 @@ import pytest
 
 from aiosvc.app import create_app
 from aiosvc.config import AgentsConfig, Config, EchoAgentConfig, load_config
-
 from tests.helpers import Client
 
 ClientFactory = Callable[..., Awaitable[Client]]

@@ -34,9 +34,7 @@ MESSAGE_KEYS = {
 
 
 async def test_create_get_and_list_sessions(client: Client) -> None:
-    response = await client.post(
-        "/api/v1/sessions", json={"title": "first", "project": "website"}
-    )
+    response = await client.post("/api/v1/sessions", json={"title": "first", "project": "website"})
     assert response.status == 201
     body = await response.json()
     assert set(body) == {"data"}
@@ -69,7 +67,10 @@ async def test_create_get_and_list_sessions(client: Client) -> None:
 
 
 async def test_list_filters_and_pagination(client: Client) -> None:
-    made = [await create_session(client, title=f"s{n}", project="p" if n % 2 else None) for n in range(5)]
+    made = [
+        await create_session(client, title=f"s{n}", project="p" if n % 2 else None)
+        for n in range(5)
+    ]
     page = await (await client.get("/api/v1/sessions?limit=2&offset=1")).json()
     assert [s["title"] for s in page["data"]] == ["s3", "s2"]
     assert (page["total"], page["limit"], page["offset"]) == (5, 2, 1)
@@ -207,7 +208,9 @@ async def test_read_your_writes(client: Client) -> None:
 async def test_cancel_a_slow_reply(client: Client) -> None:
     session = await create_session(client, agent="slow")
     url = f"/api/v1/sessions/{session['id']}"
-    sent = (await (await client.post(url + "/messages", json={"content": "a b c d e f g h"})).json())["data"]
+    sent = (
+        await (await client.post(url + "/messages", json={"content": "a b c d e f g h"})).json()
+    )["data"]
 
     async def streaming() -> bool:
         history = (await (await client.get(url + "/messages")).json())["data"]
@@ -249,7 +252,11 @@ async def test_unknown_agent_is_422_and_validation_names_fields(client: Client) 
     }
     session = await create_session(client)
     url = f"/api/v1/sessions/{session['id']}/messages"
-    for body, field in [({}, "content"), ({"content": ""}, "content"), ({"content": "x" * 262_145}, "content")]:
+    for body, field in [
+        ({}, "content"),
+        ({"content": ""}, "content"),
+        ({"content": "x" * 262_145}, "content"),
+    ]:
         response = await client.post(url, json=body)
         assert response.status == 400
         error = (await response.json())["error"]
@@ -271,7 +278,9 @@ async def test_bad_json_media_type_and_size(client: Client) -> None:
         assert response.status == 400, raw
         assert (await response.json())["error"]["code"] in {"invalid_json", "validation_error"}
     response = await client.post(
-        "/api/v1/sessions", data=b"title=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        "/api/v1/sessions",
+        data=b"title=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status == 415
     assert (await response.json())["error"]["code"] == "unsupported_media_type"

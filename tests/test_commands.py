@@ -352,7 +352,9 @@ async def test_history_read_while_writes_land_is_consistent(core: Core) -> None:
     session = await new_session(core)
     sends: list[Any] = []
     for n in range(20):
-        sends.append(await core.service.execute(SendMessage(session_id=session.id, content=f"m{n}")))
+        sends.append(
+            await core.service.execute(SendMessage(session_id=session.id, content=f"m{n}"))
+        )
         if n == 10:
             core.cache._histories.clear()  # force a reload in the middle of the stream
             await core.cache.history(session.id)

@@ -56,8 +56,7 @@ async def test_every_acknowledged_message_survives_sigkill(db_path: Path) -> Non
             for data in acknowledged:
                 message = data["message"]
                 assert stored[message["id"]]["content"] == message["content"]
-            # Nothing is left streaming; replies the crash cut short are marked failed.
-            assert not [m for m in history if m["status"] == "streaming"]
+
             # Every accepted reply gets its turn after the restart (they were journaled).
             async def all_done() -> bool:
                 async with http.get(f"{server.url}/api/v1/sessions/{session_id}") as response:
@@ -66,10 +65,20 @@ async def test_every_acknowledged_message_survives_sigkill(db_path: Path) -> Non
             async with asyncio.timeout(60):
                 while not await all_done():
                     await asyncio.sleep(0.05)
-            for data in acknowledged[-5:]:
-                async with http.get(f"{server.url}/api/v1/commands/{data['command_id']}") as r:
-                    command = (await r.json())["data"]
-                assert command["status"] in {"succeeded", "failed"}
+            async with http.get(f"{url}?limit=500&offset=0") as response:
+                total = (await response.json())["total"]
+            history = []
+            for offset in range(0, total, 500):
+                async with http.get(f"{url}?limit=500&offset={offset}") as response:
+                    history += (await response.json())["data"]
+            # Nothing is left streaming: a reply the crash cut short is failed, the rest ran.
+            statuses = {m["status"] for m in history if m["role"] == "assistant"}
+            assert statuses <= {"complete", "failed"}
+            failed = [m for m in history if m["status"] == "failed"]
+            assert all(m["error"]["code"] == "interrupted" for m in failed)
+            assert len(failed) <= 1  # one session: at most one reply was running
+            replies = {m["id"] for m in history if m["role"] == "assistant"}
+            assert {data["reply_id"] for data in acknowledged} <= replies
     finally:
         assert await restarted.stop() == 0
 

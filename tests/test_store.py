@@ -49,9 +49,7 @@ def message(ident: str, status: MessageStatus, role: Role = Role.ASSISTANT) -> M
 
 
 def command(ident: str, status: CommandStatus) -> Command:
-    return Command(
-        id=ident, type="send_message", status=status, session_id="ses_1", created_at=NOW
-    )
+    return Command(id=ident, type="send_message", status=status, session_id="ses_1", created_at=NOW)
 
 
 @pytest.fixture
@@ -93,9 +91,7 @@ async def test_models_round_trip(store: Store) -> None:
         finished_at=NOW,
         result={"message_id": "msg_2"},
     )
-    await store.write(
-        [SESSIONS.save(session()), MESSAGES.save(failed), APPROVALS.save(approval)]
-    )
+    await store.write([SESSIONS.save(session()), MESSAGES.save(failed), APPROVALS.save(approval)])
     await store.write([COMMANDS.save(done, payload={"reply_id": "msg_2"})])
     assert await store.sessions() == [session()]
     assert await store.messages("ses_1") == [failed]
@@ -116,7 +112,9 @@ async def test_sessions_newest_first_and_updates_keep_order(store: Store) -> Non
 
 async def test_concurrent_writes_are_grouped_and_a_bad_one_fails_alone(store: Store) -> None:
     await store.write([SESSIONS.save(session())])
-    good = [store.write([MESSAGES.save(message(f"m{i}", MessageStatus.COMPLETE))]) for i in range(50)]
+    good = [
+        store.write([MESSAGES.save(message(f"m{i}", MessageStatus.COMPLETE))]) for i in range(50)
+    ]
     orphan = attrs.evolve(message("orphan", MessageStatus.COMPLETE), session_id="ses_missing")
     bad = store.write([MESSAGES.save(orphan)])  # violates the foreign key
     results = await asyncio.gather(*good, bad, return_exceptions=True)

@@ -14,7 +14,7 @@ from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands.approvals import Gate
 from aiosvc.commands.jobs import Job
-from aiosvc.commands.types import Accepted, CancelReplies, Cancelled, SendMessage
+from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
 from aiosvc.errors import SessionEnded, ValidationFailed
 from aiosvc.models import (
     Command,
@@ -81,7 +81,11 @@ async def send(service: CommandService, command: SendMessage) -> Accepted:
         )
         payload = {"message_id": message.id, "reply_id": reply_id}
         await service.store.write(
-            [MESSAGES.save(message), COMMANDS.save(journal, payload=payload), SESSIONS.save(session)]
+            [
+                MESSAGES.save(message),
+                COMMANDS.save(journal, payload=payload),
+                SESSIONS.save(session),
+            ]
         )
         service.cache.put_command(journal)
         service.publish_message("message.created", message)
@@ -186,7 +190,9 @@ async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: lis
         async for delta in deltas:
             if delta:
                 chunks.append(delta)
-                service.bus.publish("message.delta", topics, {"message_id": turn.reply_id, "delta": delta})
+                service.bus.publish(
+                    "message.delta", topics, {"message_id": turn.reply_id, "delta": delta}
+                )
 
 
 async def _finish(

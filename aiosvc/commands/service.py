@@ -149,7 +149,9 @@ class CommandService:
                 try:
                     await replies.run(self, job)
                 except Exception as exc:
-                    log.exception("reply_crashed", session_id=lane.session_id, reply_id=job.reply_id)
+                    log.exception(
+                        "reply_crashed", session_id=lane.session_id, reply_id=job.reply_id
+                    )
                     if not job.done.done():
                         job.done.set_exception(exc)
                 finally:

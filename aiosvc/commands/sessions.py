@@ -87,5 +87,7 @@ async def delete(service: CommandService, command: DeleteSession) -> None:
         session = service.session_or_404(command.session_id)
         replies.drop_jobs(service, session.id)
         await service.store.write([SESSIONS.delete(session.id)])
-        service.bus.publish("session.deleted", ("sessions", session_topic(session.id)), {"id": session.id})
+        service.bus.publish(
+            "session.deleted", ("sessions", session_topic(session.id)), {"id": session.id}
+        )
     service.forget_lock(session.id)

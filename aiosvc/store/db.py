@@ -251,7 +251,7 @@ class Database:
         if conn is None:
             raise StoreError("the database is not open")
         conn.row_factory = sqlite3.Row
-        return list(await conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+        return list(await conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         """Run a query on the read connection and return its first row, if any."""

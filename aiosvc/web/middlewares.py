@@ -9,7 +9,7 @@ from contextvars import ContextVar
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from aiosvc.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from aiosvc.web.responses import error_response
@@ -105,7 +105,7 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> AppError:
     return AppError(exc.reason, code=code, status=exc.status)
 
 
-def json_bodies(max_bytes: int) -> web.Middleware:
+def json_bodies(max_bytes: int) -> Middleware:
     """Refuse a body that is not ``application/json`` (415) or is declared too large (413)."""
 
     @web.middleware

@@ -27,9 +27,7 @@ def paging(request: web.Request, max_limit: int) -> tuple[int, int]:
     return limit, offset
 
 
-def integer(
-    request: web.Request, name: str, default: int, low: int, high: int | None
-) -> int:
+def integer(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
     """Read an integer query parameter within ``low``..``high``."""
     raw = request.query.get(name)
     if raw is None:

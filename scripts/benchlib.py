@@ -1,0 +1,107 @@
+"""Shared pieces of the benchmarks: start servers, run wrk, summarise figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+WRK = shutil.which("wrk")
+
+
+def require_wrk() -> str:
+    """Return wrk's path, or exit explaining how to get it."""
+    if WRK is None:
+        sys.exit("this benchmark needs wrk as the load generator: apt-get install wrk")
+    return WRK
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, timeout: float = 20.0) -> None:
+    """Poll ``url`` until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start_aiosvc(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """Start ``aiosvc serve`` on a fresh database in ``workdir``; logs go to a file there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
+    env["AIOSVC_LOG_FORMAT"] = "json"
+    log = (workdir / f"aiosvc-{port}.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiosvc",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(workdir / "bench.db"),
+            *extra,
+        ],
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
+    wait_until_up(f"http://127.0.0.1:{port}/health")
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM and wait."""
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def wrk(
+    url: str, *, seconds: float, connections: int, script: Path | None = None
+) -> dict[str, float]:
+    """Run wrk once; return requests/s and the count of non-2xx answers."""
+    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "rps": rps,
+        "non_2xx": float(bad.group(1)) if bad else 0.0,
+        "requests": float(total.group(1)) if total else 0.0,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
+    }
+
+
+def median(values: list[float]) -> float:
+    """The median."""
+    return statistics.median(values)
+
+
+def workdir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder for databases and logs."""
+    return tempfile.TemporaryDirectory(prefix="aiosvc-bench-")
