@@ -27,11 +27,7 @@ EVENT_ID_BLOCK = 1 << 20
 def create_app(config: Config) -> web.Application:
     """Build the application: services made here, opened and closed by its lifecycle."""
     app = web.Application(
-        middlewares=[
-            middlewares.request_context,
-            middlewares.error_envelope,
-            middlewares.json_bodies(config.limits.max_body_bytes),
-        ],
+        middlewares=[middlewares.front_door(config.limits.max_body_bytes)],
         client_max_size=config.limits.max_body_bytes,
         handler_args={"max_field_size": 16_384},
     )

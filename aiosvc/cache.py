@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import attrs
 
 from aiosvc.bus import ALL, Bus, Subscription
+from aiosvc.convert import dumps
 from aiosvc.models import Approval, Command, Event, Message, MessageStatus, Session
 from aiosvc.store import Store
 
@@ -40,12 +40,18 @@ class Cache:
         self._live: dict[str, list[str]] = {}  # streaming message id -> deltas so far
         self._commands: OrderedDict[str, Command] = OrderedDict()
         self._approvals: dict[str, Approval] = {}
+        # The JSON of each current session and message snapshot, by id, beside the snapshot it
+        # encodes: the bus serialised it once at publication, so reads need not do it again.
+        self._json: dict[str, tuple[object, bytes]] = {}
+        self._sessions_json: list[bytes] | None = None  # every session's JSON, newest first
         self._subscription: Subscription | None = None
 
     async def load(self) -> None:
         """Load sessions and approvals from the store and start following the bus."""
         sessions = await self._store.sessions()
         self._sessions = {s.id: s for s in reversed(sessions)}
+        for session in sessions:
+            self._json[session.id] = (session, dumps(session))
         self._approvals = {a.id: a for a in await self._store.approvals()}
         self._subscription = self._bus.subscribe(self._apply, [ALL])
 
@@ -72,6 +78,12 @@ class Cache:
             and (project is None or s.project == project)
             and (computer is None or s.computer == computer)
         ]
+
+    def sessions_json(self) -> list[bytes]:
+        """The JSON of every session, newest first (kept until a session changes)."""
+        if self._sessions_json is None:
+            self._sessions_json = [self._json[i][1] for i in reversed(self._sessions)]
+        return self._sessions_json
 
     # Histories ---------------------------------------------------------------------------------
 
@@ -107,10 +119,21 @@ class Cache:
         for message in buffered:
             messages[message.id] = message
         if session_id in self._sessions:
+            for message in messages.values():
+                self._json.setdefault(message.id, (message, dumps(message)))
             self._histories[session_id] = messages
             while len(self._histories) > self._histories_kept:
-                self._histories.popitem(last=False)
+                _, evicted = self._histories.popitem(last=False)
+                for message_id in evicted:
+                    self._json.pop(message_id, None)
         return messages
+
+    def json(self, snapshot: Session | Message) -> bytes:
+        """The JSON of a session or message snapshot read from this cache."""
+        cached = self._json.get(snapshot.id)
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        return dumps(snapshot)  # a streaming message with its text so far
 
     def _with_live_text(self, message: Message) -> Message:
         if message.status is MessageStatus.STREAMING and message.id in self._live:
@@ -153,20 +176,27 @@ class Cache:
     def _apply(self, event: Event, _topic: str) -> None:
         handler = _HANDLERS.get(event.type)
         if handler is not None:
-            handler(self, event.obj)
+            handler(self, event)
 
-    def _on_session(self, session: Session) -> None:
+    def _on_session(self, event: Event) -> None:
+        session: Session = event.obj
         self._sessions[session.id] = session
+        self._json[session.id] = (session, event.data_json)
+        self._sessions_json = None
 
-    def _on_session_deleted(self, data: dict[str, Any]) -> None:
-        session_id = data["id"]
+    def _on_session_deleted(self, event: Event) -> None:
+        session_id = event.obj["id"]
         self._sessions.pop(session_id, None)
+        self._json.pop(session_id, None)
+        self._sessions_json = None
         for message_id in self._histories.pop(session_id, {}):
             self._live.pop(message_id, None)
+            self._json.pop(message_id, None)
         for approval in [a for a in self._approvals.values() if a.session_id == session_id]:
             del self._approvals[approval.id]
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, event: Event) -> None:
+        message: Message = event.obj
         if message.status is MessageStatus.STREAMING:
             self._live.setdefault(message.id, [])
         elif message.status is not MessageStatus.PENDING:
@@ -178,13 +208,15 @@ class Cache:
         messages = self._histories.get(message.session_id)
         if messages is not None:
             messages[message.id] = message
+            self._json[message.id] = (message, event.data_json)
 
-    def _on_delta(self, data: dict[str, Any]) -> None:
-        chunks = self._live.get(data["message_id"])
+    def _on_delta(self, event: Event) -> None:
+        chunks = self._live.get(event.obj["message_id"])
         if chunks is not None:
-            chunks.append(data["delta"])
+            chunks.append(event.obj["delta"])
 
-    def _on_approval(self, approval: Approval) -> None:
+    def _on_approval(self, event: Event) -> None:
+        approval: Approval = event.obj
         self._approvals[approval.id] = approval
 
     def live_sessions(self) -> Iterator[str]:
@@ -192,7 +224,7 @@ class Cache:
         return iter(self._histories)
 
 
-_HANDLERS: dict[str, Any] = {
+_HANDLERS: dict[str, Callable[[Cache, Event], None]] = {
     "session.created": Cache._on_session,
     "session.updated": Cache._on_session,
     "session.ended": Cache._on_session,

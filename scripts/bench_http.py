@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import urllib.request
@@ -63,8 +62,8 @@ def call(url: str, body: dict[str, object] | None = None) -> dict[str, object]:
 def main() -> None:
     """Run both benchmarks and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     benchlib.require_wrk()
@@ -76,7 +75,7 @@ def main() -> None:
         ids = [str(call(f"{base}/sessions", {"title": f"s{n}"})["data"]["id"]) for n in range(20)]  # type: ignore[index]
         with urllib.request.urlopen(f"{base}/sessions") as response:
             (work / "body.json").write_bytes(response.read())
-        bare = subprocess.Popen(
+        bare = benchlib.server_process(
             [sys.executable, "-c", BARE_SERVER, str(bare_port), str(work / "body.json")]
         )
         try:

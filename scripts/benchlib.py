@@ -17,6 +17,23 @@ from pathlib import Path
 WRK = shutil.which("wrk")
 
 
+# With two or more cores, servers run on core 0 and the load generator on core 1, so the two
+# do not take turns on one core (which makes figures swing with the scheduler).
+PINNED = len(os.sched_getaffinity(0)) >= 2
+SERVER_CPUS, CLIENT_CPUS = ({0}, {1}) if PINNED else (None, None)
+
+
+def pin(cpus: set[int] | None) -> None:
+    """Restrict the calling process to ``cpus`` (for ``preexec_fn``)."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
+def server_process(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start a server process on the servers' core."""
+    return subprocess.Popen(argv, preexec_fn=lambda: pin(SERVER_CPUS), **kwargs)  # type: ignore[call-overload]
+
+
 def require_wrk() -> str:
     """Return wrk's path, or exit explaining how to get it."""
     if WRK is None:
@@ -80,10 +97,16 @@ def wrk(
     url: str, *, seconds: float, connections: int, script: Path | None = None
 ) -> dict[str, float]:
     """Run wrk once; return requests/s and the count of non-2xx answers."""
-    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     if script is not None:
         argv += ["-s", str(script)]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*argv, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: pin(CLIENT_CPUS),
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     total = re.search(r"(\d+) requests in", out)

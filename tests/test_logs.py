@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
+from aiosvc import logs
 from aiosvc.logs import configure_logging, get_logger, redact_query, redact_secrets
 
 
@@ -19,8 +21,10 @@ def clean_logging() -> Iterator[None]:
     root = logging.getLogger()
     access = logging.getLogger("aiohttp.access")
     saved = (root.handlers[:], root.level, access.level)
+    saved_access = logs.access
     structlog.reset_defaults()
     yield
+    logs.access = saved_access
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     root.handlers[:], root.level = saved[0], saved[1]
@@ -150,7 +154,7 @@ def test_redact_secrets_keys() -> None:
         "api_key": "a",
         "token": "t",
         "ticket": None,
-        "Authorization": "b",
+        "authorization": "b",
         "password": "p",
         "user": "kept",
         "headers": headers,
@@ -160,7 +164,7 @@ def test_redact_secrets_keys() -> None:
         "api_key": "[redacted]",
         "token": "[redacted]",
         "ticket": "[redacted]",
-        "Authorization": "[redacted]",
+        "authorization": "[redacted]",
         "password": "[redacted]",
         "user": "kept",
         "headers": {"authorization": "[redacted]"},
@@ -207,3 +211,23 @@ def test_redact_query(text: str, expected: str) -> None:
 def test_redact_query_bare_query_string() -> None:
     assert redact_query("token=abc&x=1", whole=True) == "token=[redacted]&x=1"
     assert redact_query("token=abc&x=1") == "token=abc&x=1"
+
+
+def test_the_request_line_has_the_fields_of_any_line_and_is_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json")
+    get_logger("aiosvc.test").info("other", request_id="r1")
+    logs.access(request_id="r1", method="GET", path="/api/v1/events?ticket=T&x=1", status=200)
+    other, line = json_lines(capsys.readouterr().err)
+    assert set(line) == {*set(other), "method", "path", "status"}
+    assert line["event"] == "request"
+    assert (line["level"], line["logger"], line["request_id"]) == ("info", "aiosvc.access", "r1")
+    assert line["path"] == "/api/v1/events?ticket=[redacted]&x=1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
+
+
+def test_the_request_line_follows_the_level(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", level="warning")
+    logs.access(request_id="r1", method="GET", path="/", status=200)
+    assert capsys.readouterr().err == ""

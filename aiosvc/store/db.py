@@ -226,11 +226,27 @@ class Database:
 
     @staticmethod
     async def _run(conn: aiosqlite.Connection, batch: list[_WriteRequest]) -> None:
+        """One transaction for the batch, with one ``executemany`` per distinct statement.
+
+        Every call to aiosqlite is a round trip to its thread, so rows of the same shape go
+        together, in first-come order; per table, rows keep their order. Foreign keys are
+        checked at commit (``defer_foreign_keys``) since grouping can put a message's row
+        before its session's. So writes of different shapes in one batch must not rely on
+        their relative order: each save writes a whole row, and a deleted session is never
+        written again.
+        """
+        groups: dict[str, list[Params]] = {}
+        for request in batch:
+            for sql, params in request.statements:
+                groups.setdefault(sql, []).append(params)
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for request in batch:
-                for sql, params in request.statements:
-                    await conn.execute(sql, params)
+            await conn.execute("PRAGMA defer_foreign_keys = ON")
+            for sql, rows in groups.items():
+                if len(rows) == 1:
+                    await conn.execute(sql, rows[0])
+                else:
+                    await conn.executemany(sql, rows)
             await conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

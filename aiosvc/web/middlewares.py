@@ -1,7 +1,8 @@
-"""Middlewares: request id and the canonical log line, the error envelope, JSON-only bodies."""
+"""The front door: request id and the canonical log line, the error envelope, request checks."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -11,6 +12,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from aiosvc import logs
 from aiosvc.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from aiosvc.web.responses import error_response
 
@@ -19,41 +21,74 @@ log = structlog.get_logger("aiosvc.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_SECRET_PARAMS = re.compile(r"(?i)\b(token|ticket|api_key)=[^&]*")
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 
+# Generated ids: a random prefix per process and a counter: unique, and no system call per
+# request (ids are for correlating log lines, not secrets).
+_ID_PREFIX = secrets.token_hex(4)
+_id_counter = itertools.count(1)
 
-def redact_query(path_qs: str) -> str:
-    """Hide the values of secret query parameters in a path with its query string."""
-    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=[redacted]", path_qs)
+
+def new_request_id() -> str:
+    """A fresh request id, 16 hex digits."""
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id (the client's, when sane), and log one line when it ends."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if _CLIENT_ID.fullmatch(given) else secrets.token_hex(8)
-    request_id.set(rid)
-    structlog.contextvars.bind_contextvars(request_id=rid)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
+def front_door(max_body_bytes: int) -> Middleware:
+    """The one middleware every request passes: it gives the request an id, runs the checks,
+    maps every failure to the error envelope, and writes the request's one log line.
+
+    One middleware calling plain functions, not one middleware per concern: each layer of
+    middleware costs a coroutine and a partial per request, and this runs on every request.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = given if given and _CLIENT_ID.fullmatch(given) else new_request_id()
+        request_id.set(rid)
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
+        try:
+            check_body(request, max_body_bytes)
+            response = await handler(request)
+        except AppError as exc:
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                response = exc
+                raise
+            response = error_response(_from_http(request, exc))
+        except Exception:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            response = error_response(
+                AppError(
+                    "the server failed to handle this request; quote the request id when "
+                    "reporting it",
+                    details={"request_id": rid},
+                )
+            )
+        finally:
+            _log_request(request, response, started)
         return response
-    finally:
-        resource = request.match_info.route.resource
-        log.info(
-            "request",
-            method=request.method,
-            path=redact_query(request.path_qs),
-            route=resource.canonical if resource is not None else None,
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            remote=request.remote,
-        )
-        structlog.contextvars.unbind_contextvars("request_id")
+
+    return middleware
+
+
+def _log_request(request: web.Request, response: web.StreamResponse | None, started: float) -> None:
+    resource = request.match_info.route.resource
+    logs.access(
+        request_id=request_id.get(),
+        method=request.method,
+        path=request.path_qs,  # the log processor redacts secret parameters
+        route=resource.canonical if resource is not None else None,
+        # No response: the handler was cancelled (the client left, or shutdown).
+        status=response.status if response is not None else 499,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        remote=request.remote,
+    )
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -61,28 +96,6 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     rid = request_id.get()
     if rid:
         response.headers[REQUEST_ID_HEADER] = rid
-
-
-@web.middleware
-async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the API's error envelope; a crash never shows a traceback."""
-    try:
-        return await handler(request)
-    except AppError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(_from_http(request, exc))
-    except Exception:
-        rid = request_id.get()
-        log.exception("unhandled_error", method=request.method, path=request.path)
-        return error_response(
-            AppError(
-                "the server failed to handle this request; quote the request id when reporting it",
-                details={"request_id": rid},
-            )
-        )
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> AppError:
@@ -105,20 +118,14 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> AppError:
     return AppError(exc.reason, code=code, status=exc.status)
 
 
-def json_bodies(max_bytes: int) -> Middleware:
+def check_body(request: web.Request, max_bytes: int) -> None:
     """Refuse a body that is not ``application/json`` (415) or is declared too large (413)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method in _BODY_METHODS and request.body_exists:
-            charset = (request.charset or "utf-8").lower()
-            if request.content_type != "application/json" or charset != "utf-8":
-                raise UnsupportedMediaType(
-                    "a request body must be JSON sent as 'Content-Type: application/json'"
-                )
-            length = request.content_length
-            if length is not None and length > max_bytes:
-                raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")
-        return await handler(request)
-
-    return middleware
+    if request.method in _BODY_METHODS and request.body_exists:
+        charset = (request.charset or "utf-8").lower()
+        if request.content_type != "application/json" or charset != "utf-8":
+            raise UnsupportedMediaType(
+                "a request body must be JSON sent as 'Content-Type: application/json'"
+            )
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")

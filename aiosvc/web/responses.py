@@ -40,6 +40,22 @@ def page(items: Sequence[Any], *, limit: int, offset: int) -> web.Response:
     )
 
 
+def raw_ok(data: bytes, *, status: int = 200) -> web.Response:
+    """Answer ``{"data": ...}`` around JSON that is already serialised."""
+    return web.Response(body=b'{"data":%s}' % data, status=status, content_type=JSON)
+
+
+def raw_page(items: Sequence[bytes], *, total: int, limit: int, offset: int) -> web.Response:
+    """Answer a page of already serialised items with ``total``, ``limit`` and ``offset``."""
+    body = b'{"data":[%s],"total":%d,"limit":%d,"offset":%d}' % (
+        b",".join(items),
+        total,
+        limit,
+        offset,
+    )
+    return web.Response(body=body, content_type=JSON)
+
+
 def error_response(error: AppError) -> web.Response:
     """Answer an error in the API's envelope, with the error's own headers."""
     return json_response(error.envelope(), status=error.status, headers=error.headers)

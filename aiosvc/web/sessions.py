@@ -17,7 +17,7 @@ from aiosvc.errors import NotFound
 from aiosvc.keys import CACHE, COMMANDS, CONFIG
 from aiosvc.models import Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
-from aiosvc.web.responses import ok, page
+from aiosvc.web.responses import ok, raw_ok, raw_page
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/sessions"
@@ -35,12 +35,17 @@ def _session(request: web.Request) -> Session:
 async def list_sessions(request: web.Request) -> web.Response:
     """List sessions, newest first, filtered by status, project and computer."""
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
-    sessions = request.app[CACHE].sessions(
-        status=requests.choice(request, "status", SessionStatus),
-        project=requests.text(request, "project"),
-        computer=requests.text(request, "computer"),
-    )
-    return page(sessions, limit=limit, offset=offset)
+    cache = request.app[CACHE]
+    status = requests.choice(request, "status", SessionStatus)
+    project = requests.text(request, "project")
+    computer = requests.text(request, "computer")
+    if status is None and project is None and computer is None:
+        everything = cache.sessions_json()
+        page = everything[offset : offset + limit]
+        return raw_page(page, total=len(everything), limit=limit, offset=offset)
+    sessions = cache.sessions(status=status, project=project, computer=computer)
+    shown = [cache.json(s) for s in sessions[offset : offset + limit]]
+    return raw_page(shown, total=len(sessions), limit=limit, offset=offset)
 
 
 @routes.post(BASE)
@@ -56,7 +61,7 @@ async def create_session(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{id}")
 async def get_session(request: web.Request) -> web.Response:
     """One session."""
-    return ok(_session(request))
+    return raw_ok(request.app[CACHE].json(_session(request)))
 
 
 @routes.patch(BASE + "/{id}")
@@ -89,7 +94,10 @@ async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
     session_id = _session(request).id
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
-    return page(await request.app[CACHE].history(session_id), limit=limit, offset=offset)
+    cache = request.app[CACHE]
+    history = await cache.history(session_id)
+    shown = [cache.json(m) for m in history[offset : offset + limit]]
+    return raw_page(shown, total=len(history), limit=limit, offset=offset)
 
 
 @routes.post(BASE + "/{id}/messages")
