@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
 
 
 def utcnow() -> str:
     """Return the current time as an RFC 3339 UTC string such as ``2026-11-22T03:23:03.123Z``."""
-    return format_time(datetime.now(UTC))
+    # Several times are stamped per message: format the date and time once per second.
+    global _second
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 def format_time(moment: datetime) -> str:
@@ -17,5 +26,5 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """Parse a time written by :func:`format_time` back into an aware datetime."""
+    """Parse a time written by :func:`utcnow` back into an aware datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, Literal, cast
 from urllib.parse import unquote_plus
 
 import orjson
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from aiosvc.clock import utcnow
 
 REDACTED = "[redacted]"
 SECRET_KEYS = frozenset({"api_key", "token", "ticket", "authorization", "password"})
@@ -67,20 +69,25 @@ def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDic
     return event_dict
 
 
-_second: list[Any] = [-1, ""]  # the last whole second seen, and its formatted text
+#: The id of the request being handled, set by the web layer's front door.
+request_id: ContextVar[str] = ContextVar("request_id", default="")
+
+
+def add_request_id(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Processor: the current request's id, when there is one."""
+    rid = request_id.get()
+    if rid:
+        event_dict.setdefault("request_id", rid)
+    return event_dict
 
 
 def add_timestamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Processor: ``timestamp`` as RFC 3339 UTC with milliseconds, like the API's times.
 
-    The date and time are formatted once per second; structlog's TimeStamper formats a
-    datetime on every line, which costs more than the rest of a request line together.
+    structlog's TimeStamper formats a datetime on every line, which cost more than the rest
+    of a request line together; :func:`utcnow` formats the date and time once a second.
     """
-    now = time.time()
-    whole = int(now)
-    if whole != _second[0]:
-        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    event_dict["timestamp"] = f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+    event_dict["timestamp"] = utcnow()
     return event_dict
 
 
@@ -118,6 +125,7 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
         raise ValueError(f"unknown log level {level!r}")
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
         add_timestamp,
         redact_secrets,

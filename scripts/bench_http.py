@@ -82,19 +82,33 @@ def main() -> None:
             benchlib.wait_until_up(f"http://127.0.0.1:{bare_port}/health")
             ours: list[float] = []
             theirs: list[float] = []
+            cpu: dict[int, list[float]] = {port: [], bare_port: []}
             for _ in range(args.rounds):
-                for target, figures in ((port, ours), (bare_port, theirs)):
+                for target, pid, figures in (
+                    (port, server.pid, ours),
+                    (bare_port, bare.pid, theirs),
+                ):
+                    before = benchlib.cpu_seconds(pid)
                     result = benchlib.wrk(
                         f"http://127.0.0.1:{target}/api/v1/sessions",
                         seconds=args.seconds,
                         connections=args.connections,
                     )
+                    used = benchlib.cpu_seconds(pid) - before
                     assert result["non_2xx"] == 0, result
                     figures.append(result["rps"])
+                    cpu[target].append(used / result["requests"] * 1e6)
             a, b = benchlib.median(ours), benchlib.median(theirs)
+            ratio = benchlib.median([x / y for x, y in zip(ours, theirs, strict=True)])
             print(
-                f"GET /api/v1/sessions (20 sessions): aiosvc {a:,.0f} req/s, "
-                f"bare aiohttp {b:,.0f} req/s, ratio {a / b:.2f} (target >= 0.70)"
+                f"GET /api/v1/sessions (20 sessions): aiosvc {a:,.0f} req/s, bare aiohttp "
+                f"{b:,.0f} req/s, ratio {ratio:.2f} (median of {args.rounds} paired rounds; "
+                "target >= 0.70)"
+            )
+            mine, bare_cpu = benchlib.median(cpu[port]), benchlib.median(cpu[bare_port])
+            print(
+                f"  server CPU per request: aiosvc {mine:.0f} us, bare {bare_cpu:.0f} us "
+                f"(ratio {bare_cpu / mine:.2f})"
             )
         finally:
             benchlib.stop(bare)

@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 WRK = shutil.which("wrk")
 
@@ -29,9 +30,18 @@ def pin(cpus: set[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def server_process(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+def server_process(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start a server process on the servers' core."""
-    return subprocess.Popen(argv, preexec_fn=lambda: pin(SERVER_CPUS), **kwargs)  # type: ignore[call-overload]
+    process: subprocess.Popen[bytes] = subprocess.Popen(
+        argv, preexec_fn=lambda: pin(SERVER_CPUS), **kwargs
+    )
+    return process
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def require_wrk() -> str:

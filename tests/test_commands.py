@@ -54,7 +54,7 @@ class GatedAgent(Agent):
 
     async def reply(self, turn: Turn) -> AsyncIterator[str]:
         self.prompts.append(turn.prompt)
-        self.histories.append([m.content for m in turn.history])
+        self.histories.append([m.content for m in await turn.history()])
         try:
             yield f"<{turn.prompt}>"
             await self.gate.wait()

@@ -8,10 +8,10 @@ deltas; cancellation arrives as :class:`asyncio.CancelledError` at an ``await`` 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from attrs import frozen
+from attrs import field, frozen
 
 from aiosvc.models import Message, Session
 
@@ -38,10 +38,15 @@ class Turn:
     """Everything an agent gets for one reply."""
 
     session: Session
-    history: tuple[Message, ...]  # finished earlier messages, oldest first
     prompt: str  # the new user message
     reply_id: str
     approvals: ApprovalGate
+    load_history: Callable[[], Awaitable[Sequence[Message]]] = field(repr=False)
+
+    async def history(self) -> Sequence[Message]:
+        """The finished conversation before the prompt, oldest first (loaded on demand: an
+        agent that does not use it does not pay for it)."""
+        return await self.load_history()
 
 
 class Agent(abc.ABC):

@@ -18,6 +18,7 @@ class Job:
     message_id: str  # the user message it answers
     reply_id: str
     done: asyncio.Future[Message]
+    prompt: str | None = None  # the user message's text, when known (not after a restart)
     stop_reason: str | None = None  # "cancelled" by a client, or "interrupted" by shutdown
     task: asyncio.Task[None] | None = None  # the agent's stream, while it runs
 

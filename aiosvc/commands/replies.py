@@ -90,7 +90,13 @@ async def send(service: CommandService, command: SendMessage) -> Accepted:
         service.cache.put_command(journal)
         service.publish_message("message.created", message)
         service.publish_session("session.updated", session)
-        job = Job(journal, message.id, reply_id, asyncio.get_running_loop().create_future())
+        job = Job(
+            journal,
+            message.id,
+            reply_id,
+            asyncio.get_running_loop().create_future(),
+            prompt=command.content,
+        )
         service.enqueue(job)
     return Accepted(message=message, reply_id=reply_id, command_id=journal.id, reply=job.done)
 
@@ -160,28 +166,39 @@ async def _start(service: CommandService, job: Job) -> Message | None:
 
 
 async def _turn(service: CommandService, job: Job) -> Turn:
-    """The agent's view: the finished conversation so far, without messages sent after the
-    prompt (they are queued behind this reply), and the prompt itself."""
-    history = await service.cache.history(job.session_id)
-    earlier: list[Message] = []
-    prompt: Message | None = None
-    for message in history:
-        if message.id == job.message_id:
-            prompt = message
-        elif message.status is MessageStatus.COMPLETE and not (
-            prompt is not None and message.role is Role.USER
-        ):
-            earlier.append(message)
     session = service.cache.session(job.session_id)
+    prompt = job.prompt
+    if prompt is None:  # resumed after a restart: read it back
+        found = [m for m in await service.cache.history(job.session_id) if m.id == job.message_id]
+        prompt = found[0].content if found else None
     if session is None or prompt is None:
         raise AgentError("session_deleted", "the session was deleted")
+
+    async def history() -> list[Message]:
+        return conversation(await service.cache.history(job.session_id), job.message_id)
+
     return Turn(
         session=session,
-        history=tuple(earlier),
-        prompt=prompt.content,
+        prompt=prompt,
         reply_id=job.reply_id,
         approvals=Gate(service, job),
+        load_history=history,
     )
+
+
+def conversation(history: list[Message], prompt_id: str) -> list[Message]:
+    """The agent's view of a history: the finished messages, without the prompt and without
+    user messages sent after it (they are queued behind this reply)."""
+    earlier: list[Message] = []
+    seen_prompt = False
+    for message in history:
+        if message.id == prompt_id:
+            seen_prompt = True
+        elif message.status is MessageStatus.COMPLETE and not (
+            seen_prompt and message.role is Role.USER
+        ):
+            earlier.append(message)
+    return earlier
 
 
 async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: list[str]) -> None:

@@ -11,6 +11,7 @@ one task; different sessions' lanes run concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -133,8 +134,12 @@ class CommandService:
             lane = self.lanes[job.session_id] = Lane(job.session_id)
         lane.jobs.append(job)
         if lane.task is None and self.accepting:
+            # A fresh context: the lane outlives the request that started it, and its log
+            # lines must not carry that request's id.
             lane.task = asyncio.get_running_loop().create_task(
-                self._run_lane(lane), name=f"aiosvc-lane-{lane.session_id}"
+                self._run_lane(lane),
+                name=f"aiosvc-lane-{lane.session_id}",
+                context=contextvars.Context(),
             )
 
     def has_more(self, session_id: str) -> bool:
@@ -143,6 +148,7 @@ class CommandService:
         return bool(lane and lane.jobs) and self.accepting
 
     async def _run_lane(self, lane: Lane) -> None:
+        structlog.contextvars.bind_contextvars(session_id=lane.session_id)
         try:
             while lane.jobs and self.accepting:
                 job = lane.current = lane.jobs.popleft()

@@ -6,7 +6,6 @@ import itertools
 import re
 import secrets
 import time
-from contextvars import ContextVar
 
 import structlog
 from aiohttp import web
@@ -22,7 +21,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-request_id: ContextVar[str] = ContextVar("request_id", default="")
+request_id = logs.request_id
 
 # Generated ids: a random prefix per process and a counter: unique, and no system call per
 # request (ids are for correlating log lines, not secrets).
@@ -48,7 +47,6 @@ def front_door(max_body_bytes: int) -> Middleware:
         given = request.headers.get(REQUEST_ID_HEADER, "")
         rid = given if given and _CLIENT_ID.fullmatch(given) else new_request_id()
         request_id.set(rid)
-        structlog.contextvars.bind_contextvars(request_id=rid)
         started = time.perf_counter()
         response: web.StreamResponse | None = None
         try:
