@@ -14,14 +14,27 @@ from aiosvc.cache import Cache
 from aiosvc.clock import utcnow
 from aiosvc.commands.service import CommandService
 from aiosvc.config import Config
-from aiosvc.keys import AGENTS, BUS, CACHE, COMMANDS, CONFIG, DATABASE, STARTED_AT, STORE
+from aiosvc.keys import (
+    AGENTS,
+    BUS,
+    CACHE,
+    COMMANDS,
+    CONFIG,
+    DATABASE,
+    STARTED_AT,
+    STORE,
+    STREAMS,
+)
 from aiosvc.store import Database, Store
-from aiosvc.web import middlewares, sessions, system
+from aiosvc.web import middlewares, sessions, sse, system, ws
+from aiosvc.web.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
 
 #: Event ids reserved in the store at a time (see :class:`aiosvc.bus.Bus`).
 EVENT_ID_BLOCK = 1 << 20
+#: How long closing every open stream may take at shutdown.
+STREAM_CLOSE_TIMEOUT_S = 5.0
 
 
 def create_app(config: Config) -> web.Application:
@@ -50,9 +63,12 @@ def create_app(config: Config) -> web.Application:
         limits=config.limits,
         computer=config.server.computer,
     )
+    app[STREAMS] = OpenStreams()
     app[STARTED_AT] = time.monotonic()
     app.add_routes(system.routes)
     app.add_routes(sessions.routes)
+    app.add_routes(sse.routes)
+    app.add_routes(ws.routes)
     app.cleanup_ctx.append(_core)
     app.on_response_prepare.append(middlewares.add_request_id)
     app.on_shutdown.append(_drain)
@@ -87,5 +103,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _drain(app: web.Application) -> None:
-    """``on_shutdown``: stop taking work and let running replies finish, within the bound."""
+    """``on_shutdown``: stop taking work, let running replies finish within the bound (their
+    watchers see them end), then close every stream: 1001, or a final SSE event."""
     await app[COMMANDS].stop(app[CONFIG].server.shutdown_timeout_s)
+    await app[STREAMS].close_all(within_s=STREAM_CLOSE_TIMEOUT_S)

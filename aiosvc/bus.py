@@ -24,19 +24,31 @@ import structlog
 
 from aiosvc.clock import utcnow
 from aiosvc.convert import unstructure
-from aiosvc.models import Event
+from aiosvc.models import Event, is_valid_id
 
 log = structlog.get_logger(__name__)
 
+ALL = "*"
+
 Deliver = Callable[[Event, str], None]
 """A subscriber's callback: the event and the topic it matched (its primary topic for ``*``)."""
-
-ALL = "*"
 
 
 def session_topic(session_id: str) -> str:
     """The topic that carries everything about one session."""
     return f"session:{session_id}"
+
+
+#: The topics that are not about one session (``*`` subscribes to every topic).
+GLOBAL_TOPICS = frozenset({"sessions", "approvals", "hooks", "system", ALL})
+
+
+def is_valid_topic(topic: str) -> bool:
+    """Tell whether a client may subscribe to ``topic``."""
+    if topic in GLOBAL_TOPICS:
+        return True
+    prefix, _, session_id = topic.partition(":")
+    return prefix == "session" and is_valid_id(session_id)
 
 
 #: Low-priority event types: a slow client may miss them (the final message carries all).

@@ -166,6 +166,27 @@ class EventsConfig(_Checked):
 
 
 @attrs.frozen(kw_only=True)
+class StreamsConfig(_Checked):
+    """Live streams (WebSocket and SSE): heartbeats and each client's bounded outbox."""
+
+    heartbeat_s: float = attrs.field(default=30.0, metadata=_bounds(0.0, above=True))
+    sse_ping_s: float = attrs.field(default=15.0, metadata=_bounds(0.0, above=True))
+    # Low-priority events are skipped for a client whose pending bytes pass high, until they
+    # fall below low; a high-priority event that would pass limit disconnects the client.
+    outbox_low_bytes: int = attrs.field(default=16 * 1024, metadata=_bounds(1))
+    outbox_high_bytes: int = attrs.field(default=64 * 1024, metadata=_bounds(1))
+    outbox_limit_bytes: int = attrs.field(default=1024 * 1024, metadata=_bounds(1))
+
+    def _problems(self) -> Iterator[tuple[Key, str]]:
+        yield from super()._problems()
+        if not self.outbox_low_bytes < self.outbox_high_bytes < self.outbox_limit_bytes:
+            yield (
+                ("outbox_high_bytes",),
+                "expected outbox_low_bytes < outbox_high_bytes < outbox_limit_bytes",
+            )
+
+
+@attrs.frozen(kw_only=True)
 class EchoAgentConfig(_Checked):
     """The built-in agent that streams the user's text back."""
 
@@ -246,6 +267,7 @@ class Config(_Checked):
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     events: EventsConfig = attrs.field(factory=EventsConfig)
+    streams: StreamsConfig = attrs.field(factory=StreamsConfig)
     agents: AgentsConfig = attrs.field(factory=AgentsConfig)
     projects: Mapping[str, ProjectConfig] = attrs.field(factory=dict)
     peers: Mapping[str, PeerConfig] = attrs.field(factory=dict)

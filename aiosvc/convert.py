@@ -166,3 +166,58 @@ def unstructure(value: Any) -> Any:
 def dumps(value: Any) -> bytes:
     """Serialise models or builtins to JSON bytes."""
     return orjson.dumps(converter.unstructure(value))
+
+
+# WebSocket operations (the frame's "op" and "id" are read before these) -----------------------
+
+
+@frozen(kw_only=True)
+class SubscribeOp:
+    """``{"op": "subscribe", "topics": [...], "since"?: N}``."""
+
+    topics: list[str]
+    since: int | None = None
+
+
+@frozen(kw_only=True)
+class UnsubscribeOp:
+    """``{"op": "unsubscribe", "topics": [...]}``."""
+
+    topics: list[str]
+
+
+@frozen(kw_only=True)
+class SendMessageOp:
+    """``{"op": "send_message", "session_id", "content"}``."""
+
+    content: str
+    session_id: str | None = None
+
+
+@frozen(kw_only=True)
+class CancelOp:
+    """``{"op": "cancel", "session_id"}``."""
+
+    session_id: str | None = None
+
+
+@frozen(kw_only=True)
+class ApproveOp:
+    """``{"op": "approve", "approval_id", "decision"}``."""
+
+    approval_id: str
+    decision: Literal["approve", "deny"]
+
+
+@frozen(kw_only=True)
+class PingOp:
+    """``{"op": "ping"}``."""
+
+
+@frozen(kw_only=True)
+class HookCreate:
+    """Body of ``POST /api/v1/hooks``."""
+
+    type: str
+    session_id: str | None = None
+    data: Any = None

@@ -152,6 +152,9 @@ class Event:
     # The data as the publisher handed it (a model, usually), for consumers in this process
     # such as the cache, so they need not decode the JSON again.
     obj: Any = field(default=None, eq=False, repr=False)
+    # Wire frames made from this event, by transport and topic: built once, whatever the
+    # number of clients it goes to.
+    frames: dict[tuple[str, str], bytes] = field(factory=dict, eq=False, repr=False)
 
     @property
     def topic(self) -> str:

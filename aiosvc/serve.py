@@ -45,14 +45,14 @@ async def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     check_exposure(config)
     app = create_app(config)
-    # Handlers must outlive their clients: a POST whose client left still has to finish its
-    # command; streams watch for disconnects themselves.
+    # A client that goes away cancels its handler: streams end at once instead of when a
+    # write finally fails. Commands are shielded, so a write still completes.
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=config.server.shutdown_timeout_s,
-        handler_cancellation=False,
+        handler_cancellation=True,
     )
     await runner.setup()
     try:

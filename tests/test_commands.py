@@ -197,12 +197,14 @@ async def test_cancel_stops_the_running_reply_and_the_queued_ones(core: Core) ->
     assert core.gated.prompts == ["one"]  # the queued one never started
     assert core.gated.closed == 1  # the agent's stream was closed
     history = await core.cache.history(session.id)
-    assert [(m.content, m.status) for m in history] == [
-        ("one", MessageStatus.COMPLETE),
-        ("two", MessageStatus.COMPLETE),
-        ("<one>", MessageStatus.CANCELLED),  # created when it started
-        ("", MessageStatus.CANCELLED),  # created when it was cancelled, never started
-    ]
+    # Replies join the history when they start (or end unstarted): order by creation.
+    assert {m.id: (m.content, m.status) for m in history} == {
+        running.message.id: ("one", MessageStatus.COMPLETE),
+        queued.message.id: ("two", MessageStatus.COMPLETE),
+        running.reply_id: ("<one>", MessageStatus.CANCELLED),
+        queued.reply_id: ("", MessageStatus.CANCELLED),
+    }
+    assert [m.created_at for m in history] == sorted(m.created_at for m in history)
     assert await core.store.messages(session.id) == history
     assert core.cache.session(session.id).status is SessionStatus.IDLE  # type: ignore[union-attr]
     for accepted in (running, queued):
@@ -336,12 +338,12 @@ async def test_stop_interrupts_running_replies_and_keeps_queued_for_the_next_sta
                 break
             await asyncio.sleep(0.01)
         history = await again.cache.history(session.id)
-        assert [(m.content, m.status) for m in history] == [
-            ("one", MessageStatus.COMPLETE),
-            ("two", MessageStatus.COMPLETE),
-            ("<one>", MessageStatus.FAILED),
-            ("<two>.", MessageStatus.COMPLETE),
-        ]
+        assert {m.id: (m.content, m.status) for m in history} == {
+            running.message.id: ("one", MessageStatus.COMPLETE),
+            queued.message.id: ("two", MessageStatus.COMPLETE),
+            running.reply_id: ("<one>", MessageStatus.FAILED),
+            queued.reply_id: ("<two>.", MessageStatus.COMPLETE),
+        }
         # The resumed reply's agent saw the finished conversation before its prompt.
         assert (again.gated.prompts, again.gated.histories) == (["two"], [["one"]])
     finally:

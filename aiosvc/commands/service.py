@@ -20,7 +20,7 @@ import structlog
 from aiosvc.agents import AgentRegistry
 from aiosvc.bus import Bus, session_topic
 from aiosvc.cache import Cache
-from aiosvc.commands import approvals, replies, sessions
+from aiosvc.commands import approvals, hooks, replies, sessions
 from aiosvc.commands.jobs import Job, Lane
 from aiosvc.commands.types import (
     AnyCommand,
@@ -28,6 +28,7 @@ from aiosvc.commands.types import (
     CreateSession,
     DeleteSession,
     EndSession,
+    PublishHook,
     ResolveApproval,
     SendMessage,
     UpdateSession,
@@ -53,6 +54,7 @@ _HANDLERS: dict[type[Any], Handler] = {
     SendMessage: replies.send,
     CancelReplies: replies.cancel,
     ResolveApproval: approvals.resolve,
+    PublishHook: hooks.publish,
 }
 
 
@@ -86,7 +88,9 @@ class CommandService:
         """Run one command and return its result; domain errors propagate to the caller."""
         if not self.accepting:
             raise Unavailable("the server is shutting down", code="shutting_down")
-        return await _HANDLERS[type(command)](self, command)
+        # Shielded: a client that goes away mid-command must not leave it half done (stored
+        # but not queued, say). Its outcome still lands; only the answer goes unheard.
+        return await asyncio.shield(_HANDLERS[type(command)](self, command))
 
     # Shared helpers for the handlers -----------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from attrs import frozen
@@ -65,6 +65,15 @@ class ResolveApproval:
     decision: Literal["approve", "deny"]
 
 
+@frozen(kw_only=True)
+class PublishHook:
+    """Publish an external event as ``hook.<type>``."""
+
+    type: str
+    session_id: str | None = None
+    data: Any = None
+
+
 AnyCommand = (
     CreateSession
     | UpdateSession
@@ -73,6 +82,7 @@ AnyCommand = (
     | SendMessage
     | CancelReplies
     | ResolveApproval
+    | PublishHook
 )
 
 

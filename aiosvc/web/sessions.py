@@ -23,7 +23,8 @@ routes = web.RouteTableDef()
 BASE = "/api/v1/sessions"
 
 
-def _session(request: web.Request) -> Session:
+def session_from_path(request: web.Request) -> Session:
+    """The session named by the route's ``{id}``, or 404."""
     session_id = request.match_info["id"]
     session = request.app[CACHE].session(session_id) if is_valid_id(session_id) else None
     if session is None:
@@ -61,13 +62,13 @@ async def create_session(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{id}")
 async def get_session(request: web.Request) -> web.Response:
     """One session."""
-    return raw_ok(request.app[CACHE].json(_session(request)))
+    return raw_ok(request.app[CACHE].json(session_from_path(request)))
 
 
 @routes.patch(BASE + "/{id}")
 async def patch_session(request: web.Request) -> web.Response:
     """Rename a session."""
-    session_id = _session(request).id
+    session_id = session_from_path(request).id
     body = await requests.body(request, SessionPatch)
     return ok(
         await request.app[COMMANDS].execute(UpdateSession(session_id=session_id, title=body.title))
@@ -77,14 +78,14 @@ async def patch_session(request: web.Request) -> web.Response:
 @routes.post(BASE + "/{id}/end")
 async def end_session(request: web.Request) -> web.Response:
     """End a session; its history stays."""
-    session_id = _session(request).id
+    session_id = session_from_path(request).id
     return ok(await request.app[COMMANDS].execute(EndSession(session_id=session_id)))
 
 
 @routes.delete(BASE + "/{id}")
 async def delete_session(request: web.Request) -> web.Response:
     """Delete a session and everything in it."""
-    session_id = _session(request).id
+    session_id = session_from_path(request).id
     await request.app[COMMANDS].execute(DeleteSession(session_id=session_id))
     return web.Response(status=204)
 
@@ -92,7 +93,7 @@ async def delete_session(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{id}/messages")
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
-    session_id = _session(request).id
+    session_id = session_from_path(request).id
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
     cache = request.app[CACHE]
     history = await cache.history(session_id)
@@ -103,7 +104,7 @@ async def list_messages(request: web.Request) -> web.Response:
 @routes.post(BASE + "/{id}/messages")
 async def send_message(request: web.Request) -> web.Response:
     """Send a message: 202 once it is stored, or with ``?wait=true`` 200 with the reply."""
-    session_id = _session(request).id
+    session_id = session_from_path(request).id
     wait = requests.boolean(request, "wait")
     body = await requests.body(request, MessageCreate)
     accepted = await request.app[COMMANDS].execute(
@@ -125,7 +126,7 @@ async def send_message(request: web.Request) -> web.Response:
 @routes.post(BASE + "/{id}/cancel")
 async def cancel_reply(request: web.Request) -> web.Response:
     """Stop the running reply and drop queued ones."""
-    session_id = _session(request).id
+    session_id = session_from_path(request).id
     cancelled = await request.app[COMMANDS].execute(CancelReplies(session_id=session_id))
     return ok(
         {"session_id": cancelled.session_id, "cancelled": list(cancelled.cancelled)}, status=202

@@ -7,8 +7,8 @@ import time
 from aiohttp import web
 
 from aiosvc import __version__
-from aiosvc.commands.types import ResolveApproval
-from aiosvc.convert import ApprovalDecision
+from aiosvc.commands.types import PublishHook, ResolveApproval
+from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.keys import AGENTS, CACHE, COMMANDS, CONFIG, DATABASE, STARTED_AT
 from aiosvc.models import ApprovalStatus, is_valid_id
@@ -39,6 +39,16 @@ async def list_agents(request: web.Request) -> web.Response:
     """The configured agents with their kind and non-secret settings."""
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
     return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
+
+
+@routes.post("/api/v1/hooks")
+async def post_hook(request: web.Request) -> web.Response:
+    """Publish an external event as ``hook.<type>``; answers 202 with its event id."""
+    body = await requests.body(request, HookCreate)
+    event = await request.app[COMMANDS].execute(
+        PublishHook(type=body.type, session_id=body.session_id, data=body.data)
+    )
+    return ok({"event_id": event.id, "type": event.type}, status=202)
 
 
 @routes.get("/api/v1/commands/{id}")

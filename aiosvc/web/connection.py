@@ -1,0 +1,98 @@
+"""What the WebSocket and SSE streams share: the outbox's writer task and how it ends."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import structlog
+
+from aiosvc.web.outbox import Ending, Outbox
+
+log = structlog.get_logger(__name__)
+
+#: How long closing a stream may take before its connection is simply aborted.
+CLOSE_TIMEOUT_S = 2.0
+
+
+class StreamConnection(abc.ABC):
+    """One client's stream: an outbox, a writer task, and the transport's way to end."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        outbox.on_overflow = self._overflowed
+        self.writer: asyncio.Task[None] | None = None
+
+    def start_writer(self) -> None:
+        """Start sending the outbox's frames."""
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    @abc.abstractmethod
+    async def send(self, frames: Sequence[bytes]) -> None:
+        """Write frames to the client (may block while it is slow)."""
+
+    @abc.abstractmethod
+    async def finish(self, ending: Ending) -> None:
+        """End the stream the way the transport says why (close code, final event)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop the connection without ceremony (a stalled client cannot take a goodbye)."""
+
+    async def _write(self) -> None:
+        try:
+            ending = await self.outbox.run(self.send)
+        except asyncio.CancelledError:
+            if self.outbox.ending is not Ending.OVERFLOW:
+                raise
+            # _overflowed stopped the writer where it was stuck on the slow client.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            ending = Ending.OVERFLOW
+        except (ConnectionError, RuntimeError):  # the client went away mid-write
+            self.outbox.end(Ending.CLOSED)
+            return
+        if ending is Ending.OVERFLOW:
+            log.warning("stream_client_too_slow", transport=type(self).__name__)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.finish(ending)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
+
+    def _overflowed(self) -> None:
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
+
+    async def close_for_shutdown(self) -> None:
+        """Send what is queued and the shutdown goodbye, then end the stream."""
+        self.outbox.end(Ending.SHUTDOWN)
+        if self.writer is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S * 2):
+                await asyncio.shield(self.writer)
+        except TimeoutError:
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
+            self.abort()
+
+    async def stop_writer(self) -> None:
+        """End the outbox and the writer (the handler is returning): a writer that is saying
+        goodbye (shutdown, too slow) may finish that, within the bound; any other stops now."""
+        self.outbox.end(Ending.CLOSED)
+        writer = self.writer
+        if writer is None or writer.done():
+            return
+        if self.outbox.ending is not Ending.CLOSED:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S * 2):
+                    await asyncio.shield(writer)
+        if not writer.done():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer

@@ -1,0 +1,109 @@
+"""Wire frames for the two stream transports, each event's built once and shared by clients."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+from aiosvc.clock import utcnow
+from aiosvc.models import Event
+
+
+class Framing(Protocol):
+    """How one transport writes events and notices."""
+
+    def event(self, event: Event, topic: str) -> bytes:
+        """The frame carrying ``event`` as seen on ``topic``."""
+        ...
+
+    def dropped(self, count: int) -> bytes:
+        """The notice that ``count`` low-priority events were skipped."""
+        ...
+
+    def reset(self, last_event_id: int) -> bytes:
+        """The notice that the client must refetch state: its resume point is gone."""
+        ...
+
+    def shutdown(self) -> bytes:
+        """The last frame before the server closes the stream for shutdown (may be empty)."""
+        ...
+
+
+def _cached(event: Event, key: tuple[str, str], build: Any) -> bytes:
+    frame = event.frames.get(key)
+    if frame is None:
+        frame = event.frames[key] = build()
+    return frame
+
+
+class WebSocketFraming:
+    """JSON text frames: ``{"type": "event", "event": {...}}`` and friends."""
+
+    name = "ws"
+
+    def event(self, event: Event, topic: str) -> bytes:
+        """``{"type": "event", "event": {"id", "type", "topic", "ts", "data"}}``."""
+        return _cached(
+            event,
+            ("ws", topic),
+            lambda: b'{"type":"event","event":%s}' % event.envelope_json(topic),
+        )
+
+    def dropped(self, count: int) -> bytes:
+        """``{"type": "dropped", "count": N}``."""
+        return b'{"type":"dropped","count":%d}' % count
+
+    def reset(self, last_event_id: int) -> bytes:
+        """``{"type": "reset", "last_event_id": N}``: resume from N after refetching."""
+        return b'{"type":"reset","last_event_id":%d}' % last_event_id
+
+    def shutdown(self) -> bytes:
+        """Nothing: the close frame (1001) says it."""
+        return b""
+
+    @staticmethod
+    def message(kind: str, **fields: Any) -> bytes:
+        """A control frame such as ``hello``, ``ack`` or ``error``."""
+        return orjson.dumps({"type": kind, **fields})
+
+
+class SSEFraming:
+    """``id:`` / ``event:`` / ``data: {"topic", "ts", "data"}`` blocks."""
+
+    name = "sse"
+
+    def event(self, event: Event, topic: str) -> bytes:
+        """One SSE event block, its id the event's id."""
+        return _cached(
+            event,
+            ("sse", topic),
+            lambda: (
+                b'id: %d\nevent: %s\ndata: {"topic":%s,"ts":"%s","data":%s}\n\n'
+                % (
+                    event.id,
+                    event.type.encode(),
+                    orjson.dumps(topic),
+                    event.ts.encode(),
+                    event.data_json,
+                )
+            ),
+        )
+
+    def dropped(self, count: int) -> bytes:
+        """``event: dropped`` with ``{"count": N}`` (no id: the client's resume point stays)."""
+        return self._notice("dropped", {"count": count})
+
+    def reset(self, last_event_id: int) -> bytes:
+        """``event: reset`` whose id moves the client's resume point to now."""
+        data = {"last_event_id": last_event_id}
+        return b"id: %d\n%s" % (last_event_id, self._notice("reset", data))
+
+    def shutdown(self) -> bytes:
+        """``event: shutdown``: the server is stopping; reconnect and resume later."""
+        return self._notice("shutdown", {"reason": "the server is shutting down"})
+
+    @staticmethod
+    def _notice(kind: str, data: dict[str, Any]) -> bytes:
+        body = orjson.dumps({"topic": "system", "ts": utcnow(), "data": data})
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), body)

@@ -1,0 +1,215 @@
+"""One client's subscription and bounded outbox, shared by the WebSocket and SSE streams.
+
+The bus hands events to :meth:`Outbox.deliver` synchronously; that only queues the frame, so a
+slow client never slows the bus, the other clients or the command workers. One writer task per
+client drains the queue. Memory per client is bounded by bytes, with priorities:
+
+- low-priority events (``message.delta``, ``status``) are skipped while the pending bytes are
+  over the high mark, until they fall under the low mark; the client then gets one ``dropped``
+  notice with the count (the ``message.completed`` that follows carries the full text);
+- any other frame that would take the pending bytes over the limit disconnects the client,
+  which resumes from its last event id: high-priority events are never silently lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from aiosvc.bus import ALL, Bus
+from aiosvc.config import StreamsConfig
+from aiosvc.models import Event
+from aiosvc.web.frames import Framing
+
+Send = Callable[[Sequence[bytes]], Awaitable[None]]
+"""Writes frames to the client, in order (may block while the client is slow)."""
+
+#: How many bytes of frames the writer hands to one send at most.
+BATCH_BYTES = 64 * 1024
+
+
+class Ending(enum.Enum):
+    """Why a writer stopped."""
+
+    CLOSED = "closed"  # the connection ended, or the handler closed the outbox
+    OVERFLOW = "overflow"  # the client was too slow for a high-priority frame
+    SHUTDOWN = "shutdown"  # the server is stopping
+
+
+class Outbox:
+    """A client's topics, its queue of frames, and the writer that sends them."""
+
+    def __init__(self, bus: Bus, framing: Framing, limits: StreamsConfig) -> None:
+        self._bus = bus
+        self._framing = framing
+        self._low = limits.outbox_low_bytes
+        self._high = limits.outbox_high_bytes
+        self._limit = limits.outbox_limit_bytes
+        # Frames, and replays: a replay is a run of retained events turned into frames only
+        # as the writer reaches it (they are already in memory, in the bus's ring buffer).
+        self._queue: deque[bytes | deque[tuple[Event, str]]] = deque()
+        self._live_from: dict[str, int] = {}  # topic -> first event id delivered live
+        self._wakeup = asyncio.Event()
+        self.pending = 0  # bytes queued, not yet handed to the transport
+        self.dropping = False
+        self.dropped = 0  # low-priority events skipped since the last notice
+        self.sent = 0  # frames written, for metrics and tests
+        self.ending: Ending | None = None
+        # Called (synchronously) when the client is given up on for being too slow, so the
+        # stream can stop a writer that is stuck on it.
+        self.on_overflow: Callable[[], None] | None = None
+        self._subscription = bus.subscribe(self.deliver)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics subscribed to now."""
+        return frozenset(self._subscription.topics)
+
+    # Subscribing -------------------------------------------------------------------------------
+
+    def subscribe(
+        self, topics: Iterable[str], since: int | None = None, preface: bytes = b""
+    ) -> bool:
+        """Add topics; with ``since``, first replay their retained events after that id.
+
+        ``preface`` (an acknowledgement) is queued before the replay.
+
+        Subscribing and reading the ring buffer happen with no ``await`` in between, so the
+        replay and the live stream neither overlap nor leave a gap. Returns False when the
+        events after ``since`` are no longer all retained: a ``reset`` notice was queued.
+        """
+        requested = list(topics)
+        start = self._bus.last_id + 1
+        new = [t for t in requested if t not in self._live_from]
+        self._subscription.add(new)
+        for topic in new:
+            self._live_from[topic] = start
+        if preface:
+            self.put(preface)
+        if since is None:
+            return True
+        events = self._bus.since(since)
+        if events is None:
+            self.put(self._framing.reset(self._bus.last_id))
+            return False
+        everything = ALL in requested
+        replay: deque[tuple[Event, str]] = deque()
+        for event in events:
+            if self._sent_live(event):
+                continue
+            shown = (
+                event.topic
+                if everything
+                else next((t for t in event.topics if t in requested), None)
+            )
+            if shown is not None:
+                replay.append((event, shown))
+        if replay and self.ending is None:
+            self._queue.append(replay)
+            self._wakeup.set()
+        return True
+
+    def _sent_live(self, event: Event) -> bool:
+        """Tell whether an earlier subscription of this client already delivered ``event``."""
+        for topic in (*event.topics, ALL):
+            start = self._live_from.get(topic)
+            if start is not None and start <= event.id:
+                return True
+        return False
+
+    def unsubscribe(self, topics: Iterable[str]) -> None:
+        """Stop receiving these topics."""
+        topics = list(topics)
+        self._subscription.remove(topics)
+        for topic in topics:
+            self._live_from.pop(topic, None)
+
+    # Queueing (called synchronously by the bus and the handlers) -------------------------------
+
+    def deliver(self, event: Event, topic: str) -> None:
+        """Queue an event's frame, or skip it, or give up on the client."""
+        if self.ending is not None:
+            return
+        frame = self._framing.event(event, topic)
+        if event.low_priority and (self.dropping or self.pending + len(frame) > self._high):
+            self.dropping = True
+            self.dropped += 1
+            return
+        self.put(frame)
+
+    def put(self, frame: bytes) -> None:
+        """Queue a frame that must not be skipped; past the limit the client is dropped."""
+        if self.ending is not None:
+            return
+        if self.pending + len(frame) > self._limit:
+            self.end(Ending.OVERFLOW)
+            return
+        self._queue.append(frame)
+        self.pending += len(frame)
+        self._wakeup.set()
+
+    def end(self, why: Ending) -> None:
+        """Stop taking events; the writer sends what the reason allows, then returns it."""
+        if self.ending is not None:
+            return
+        self.ending = why
+        self._subscription.close()
+        if why is Ending.OVERFLOW:
+            self._queue.clear()  # give the memory back now
+            self.pending = 0
+            if self.on_overflow is not None:
+                self.on_overflow()
+        elif why is Ending.SHUTDOWN:
+            final = self._framing.shutdown()
+            if final:
+                self._queue.append(final)
+        self._wakeup.set()
+
+    # Writing -----------------------------------------------------------------------------------
+
+    async def run(self, send: Send) -> Ending:
+        """Write frames until the outbox ends; return why it ended."""
+        try:
+            while True:
+                if not self._queue:
+                    if self.ending is not None:
+                        return self.ending
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                if self.ending is Ending.OVERFLOW:
+                    return self.ending
+                await send(self._next_batch())
+        finally:
+            if self.ending is None:
+                self.end(Ending.CLOSED)
+
+    def _next_batch(self) -> list[bytes]:
+        """Take frames, in order, up to about :data:`BATCH_BYTES`."""
+        batch: list[bytes] = []
+        size = 0
+        queue = self._queue
+        while queue and size < BATCH_BYTES:
+            head = queue[0]
+            if isinstance(head, bytes):
+                queue.popleft()
+                self.pending -= len(head)
+                frame = head
+            else:
+                event, topic = head.popleft()
+                if not head:
+                    queue.popleft()
+                frame = self._framing.event(event, topic)
+            batch.append(frame)
+            size += len(frame)
+        self.sent += len(batch)
+        if self.dropping and self.pending <= self._low:
+            self.dropping = False
+            if self.dropped:
+                notice = self._framing.dropped(self.dropped)
+                self.dropped = 0
+                queue.append(notice)
+                self.pending += len(notice)
+        return batch

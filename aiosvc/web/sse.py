@@ -1,0 +1,105 @@
+"""The SSE streams: ``/api/v1/events`` (all topics, or ``?topics=``) and
+``/api/v1/sessions/{id}/events``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from aiosvc.bus import ALL, is_valid_topic, session_topic
+from aiosvc.errors import InvalidParameter
+from aiosvc.keys import BUS, CONFIG, STREAMS
+from aiosvc.web.connection import StreamConnection
+from aiosvc.web.frames import SSEFraming
+from aiosvc.web.outbox import Ending, Outbox
+from aiosvc.web.sessions import BASE, session_from_path
+
+routes = web.RouteTableDef()
+FRAMING = SSEFraming()
+RETRY = b"retry: 2000\n\n"  # how long a browser waits before it reconnects
+
+
+class SSEStream(StreamConnection):
+    """One EventSource client."""
+
+    def __init__(self, request: web.Request, response: EventSourceResponse, outbox: Outbox):
+        super().__init__(outbox)
+        self.request = request
+        self.response = response
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        """Write the frames as one chunk."""
+        await self.response.write(b"".join(frames))
+
+    async def finish(self, ending: Ending) -> None:
+        """End the response (after the shutdown event, when that is why)."""
+        if ending is not Ending.CLOSED:
+            await self.response.write_eof()
+
+    def abort(self) -> None:
+        """Drop the TCP connection."""
+        if self.request.transport is not None:
+            self.request.transport.abort()
+
+
+@routes.get("/api/v1/events")
+async def all_events(request: web.Request) -> web.StreamResponse:
+    """Every event, or those of ``?topics=a,b``."""
+    raw = request.query.get("topics")
+    topics = [t for t in raw.split(",") if t] if raw is not None else [ALL]
+    if not topics or len(topics) > 256 or not all(is_valid_topic(t) for t in topics):
+        raise InvalidParameter(
+            "topics",
+            "expected a comma-separated list of 'sessions', 'approvals', 'hooks', 'system', "
+            "'*' or 'session:<id>'",
+        )
+    return await _stream(request, topics)
+
+
+@routes.get(BASE + "/{id}/events")
+async def session_events(request: web.Request) -> web.StreamResponse:
+    """Everything about one session."""
+    session = session_from_path(request)
+    return await _stream(request, [session_topic(session.id)])
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    """The resume point: ``Last-Event-ID``, or ``?last_event_id=`` where headers cannot go."""
+    raw = request.headers.get("Last-Event-ID")
+    name = "Last-Event-ID"
+    if raw is None:
+        raw = request.query.get("last_event_id")
+        name = "last_event_id"
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidParameter(name, "must be an event id (an integer >= 0)")
+    return int(raw)
+
+
+async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse:
+    app = request.app
+    since = _last_event_id(request)  # a bad id is a 400, before the stream starts
+    config = app[CONFIG].streams
+    outbox = Outbox(app[BUS], FRAMING, config)
+    outbox.subscribe(topics, since)
+    response = EventSourceResponse(ping_interval=config.sse_ping_s)
+    stream = SSEStream(request, response, outbox)
+    streams = app[STREAMS]
+    try:
+        await response.prepare(request)
+        await response.write(RETRY)
+        streams.add(stream)
+        stream.start_writer()
+        assert stream.writer is not None
+        with contextlib.suppress(ConnectionError):
+            await stream.writer
+    finally:
+        streams.discard(stream)
+        await stream.stop_writer()
+        if response.prepared:
+            response.stop_streaming()
+    return response

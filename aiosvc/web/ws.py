@@ -1,0 +1,278 @@
+"""The WebSocket streams: ``/api/v1/ws`` (multiplexed) and ``/api/v1/sessions/{id}/ws``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from aiosvc import __version__
+from aiosvc.bus import is_valid_topic, session_topic
+from aiosvc.commands.types import CancelReplies, ResolveApproval, SendMessage
+from aiosvc.convert import (
+    ApproveOp,
+    CancelOp,
+    PingOp,
+    SendMessageOp,
+    SubscribeOp,
+    UnsubscribeOp,
+    structure,
+    unstructure,
+)
+from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
+from aiosvc.keys import BUS, COMMANDS, CONFIG, STREAMS
+from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
+from aiosvc.web.frames import WebSocketFraming
+from aiosvc.web.outbox import Ending, Outbox
+from aiosvc.web.sessions import BASE, session_from_path
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+FRAMING = WebSocketFraming()
+MAX_TOPICS = 256  # per subscribe op
+MAX_CLIENT_ID = 128  # characters of an op's "id"
+
+
+class WebSocketStream(StreamConnection):
+    """One WebSocket client: reads ops, writes events through its outbox."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, bound: str | None):
+        app = request.app
+        super().__init__(Outbox(app[BUS], FRAMING, app[CONFIG].streams))
+        self.app = app
+        self.ws = ws
+        self.bound = bound  # the session of /sessions/{id}/ws
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        """Write each frame as one text message."""
+        for frame in frames:
+            await self.ws.send_frame(frame, WSMsgType.TEXT)
+
+    async def finish(self, ending: Ending) -> None:
+        """Close with 1013 for a client too slow to keep up, 1001 for shutdown."""
+        if ending is Ending.OVERFLOW:
+            await self.ws.close(
+                code=WSCloseCode.TRY_AGAIN_LATER,
+                message=b"too slow to keep up: resume from your last event id",
+            )
+        elif ending is Ending.SHUTDOWN:
+            await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+    def abort(self) -> None:
+        """Drop the TCP connection."""
+        transport = self.ws._req.transport if self.ws._req is not None else None
+        if transport is not None:
+            transport.abort()
+
+    async def run(self) -> None:
+        """Greet, then read ops until the socket closes."""
+        bus = self.app[BUS]
+        self.outbox.put(
+            FRAMING.message(
+                "hello",
+                data={
+                    "version": __version__,
+                    "last_event_id": bus.last_id,
+                    "heartbeat_s": self.app[CONFIG].streams.heartbeat_s,
+                },
+            )
+        )
+        if self.bound is not None:
+            self.outbox.subscribe([session_topic(self.bound)])
+        self.start_writer()
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message.type is WSMsgType.TEXT:
+                    await self.on_text(message.data)
+                elif message.type is WSMsgType.BINARY:
+                    await self._close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames are refused")
+                    return
+                else:  # closing, closed, or an error aiohttp already closed for (1009)
+                    return
+        finally:
+            await self.stop_writer()
+
+    async def _close(self, code: int, reason: bytes) -> None:
+        await self.stop_writer()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.close(code=code, message=reason)
+        except TimeoutError:
+            self.abort()
+
+    # Ops ---------------------------------------------------------------------------------------
+
+    async def on_text(self, text: str) -> None:
+        """Run one op and answer it with an ``ack`` or an ``error`` frame."""
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            self._error(None, AppError(f"the frame is not valid JSON: {exc}", code="invalid_json"))
+            return
+        if not isinstance(frame, dict):
+            self._error(None, ValidationFailed({"$": "a frame must be a JSON object"}))
+            return
+        client_id = frame.pop("id", None)
+        if not _valid_client_id(client_id):
+            error = ValidationFailed(
+                {"id": "expected a string of at most 128 characters or an integer"}
+            )
+            self._error(None, error)
+            return
+        op = frame.pop("op", None)
+        handler = OPS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            self._error(
+                client_id,
+                AppError(
+                    f"unknown op {op!r}",
+                    code="unknown_op",
+                    details={"ops": sorted(OPS)},
+                    status=400,
+                ),
+            )
+            return
+        try:
+            data = await handler(self, frame, client_id)
+        except AppError as exc:
+            self._error(client_id, exc)
+            return
+        if data is not _ACKED:
+            self.outbox.put(FRAMING.message("ack", id=client_id, data=unstructure(data)))
+
+    def _error(self, client_id: object, error: AppError) -> None:
+        body: dict[str, Any] = {"code": error.code, "message": error.message}
+        if error.details:
+            body["details"] = error.details
+        fields: dict[str, Any] = {"error": body}
+        if client_id is not None:
+            fields["id"] = client_id
+        self.outbox.put(FRAMING.message("error", **fields))
+
+    def _session_id(self, given: str | None) -> str:
+        session_id = given if given is not None else self.bound
+        if session_id is None:
+            raise ValidationFailed({"session_id": "required field is missing"})
+        return session_id
+
+
+_ACKED = object()  # an op that queued its own ack (subscribe: the ack precedes the replay)
+Op = Callable[[WebSocketStream, dict[str, Any], object], Awaitable[Any]]
+
+
+async def _subscribe(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
+    op = structure(frame, SubscribeOp)
+    _check_topics(op.topics)
+    if op.since is not None and op.since < 0:
+        raise InvalidParameter("since", "must be an event id (an integer >= 0)")
+    topics = sorted(stream.outbox.topics | set(op.topics))
+    ack = FRAMING.message("ack", id=client_id, data={"topics": topics, "since": op.since})
+    stream.outbox.subscribe(op.topics, op.since, preface=ack)
+    return _ACKED
+
+
+async def _unsubscribe(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
+    op = structure(frame, UnsubscribeOp)
+    _check_topics(op.topics)
+    stream.outbox.unsubscribe(op.topics)
+    return {"topics": sorted(stream.outbox.topics)}
+
+
+async def _send_message(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
+    op = structure(frame, SendMessageOp)
+    command = SendMessage(session_id=stream._session_id(op.session_id), content=op.content)
+    accepted = await stream.app[COMMANDS].execute(command)
+    return {
+        "message": accepted.message,
+        "reply_id": accepted.reply_id,
+        "command_id": accepted.command_id,
+    }
+
+
+async def _cancel(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
+    op = structure(frame, CancelOp)
+    result = await stream.app[COMMANDS].execute(
+        CancelReplies(session_id=stream._session_id(op.session_id))
+    )
+    return {"session_id": result.session_id, "cancelled": list(result.cancelled)}
+
+
+async def _approve(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
+    op = structure(frame, ApproveOp)
+    return await stream.app[COMMANDS].execute(
+        ResolveApproval(approval_id=op.approval_id, decision=op.decision)
+    )
+
+
+async def _ping(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
+    structure(frame, PingOp)
+    return {}
+
+
+OPS: dict[str, Op] = {
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "send_message": _send_message,
+    "cancel": _cancel,
+    "approve": _approve,
+    "ping": _ping,
+}
+
+
+def _check_topics(topics: list[str]) -> None:
+    if len(topics) > MAX_TOPICS:
+        raise ValidationFailed({"topics": f"at most {MAX_TOPICS} topics at a time"})
+    bad = [t for t in topics if not is_valid_topic(t)]
+    if bad:
+        raise ValidationFailed(
+            {"topics": f"unknown topic(s): {', '.join(map(repr, bad[:5]))}"},
+            message="expected 'sessions', 'approvals', 'hooks', 'system', '*' or 'session:<id>'",
+        )
+
+
+def _valid_client_id(value: object) -> bool:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return True
+    return isinstance(value, str) and len(value) <= MAX_CLIENT_ID
+
+
+# Routes ---------------------------------------------------------------------------------------
+
+
+@routes.get("/api/v1/ws")
+async def multiplexed(request: web.Request) -> web.StreamResponse:
+    """A WebSocket for any topics the client subscribes to."""
+    return await _serve(request, None)
+
+
+@routes.get(BASE + "/{id}/ws")
+async def bound_to_session(request: web.Request) -> web.StreamResponse:
+    """A WebSocket subscribed to one session from the start."""
+    session = session_from_path(request)  # 404 before the upgrade
+    return await _serve(request, session.id)
+
+
+async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    ws = web.WebSocketResponse(
+        heartbeat=config.streams.heartbeat_s,
+        max_msg_size=config.limits.max_ws_frame_bytes,
+        compress=False,  # per-message deflate costs CPU per client for little gain on loopback
+        timeout=CLOSE_TIMEOUT_S,
+    )
+    if not ws.can_prepare(request).ok:
+        raise AppError("this route needs a WebSocket upgrade", code="upgrade_required", status=426)
+    await ws.prepare(request)
+    stream = WebSocketStream(request, ws, bound)
+    streams = request.app[STREAMS]
+    streams.add(stream)
+    try:
+        await stream.run()
+    finally:
+        streams.discard(stream)
+    return ws
