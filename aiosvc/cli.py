@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
-        print(f"aiosvc: {exc}", file=sys.stderr)
+        for line in exc.errors:
+            print(f"aiosvc: {line}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
         print(describe_config(config))

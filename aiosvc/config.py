@@ -431,6 +431,30 @@ def _walk(exc: BaseException, key: Key, t: Any) -> Iterator[tuple[Key, str | Non
         yield key, f"invalid value ({exc})"
 
 
+def _expected_keys(raw: Mapping[str, Any], key: Key) -> str:
+    """What the table holding an unknown key accepts, as ``, expected one of: ...``."""
+    parent = key[:-1]
+    names: list[str] | None = None
+    if parent == ("agents",):
+        return ", expected 'default' or an agent's table [agents.NAME]"
+    if len(parent) == 2 and parent[0] == "agents":
+        table = raw.get("agents", {}).get("backends", {}).get(parent[1], {})
+        kind = AGENT_KINDS.get(table.get("kind")) if isinstance(table, dict) else None
+        names = [f.name for f in attrs.fields(kind)] if kind else None
+    elif len(parent) == 2 and parent[0] in ("projects", "peers"):
+        cls = ProjectConfig if parent[0] == "projects" else PeerConfig
+        names = [f.name for f in attrs.fields(cls)]
+    elif len(parent) <= 1:
+        cls: Any = Config
+        for part in parent:
+            found = {f.name: f.type for f in attrs.fields(cls)}.get(part)
+            cls = found if isinstance(found, type) and attrs.has(found) else None
+            if cls is None:
+                return ""
+        names = [f.name for f in attrs.fields(cls) if f.name != "source"]
+    return f", expected one of: {', '.join(sorted(names))}" if names else ""
+
+
 def _structure(
     raw: Mapping[str, Any], source: str, labels: Mapping[Key, str]
 ) -> tuple[Config | None, list[str]]:
@@ -442,7 +466,7 @@ def _structure(
         for key, message in _walk(exc, (), Config):
             label = next((v for k, v in labels.items() if key[: len(k)] == k), _dotted(key))
             if message is None:
-                lines.append(f"{source}: unknown key {_dotted(key)!r}")
+                lines.append(f"{source}: unknown key {_dotted(key)!r}{_expected_keys(raw, key)}")
             else:
                 lines.append(f"{source}: {label}: {message}")
         return None, lines

@@ -344,12 +344,30 @@ def test_invalid_toml_gives_line_and_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[server]\nprot = 1\n", "FILE: unknown key 'server.prot'"),
-        ("colour = 1\n", "FILE: unknown key 'colour'"),
-        ('source = "x"\n', "FILE: unknown key 'source'"),
-        ('[agents]\ndefualt = "echo"\n', "FILE: unknown key 'agents.defualt'"),
-        ('[agents.e]\nkind = "echo"\nargv = ["a"]\n', "FILE: unknown key 'agents.e.argv'"),
-        ('[projects.p]\npath = "/p"\nurl = "x"\n', "FILE: unknown key 'projects.p.url'"),
+        (
+            "[server]\nprot = 1\n",
+            "FILE: unknown key 'server.prot', expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, port, shutdown_timeout_s",
+        ),
+        (
+            "colour = 1\n",
+            "FILE: unknown key 'colour', expected one of: agents, events, limits, log_format, peers, projects, server, storage, streams",
+        ),
+        (
+            'source = "x"\n',
+            "FILE: unknown key 'source', expected one of: agents, events, limits, log_format, peers, projects, server, storage, streams",
+        ),
+        (
+            '[agents]\ndefualt = "echo"\n',
+            "FILE: unknown key 'agents.defualt', expected 'default' or an agent's table [agents.NAME]",
+        ),
+        (
+            '[agents.e]\nkind = "echo"\nargv = ["a"]\n',
+            "FILE: unknown key 'agents.e.argv', expected one of: delay_ms, kind",
+        ),
+        (
+            '[projects.p]\npath = "/p"\nurl = "x"\n',
+            "FILE: unknown key 'projects.p.url', expected one of: path",
+        ),
         ('[server]\nport = "80"\n', "FILE: server.port: expected an integer, got '80'"),
         ("[server]\nport = true\n", "FILE: server.port: expected an integer, got true"),
         ("[server]\nport = 80.0\n", "FILE: server.port: expected an integer, got 80.0"),
@@ -444,7 +462,10 @@ def test_file_errors(tmp_path: Path, text: str, message: str) -> None:
             '[agents.e]\nkind = "echo"\ndelay_ms = -1\n',
             "FILE: agents.e.delay_ms: expected an integer >= 0, got -1",
         ),
-        ('[agents]\nshell = "x"\n', "FILE: unknown key 'agents.shell'"),
+        (
+            '[agents]\nshell = "x"\n',
+            "FILE: unknown key 'agents.shell', expected 'default' or an agent's table [agents.NAME]",
+        ),
         ("agents = 1\n", "FILE: agents: expected a table, got 1"),
         ("[agents]\ndefault = 1\n", "FILE: agents.default: expected a string, got 1"),
         (
@@ -490,7 +511,7 @@ kind = "command"
 """
     assert errors_of(tmp_path, text) == [
         "FILE: server.port: expected an integer, got '80'",
-        "FILE: unknown key 'server.prot'",
+        "FILE: unknown key 'server.prot', expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, port, shutdown_timeout_s",
         "FILE: limits.max_title_chars: expected an integer >= 1, got 0",
         "FILE: limits.max_page_size: expected an integer >= 1, got 0",
         "FILE: agents.x.kind: unknown agent kind 'foo', expected one of: command, echo, openai",
