@@ -434,25 +434,24 @@ def _walk(exc: BaseException, key: Key, t: Any) -> Iterator[tuple[Key, str | Non
 def _expected_keys(raw: Mapping[str, Any], key: Key) -> str:
     """What the table holding an unknown key accepts, as ``, expected one of: ...``."""
     parent = key[:-1]
-    names: list[str] | None = None
     if parent == ("agents",):
         return ", expected 'default' or an agent's table [agents.NAME]"
+    table: Any = None
     if len(parent) == 2 and parent[0] == "agents":
-        table = raw.get("agents", {}).get("backends", {}).get(parent[1], {})
-        kind = AGENT_KINDS.get(table.get("kind")) if isinstance(table, dict) else None
-        names = [f.name for f in attrs.fields(kind)] if kind else None
+        spec = raw.get("agents", {}).get("backends", {}).get(parent[1], {})
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        table = AGENT_KINDS.get(kind) if isinstance(kind, str) else None
     elif len(parent) == 2 and parent[0] in ("projects", "peers"):
-        cls = ProjectConfig if parent[0] == "projects" else PeerConfig
-        names = [f.name for f in attrs.fields(cls)]
+        table = ProjectConfig if parent[0] == "projects" else PeerConfig
     elif len(parent) <= 1:
-        cls: Any = Config
+        table = Config
         for part in parent:
-            found = {f.name: f.type for f in attrs.fields(cls)}.get(part)
-            cls = found if isinstance(found, type) and attrs.has(found) else None
-            if cls is None:
-                return ""
-        names = [f.name for f in attrs.fields(cls) if f.name != "source"]
-    return f", expected one of: {', '.join(sorted(names))}" if names else ""
+            found = {f.name: f.type for f in attrs.fields(table)}.get(part)
+            table = found if isinstance(found, type) and attrs.has(found) else None
+    if table is None:
+        return ""
+    names = sorted(f.name for f in attrs.fields(table) if f.name != "source")
+    return f", expected one of: {', '.join(names)}"
 
 
 def _structure(

@@ -27,6 +27,15 @@ from aiosvc.config import (
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "aiosvc.example.toml"
 
+SERVER_KEYS = (
+    "expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, port, "
+    "shutdown_timeout_s"
+)
+TOP_KEYS = (
+    "expected one of: agents, events, limits, log_format, peers, projects, server, storage, streams"
+)
+AGENT_TABLES = "expected 'default' or an agent's table [agents.NAME]"
+
 
 def write(tmp_path: Path, text: str) -> Path:
     """Write ``text`` as the test's config file and return its path."""
@@ -346,19 +355,19 @@ def test_invalid_toml_gives_line_and_column(tmp_path: Path) -> None:
     [
         (
             "[server]\nprot = 1\n",
-            "FILE: unknown key 'server.prot', expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, port, shutdown_timeout_s",
+            f"FILE: unknown key 'server.prot', {SERVER_KEYS}",
         ),
         (
             "colour = 1\n",
-            "FILE: unknown key 'colour', expected one of: agents, events, limits, log_format, peers, projects, server, storage, streams",
+            f"FILE: unknown key 'colour', {TOP_KEYS}",
         ),
         (
             'source = "x"\n',
-            "FILE: unknown key 'source', expected one of: agents, events, limits, log_format, peers, projects, server, storage, streams",
+            f"FILE: unknown key 'source', {TOP_KEYS}",
         ),
         (
             '[agents]\ndefualt = "echo"\n',
-            "FILE: unknown key 'agents.defualt', expected 'default' or an agent's table [agents.NAME]",
+            f"FILE: unknown key 'agents.defualt', {AGENT_TABLES}",
         ),
         (
             '[agents.e]\nkind = "echo"\nargv = ["a"]\n',
@@ -464,7 +473,7 @@ def test_file_errors(tmp_path: Path, text: str, message: str) -> None:
         ),
         (
             '[agents]\nshell = "x"\n',
-            "FILE: unknown key 'agents.shell', expected 'default' or an agent's table [agents.NAME]",
+            f"FILE: unknown key 'agents.shell', {AGENT_TABLES}",
         ),
         ("agents = 1\n", "FILE: agents: expected a table, got 1"),
         ("[agents]\ndefault = 1\n", "FILE: agents.default: expected a string, got 1"),
@@ -511,7 +520,7 @@ kind = "command"
 """
     assert errors_of(tmp_path, text) == [
         "FILE: server.port: expected an integer, got '80'",
-        "FILE: unknown key 'server.prot', expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, port, shutdown_timeout_s",
+        f"FILE: unknown key 'server.prot', {SERVER_KEYS}",
         "FILE: limits.max_title_chars: expected an integer >= 1, got 0",
         "FILE: limits.max_page_size: expected an integer >= 1, got 0",
         "FILE: agents.x.kind: unknown agent kind 'foo', expected one of: command, echo, openai",
