@@ -62,6 +62,7 @@ def create_app(config: Config) -> web.Application:
         agents=agents,
         limits=config.limits,
         computer=config.server.computer,
+        approval_timeout_s=config.approvals.timeout_s,
     )
     app[STREAMS] = OpenStreams()
     app[STARTED_AT] = time.monotonic()

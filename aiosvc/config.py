@@ -156,6 +156,8 @@ class LimitsConfig(_Checked):
     max_title_chars: int = attrs.field(default=200, metadata=_bounds(1))
     max_ws_frame_bytes: int = attrs.field(default=1024 * 1024, metadata=_bounds(1))
     max_page_size: int = attrs.field(default=500, metadata=_bounds(1))
+    # An agent's reply longer than this fails (reply_too_large) with the text cut there.
+    max_reply_chars: int = attrs.field(default=4 * 1024 * 1024, metadata=_bounds(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -163,6 +165,14 @@ class EventsConfig(_Checked):
     """The event bus."""
 
     buffer_size: int = attrs.field(default=10_000, metadata=_bounds(1))
+
+
+@attrs.frozen(kw_only=True)
+class ApprovalsConfig(_Checked):
+    """Tool-use approvals."""
+
+    # An approval nobody answers in this time expires, and the reply goes on as denied.
+    timeout_s: float = attrs.field(default=900.0, metadata=_bounds(0.0, above=True))
 
 
 @attrs.frozen(kw_only=True)
@@ -205,6 +215,8 @@ class CommandAgentConfig(_Checked):
     cwd: str | None = attrs.field(default=None, metadata=_check(_filled))
     env: Mapping[str, str] = attrs.field(factory=dict)
     timeout_s: float | None = attrs.field(default=None, metadata=_bounds(0.0, above=True))
+    # After SIGTERM, how long the program's process group has before SIGKILL.
+    kill_grace_s: float = attrs.field(default=3.0, metadata=_bounds(0.0))
 
 
 @attrs.frozen(kw_only=True)
@@ -268,6 +280,7 @@ class Config(_Checked):
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     events: EventsConfig = attrs.field(factory=EventsConfig)
     streams: StreamsConfig = attrs.field(factory=StreamsConfig)
+    approvals: ApprovalsConfig = attrs.field(factory=ApprovalsConfig)
     agents: AgentsConfig = attrs.field(factory=AgentsConfig)
     projects: Mapping[str, ProjectConfig] = attrs.field(factory=dict)
     peers: Mapping[str, PeerConfig] = attrs.field(factory=dict)

@@ -32,7 +32,8 @@ SERVER_KEYS = (
     "shutdown_timeout_s"
 )
 TOP_KEYS = (
-    "expected one of: agents, events, limits, log_format, peers, projects, server, storage, streams"
+    "expected one of: agents, approvals, events, limits, log_format, peers, projects, server, "
+    "storage, streams"
 )
 AGENT_TABLES = "expected 'default' or an agent's table [agents.NAME]"
 

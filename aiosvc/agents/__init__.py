@@ -6,8 +6,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aiosvc.agents.base import Agent, AgentError, ApprovalGate, Turn
+from aiosvc.agents.command import CommandAgent
 from aiosvc.agents.echo import EchoAgent
-from aiosvc.config import AgentConfig, AgentsConfig, EchoAgentConfig
+from aiosvc.agents.openai import OpenAIAgent
+from aiosvc.config import AgentConfig, AgentsConfig, CommandAgentConfig, EchoAgentConfig
 
 __all__ = ["Agent", "AgentError", "AgentRegistry", "ApprovalGate", "Turn"]
 
@@ -16,7 +18,9 @@ def build_agent(name: str, config: AgentConfig) -> Agent:
     """Make the agent that ``config`` describes."""
     if isinstance(config, EchoAgentConfig):
         return EchoAgent(name, delay_ms=config.delay_ms)
-    raise NotImplementedError(f"agent kind {config.kind!r}")
+    if isinstance(config, CommandAgentConfig):
+        return CommandAgent(name, config)
+    return OpenAIAgent(name, config)
 
 
 class AgentRegistry:

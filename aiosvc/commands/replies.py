@@ -202,14 +202,25 @@ def conversation(history: list[Message], prompt_id: str) -> list[Message]:
 
 
 async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: list[str]) -> None:
+    """Publish the agent's deltas and keep them; a reply past the size limit is cut there."""
     topics = (session_topic(turn.session.id),)
+    room = service.limits.max_reply_chars
     async with contextlib.aclosing(agent.reply(turn)) as deltas:  # type: ignore[type-var]
         async for delta in deltas:
+            if not delta:
+                continue
+            over = len(delta) > room
+            if over:
+                delta = delta[:room]
+            room -= len(delta)
             if delta:
                 chunks.append(delta)
                 service.bus.publish(
                     "message.delta", topics, {"message_id": turn.reply_id, "delta": delta}
                 )
+            if over:
+                limit = service.limits.max_reply_chars
+                raise AgentError("reply_too_large", f"the reply passed {limit} characters")
 
 
 async def _finish(
