@@ -1,4 +1,4 @@
-"""The ``aiosvc`` command: serve, migrate, check-config."""
+"""The ``aiosvc`` command: serve, chat, migrate, check-config."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiosvc import __version__
+from aiosvc.client import chat
 from aiosvc.config import Config, ConfigError, describe_config, load_config
 from aiosvc.logs import configure_logging
 from aiosvc.serve import RefusedToStart, serve
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default 8420)")
     serve_cmd.add_argument("--db", help="SQLite file (default: in the user's state directory)")
+    chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
     with_config(commands.add_parser("check-config", help="validate the configuration and exit"))
@@ -40,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "chat":  # a client: no server configuration, no server logging
+        return chat.run(args)
     overrides = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),

@@ -69,8 +69,9 @@ class CommandAgent(Agent):
         try:
             async with asyncio.timeout(config.timeout_s):
                 group.start(None if in_argv else turn.prompt.encode())
-                async for text in group.output():
-                    yield text
+                async with contextlib.aclosing(group.output()) as output:
+                    async for text in output:
+                        yield text
                 status = await process.wait()
         except TimeoutError:
             raise AgentError(
@@ -108,7 +109,7 @@ class Group:
         stdout = self.process.stdout
         assert stdout is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        exited = asyncio.ensure_future(self.process.wait())
+        exited = self.exited()
         leftovers: asyncio.Task[None] | None = None
         read: asyncio.Future[bytes] | None = None
         try:
@@ -132,6 +133,32 @@ class Group:
             if leftovers is not None:
                 await leftovers
 
+    def exited(self) -> asyncio.Future[None]:
+        """A future done when the program exits, even while something it started keeps its
+        pipes open (``Process.wait`` waits for the pipes too). Uses a pidfd: no polling."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self.process.returncode is not None:
+            done.set_result(None)
+            return done
+        try:
+            fd = os.pidfd_open(self.process.pid)
+        except ProcessLookupError:  # already gone
+            done.set_result(None)
+            return done
+
+        def release(_: object = None) -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+        def ready() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, ready)
+        done.add_done_callback(release)
+        return done
+
     async def _end_leftovers(self) -> None:
         """The program exited: stop whatever it left running in its group."""
         pgid = self.process.pid
@@ -143,7 +170,7 @@ class Group:
         """Wait up to the grace period for the group to empty."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.grace_s):
-                await self.process.wait()
+                await self.exited()
                 # Its other members are not our children: nothing tells when they are gone.
                 while self._signal(pgid, 0):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
@@ -173,19 +200,22 @@ class Group:
         return raw.decode("utf-8", errors="replace").strip()
 
     async def stop(self) -> None:
-        """SIGTERM the group, SIGKILL it after the grace period, reap the program, and
-        finish reading its stderr (the pipes close once everything holding them is gone)."""
+        """SIGTERM the group, SIGKILL it after the grace period, then read the pipes to their
+        end (``Process.wait`` only returns once they are closed) and reap the program."""
         pgid = self.process.pid  # start_new_session: the group's id is the leader's pid
         if self._signal(pgid, signal.SIGTERM):
             await self._wait_empty(pgid)
             self._signal(pgid, signal.SIGKILL)
-        await self.process.wait()
+        assert self.process.stdout is not None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.grace_s + 1):
+                while await self.process.stdout.read(READ_SIZE):
+                    pass  # what is left of a reply that is over
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.process.wait()
 
     @staticmethod
     def _signal(pgid: int, signum: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -39,7 +40,12 @@ def check_base_url(url: str) -> str:
 def describe(exc: BaseException) -> str:
     """A short reason for a connection failure, for a person to read."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
+        error = exc.os_error
+        # asyncio words a refused connection "Connect call failed (addr)"; errno says it plainly
+        if isinstance(error, ConnectionError) and error.errno:
+            reason = os.strerror(error.errno)
+        else:
+            reason = error.strerror or str(error)
         return reason[:1].lower() + reason[1:]
     if isinstance(exc, TimeoutError):
         return "timed out"
