@@ -35,11 +35,11 @@ def gone(pid: int) -> bool:
     return "\nState:\tZ" in status
 
 
-def script(tmp_path: Path, name: str, body: str) -> list[str]:
+def script(tmp_path: Path, name: str, body: str) -> tuple[str, ...]:
     """Write a Python program for the agent to run; return its argv."""
     path = tmp_path / f"{name}.py"
     path.write_text(body)
-    return [PY, str(path)]
+    return (PY, str(path))
 
 
 @pytest.fixture

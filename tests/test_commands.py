@@ -4,7 +4,7 @@ approvals, end and delete, and what survives a stop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ class GatedAgent(Agent):
         self.histories: list[list[str]] = []
         self.closed = 0
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         self.prompts.append(turn.prompt)
         self.histories.append([m.content for m in await turn.history()])
         try:

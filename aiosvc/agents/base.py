@@ -8,7 +8,7 @@ deltas; cancellation arrives as :class:`asyncio.CancelledError` at an ``await`` 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from attrs import field, frozen
@@ -58,7 +58,7 @@ class Agent(abc.ABC):
         self.name = name
 
     @abc.abstractmethod
-    def reply(self, turn: Turn) -> AsyncIterator[str]:
+    def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Stream the reply to ``turn`` as text deltas."""
 
     def describe(self) -> Mapping[str, Any]:

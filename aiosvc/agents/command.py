@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from aiosvc.agents.base import Agent, AgentError, Turn
@@ -42,7 +42,7 @@ class CommandAgent(Agent):
             "timeout_s": self.config.timeout_s,
         }
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Stream the program's stdout as it comes; a non-zero exit fails the reply."""
         config = self.config
         in_argv = any(PROMPT in arg for arg in config.argv)
@@ -100,7 +100,7 @@ class Group:
             self._tasks.append(loop.create_task(self._feed(stdin)))
         self._tasks.append(loop.create_task(self._collect_stderr()))
 
-    async def output(self) -> AsyncIterator[str]:
+    async def output(self) -> AsyncGenerator[str, None]:
         """The program's stdout as text, as it comes, until the pipe closes.
 
         When the program exits while something it started still holds the pipe open, the
@@ -116,7 +116,8 @@ class Group:
             while True:
                 read = asyncio.ensure_future(stdout.read(READ_SIZE))
                 if not exited.done():
-                    await asyncio.wait({read, exited}, return_when=asyncio.FIRST_COMPLETED)
+                    either: set[asyncio.Future[Any]] = {read, exited}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if exited.done() and leftovers is None:
                     leftovers = asyncio.get_running_loop().create_task(self._end_leftovers())
                 chunk = await read

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
@@ -43,7 +43,7 @@ class EchoAgent(Agent):
         """The agent's settings."""
         return {"delay_ms": self.delay_ms}
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Echo the prompt; ``/tool NAME {json}`` asks for approval first."""
         match = TOOL_PATTERN.fullmatch(turn.prompt.strip())
         if match is not None:

@@ -10,7 +10,7 @@ logged or described.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -67,7 +67,7 @@ class OpenAIAgent(Agent):
                 headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    async def reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Send the conversation with the prompt; stream back the content deltas."""
         body = {
             "model": self.config.model,
@@ -117,7 +117,7 @@ def conversation(history: Sequence[Message], prompt: str) -> list[dict[str, str]
     return messages
 
 
-async def _deltas(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+async def _deltas(response: aiohttp.ClientResponse) -> AsyncGenerator[str, None]:
     """Content deltas from the SSE body, until ``[DONE]`` or the end of the body (some
     servers end a stream without ``[DONE]``)."""
     try:

@@ -205,7 +205,7 @@ async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: lis
     """Publish the agent's deltas and keep them; a reply past the size limit is cut there."""
     topics = (session_topic(turn.session.id),)
     room = service.limits.max_reply_chars
-    async with contextlib.aclosing(agent.reply(turn)) as deltas:  # type: ignore[type-var]
+    async with contextlib.aclosing(agent.reply(turn)) as deltas:
         async for delta in deltas:
             if not delta:
                 continue
