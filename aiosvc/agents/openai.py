@@ -24,6 +24,7 @@ from aiosvc.models import Message, Role
 #: How the API's roles map to chat-completions roles (tool results have no call id here).
 ROLES = {Role.USER: "user", Role.ASSISTANT: "assistant", Role.SYSTEM: "system", Role.TOOL: "user"}
 CONNECT_TIMEOUT_S = 10.0
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer, read for its message
 
 
 class OpenAIAgent(Agent):
@@ -82,16 +83,21 @@ class OpenAIAgent(Agent):
                 self.url, json=body, headers=self._headers(), timeout=timeout
             ) as response:
                 if response.status != 200:
+                    raw = await response.content.read(ERROR_BODY_BYTES)
                     raise AgentError(
                         "upstream_http_error",
-                        f"{self.url} answered {response.status}: "
-                        f"{_error_text(await response.read())}",
+                        f"{self.url} answered {response.status}: {_error_text(raw)}",
                     )
                 if response.content_type == "application/json":  # a server that won't stream
                     text = _content(orjson.loads(await response.read()), "message")
                     if text:
                         yield text
                     return
+                if response.content_type != "text/event-stream":
+                    raise AgentError(
+                        "malformed_stream",
+                        f"{self.url} answered {response.content_type!r}, not an event stream",
+                    )
                 async for delta in _deltas(response):
                     yield delta
         except aiohttp.ClientConnectorError as exc:
