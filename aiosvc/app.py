@@ -21,12 +21,14 @@ from aiosvc.keys import (
     COMMANDS,
     CONFIG,
     DATABASE,
+    GATE,
     STARTED_AT,
     STORE,
     STREAMS,
 )
 from aiosvc.store import Database, Store
 from aiosvc.web import middlewares, sessions, sse, system, ws
+from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
@@ -39,8 +41,9 @@ STREAM_CLOSE_TIMEOUT_S = 5.0
 
 def create_app(config: Config) -> web.Application:
     """Build the application: services made here, opened and closed by its lifecycle."""
+    gate = Gate(config.server)
     app = web.Application(
-        middlewares=[middlewares.front_door(config.limits.max_body_bytes)],
+        middlewares=[middlewares.front_door(config.limits.max_body_bytes, gate)],
         client_max_size=config.limits.max_body_bytes,
         handler_args={"max_field_size": 16_384},
     )
@@ -65,6 +68,7 @@ def create_app(config: Config) -> web.Application:
         approval_timeout_s=config.approvals.timeout_s,
     )
     app[STREAMS] = OpenStreams()
+    app[GATE] = gate
     app[STARTED_AT] = time.monotonic()
     app.add_routes(system.routes)
     app.add_routes(sessions.routes)

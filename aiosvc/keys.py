@@ -10,6 +10,7 @@ from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
 from aiosvc.config import Config
 from aiosvc.store import Database, Store
+from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
 
 CONFIG = web.AppKey("config", Config)
@@ -20,4 +21,5 @@ CACHE = web.AppKey("cache", Cache)
 AGENTS = web.AppKey("agents", AgentRegistry)
 COMMANDS = web.AppKey("commands", CommandService)
 STREAMS = web.AppKey("streams", OpenStreams)
+GATE = web.AppKey("gate", Gate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made

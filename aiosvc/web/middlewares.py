@@ -6,14 +6,16 @@ import itertools
 import re
 import secrets
 import time
+from contextvars import ContextVar
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from aiosvc import logs
 from aiosvc.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from aiosvc.web.responses import error_response
+from aiosvc.web.security import Gate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -22,6 +24,8 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 request_id = logs.request_id
+#: The request's Origin when it is an allowed one (CORS headers go on its answer).
+cors_origin: ContextVar[str] = ContextVar("cors_origin", default="")
 
 # Generated ids: a random prefix per process and a counter: unique, and no system call per
 # request (ids are for correlating log lines, not secrets).
@@ -34,7 +38,7 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
 
 
-def front_door(max_body_bytes: int) -> Middleware:
+def front_door(max_body_bytes: int, gate: Gate) -> Middleware:
     """The one middleware every request passes: it gives the request an id, runs the checks,
     maps every failure to the error envelope, and writes the request's one log line.
 
@@ -49,7 +53,20 @@ def front_door(max_body_bytes: int) -> Middleware:
         request_id.set(rid)
         started = time.perf_counter()
         response: web.StreamResponse | None = None
+        origin = request.headers.get(hdrs.ORIGIN)
+        cors_origin.set("")
         try:
+            gate.check_host(request)
+            if origin is not None:
+                preflight = gate.preflight(request)
+                if preflight is not None:
+                    response = preflight
+                    return preflight
+                gate.check_origin(request)
+                if gate.origin_allowed(request, origin):
+                    cors_origin.set(origin)
+            resource = request.match_info.route.resource
+            gate.authenticate(request, resource.canonical if resource is not None else None)
             check_body(request, max_body_bytes)
             response = await handler(request)
         except AppError as exc:
@@ -90,10 +107,14 @@ def _log_request(request: web.Request, response: web.StreamResponse | None, star
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every response, streams too, carries ``X-Request-ID``."""
+    """``on_response_prepare``: every response, streams too, carries ``X-Request-ID``, and the
+    CORS headers when an allowed origin asked."""
     rid = request_id.get()
     if rid:
         response.headers[REQUEST_ID_HEADER] = rid
+    origin = cors_origin.get()
+    if origin and hdrs.ACCESS_CONTROL_ALLOW_ORIGIN not in response.headers:
+        response.headers.update(cors_headers(origin))
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> AppError:

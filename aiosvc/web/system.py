@@ -10,7 +10,7 @@ from aiosvc import __version__
 from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
-from aiosvc.keys import AGENTS, CACHE, COMMANDS, CONFIG, DATABASE, STARTED_AT
+from aiosvc.keys import AGENTS, CACHE, COMMANDS, CONFIG, DATABASE, GATE, STARTED_AT
 from aiosvc.models import ApprovalStatus, is_valid_id
 from aiosvc.web import requests
 from aiosvc.web.responses import ok, page
@@ -39,6 +39,13 @@ async def list_agents(request: web.Request) -> web.Response:
     """The configured agents with their kind and non-secret settings."""
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
     return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
+
+
+@routes.post("/api/v1/tickets")
+async def issue_ticket(request: web.Request) -> web.Response:
+    """A single-use ticket for a WebSocket or EventSource URL (``?ticket=``), valid 60 s."""
+    ticket, expires_at = request.app[GATE].tickets.issue()
+    return ok({"ticket": ticket, "expires_at": expires_at}, status=201)
 
 
 @routes.post("/api/v1/hooks")

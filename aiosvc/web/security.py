@@ -1,0 +1,186 @@
+"""Who may talk to the daemon: Host and Origin allowlists, CORS, API keys, and tickets.
+
+Any web page the user visits can reach localhost, so the checks run in this order, before a
+handler sees the request: the Host (DNS rebinding), a CORS preflight, the Origin of anything
+that changes state or opens a WebSocket (cross-site requests and WebSocket hijacking), then
+the credentials.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from aiosvc.clock import format_time
+from aiosvc.config import ServerConfig
+from aiosvc.errors import Forbidden, Unauthorized
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The routes a browser opens without being able to set headers: they also take ?token/?ticket.
+STREAM_ROUTES = frozenset(
+    {
+        "/api/v1/ws",
+        "/api/v1/sessions/{id}/ws",
+        "/api/v1/events",
+        "/api/v1/sessions/{id}/events",
+    }
+)
+#: Routes open without a key (liveness for supervisors and load balancers).
+OPEN_ROUTES = frozenset({"/health"})
+CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-API-Key, X-Request-ID"
+CORS_METHODS = "DELETE, GET, OPTIONS, PATCH, POST"
+TICKET_TTL_S = 60.0
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header, lower-cased: ``[::1]:8420`` -> ``[::1]``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Gate:
+    """Applies the allowlists and credentials of the server's configuration."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.hosts = LOOPBACK_HOSTS | {host_name(h) for h in config.allowed_hosts}
+        self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
+        self.keys = tuple(k.encode() for k in config.api_keys)
+        self.tickets = Tickets()
+
+    # Host and Origin ---------------------------------------------------------------------------
+
+    def check_host(self, request: web.Request) -> None:
+        """Refuse a Host that is not ours: a rebound DNS name points a web page at us."""
+        host = request.headers.get(hdrs.HOST, "")
+        if not host or host_name(host) not in self.hosts:
+            raise Forbidden(f"host {host!r} is not allowed", code="forbidden_host")
+
+    def origin_allowed(self, request: web.Request, origin: str) -> bool:
+        """A configured origin, or the daemon's own (its dashboard), never ``null``."""
+        origin = origin.rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        own = f"{request.scheme}://{request.headers.get(hdrs.HOST, '')}".lower()
+        return origin == own
+
+    def check_origin(self, request: web.Request) -> None:
+        """Refuse a cross-site WebSocket or state-changing request from an unknown origin."""
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is None:
+            return  # not a browser: curl, scripts and the terminal client send none
+        upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+        if (upgrade or request.method in STATE_CHANGING) and not self.origin_allowed(
+            request, origin
+        ):
+            raise Forbidden(f"origin {origin!r} is not allowed", code="forbidden_origin")
+
+    def preflight(self, request: web.Request) -> web.Response | None:
+        """Answer a CORS preflight: 204 for an allowed origin, 403 for any other."""
+        origin = request.headers.get(hdrs.ORIGIN)
+        asked = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD)
+        if request.method != "OPTIONS" or origin is None or asked is None:
+            return None
+        if not self.origin_allowed(request, origin):
+            raise Forbidden(f"origin {origin!r} is not allowed", code="forbidden_origin")
+        headers = CIMultiDict(cors_headers(origin))
+        headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = CORS_METHODS
+        headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = CORS_HEADERS
+        headers[hdrs.ACCESS_CONTROL_MAX_AGE] = "600"
+        return web.Response(status=204, headers=headers)
+
+    # Credentials -------------------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request, route: str | None) -> str | None:
+        """Check the request's credentials; return the key it used (None when keys are off).
+
+        Headers work everywhere; ``?token=`` and ``?ticket=`` only on the stream routes.
+        """
+        stream = route in STREAM_ROUTES
+        query = request.rel_url.query
+        if not stream and ("token" in query or "ticket" in query):
+            raise Unauthorized(
+                "query credentials are accepted only by the WebSocket and event-stream routes",
+                headers=_BEARER,
+            )
+        if not self.keys or route in OPEN_ROUTES:
+            return None
+        given = header_key(request)
+        if given is None and stream:
+            ticket = query.get("ticket")
+            if ticket is not None:
+                if self.tickets.redeem(ticket):
+                    return "ticket"
+                raise Unauthorized("the ticket is unknown, used or expired", headers=_BEARER)
+            given = query.get("token")
+        if given is None:
+            raise Unauthorized("an API key is required", headers=_BEARER)
+        if not self.known(given):
+            raise Unauthorized("the API key is not valid", headers=_BEARER)
+        return given
+
+    def known(self, key: str) -> bool:
+        """Compare with every configured key in constant time."""
+        candidate = key.encode()
+        found = False
+        for configured in self.keys:
+            found |= hmac.compare_digest(candidate, configured)
+        return found
+
+
+_BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+def cors_headers(origin: str) -> Mapping[str, str]:
+    """The CORS headers of an answer to an allowed origin (never ``*``)."""
+    return {
+        hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin,
+        hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: "X-Request-ID, Location, Retry-After",
+        hdrs.VARY: "Origin",
+    }
+
+
+def header_key(request: web.Request) -> str | None:
+    """The key from ``X-API-Key`` or ``Authorization: Bearer``."""
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key
+    scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+class Tickets:
+    """Single-use tickets for the stream routes, valid for :data:`TICKET_TTL_S`."""
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, float] = {}
+
+    def issue(self) -> tuple[str, str]:
+        """A new ticket and its expiry time (RFC 3339)."""
+        self._prune()
+        ticket = secrets.token_urlsafe(24)
+        self._expiry[ticket] = time.monotonic() + TICKET_TTL_S
+        return ticket, format_time(datetime.now(UTC) + timedelta(seconds=TICKET_TTL_S))
+
+    def redeem(self, ticket: str) -> bool:
+        """Use a ticket up: True once, within its lifetime."""
+        expires = self._expiry.pop(ticket, None)
+        return expires is not None and expires > time.monotonic()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for ticket in [t for t, e in self._expiry.items() if e <= now]:
+            del self._expiry[ticket]
+
+    def __len__(self) -> int:
+        return len(self._expiry)
