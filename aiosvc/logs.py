@@ -170,7 +170,15 @@ AccessLine = Callable[..., None]
 _access_logger = structlog.get_logger("aiosvc.access")
 
 
+def _redact_path(fields: dict[str, Any]) -> None:
+    """A token or ticket may ride in the query string: never log its value."""
+    path = fields.get("path")
+    if path and "=" in path:
+        fields["path"] = redact_query(path)
+
+
 def _structlog_access(**fields: Any) -> None:
+    _redact_path(fields)
     _access_logger.info("request", **fields)
 
 
@@ -197,9 +205,7 @@ def _json_access(stream: Any) -> AccessLine:
 
     def line(**fields: Any) -> None:
         nonlocal flush_due
-        path = fields.get("path")
-        if path and "=" in path:
-            fields["path"] = redact_query(path)
+        _redact_path(fields)
         fields["event"] = "request"
         fields["level"] = "info"
         fields["logger"] = "aiosvc.access"

@@ -97,7 +97,7 @@ def _log_request(request: web.Request, response: web.StreamResponse | None, star
     logs.access(
         request_id=request_id.get(),
         method=request.method,
-        path=request.path_qs,  # the log processor redacts secret parameters
+        path=request.path_qs,  # logs.access redacts tokens and tickets
         route=resource.canonical if resource is not None else None,
         # No response: the handler was cancelled (the client left, or shutdown).
         status=response.status if response is not None else 499,
