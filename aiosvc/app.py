@@ -43,7 +43,7 @@ def create_app(config: Config) -> web.Application:
     """Build the application: services made here, opened and closed by its lifecycle."""
     gate = Gate(config.server)
     app = web.Application(
-        middlewares=[middlewares.front_door(config.limits.max_body_bytes, gate)],
+        middlewares=[middlewares.front_door(config.limits, gate)],
         client_max_size=config.limits.max_body_bytes,
         handler_args={"max_field_size": 16_384},
     )

@@ -158,6 +158,15 @@ class LimitsConfig(_Checked):
     max_page_size: int = attrs.field(default=500, metadata=_bounds(1))
     # An agent's reply longer than this fails (reply_too_large) with the text cut there.
     max_reply_chars: int = attrs.field(default=4 * 1024 * 1024, metadata=_bounds(1))
+    # Requests and streams open at once, in all and per client address (503 / close 1013).
+    max_connections: int = attrs.field(default=4096, metadata=_bounds(1))
+    max_connections_per_client: int = attrs.field(default=2048, metadata=_bounds(1))
+    # Writes (POST, PATCH, DELETE) per API key, or per client address without keys (429).
+    write_rate_per_s: float = attrs.field(default=500.0, metadata=_bounds(0.0, above=True))
+    write_burst: int = attrs.field(default=1000, metadata=_bounds(1))
+    # WebSocket messages from one client (error frames past it, then close 1008).
+    ws_messages_per_s: float = attrs.field(default=50.0, metadata=_bounds(0.0, above=True))
+    ws_burst: int = attrs.field(default=100, metadata=_bounds(1))
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,7 @@ with a 400 registers strict hooks for the scalar types instead.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from enum import Enum, StrEnum
 from typing import Any, Literal, TypeVar, get_args
@@ -116,11 +117,35 @@ class ApprovalDecision:
 
 
 def loads(raw: bytes) -> Any:
-    """Parse JSON bytes strictly (UTF-8, no lone surrogates), raising :class:`InvalidJSON`."""
+    """Parse JSON bytes strictly (UTF-8, no lone surrogates, no duplicate keys), raising
+    :class:`InvalidJSON`."""
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    if isinstance(value, dict | list):
+        # orjson keeps the last of duplicate keys silently; an API must not guess which the
+        # client meant. The standard parser can report them (a few microseconds a body).
+        try:
+            json.loads(raw, object_pairs_hook=_unique)
+        except _DuplicateKey as exc:
+            raise InvalidJSON(f"the body is not valid JSON: duplicate key {exc}") from None
+    return value
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(repr(key))
+            seen.add(key)
+    return found
 
 
 def structure(data: Any, cls: type[T]) -> T:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import resource
 import signal
 
 import structlog
@@ -41,9 +42,18 @@ def check_exposure(config: Config) -> None:
         )
 
 
+def raise_open_files_limit() -> None:
+    """Let the process hold as many sockets as the system allows it (streams are long-lived;
+    a soft limit of 1024 would refuse connections well under the configured limits)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     check_exposure(config)
+    raise_open_files_limit()
     app = create_app(config)
     # A client that goes away cancels its handler: streams end at once instead of when a
     # write finally fails. Commands are shielded, so a write still completes.

@@ -49,6 +49,14 @@ class UsageError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``chat`` subcommand's arguments to ``parser``."""
+    parser.description = (
+        "Without SESSION, create a session; with it, show its last messages and attach. "
+        "Each line typed is sent as a message."
+    )
+    parser.epilog = (
+        "Commands: /approve [ID], /deny [ID] (the newest pending approval without ID), "
+        "/cancel, /quit. End of input quits too, once the reply in flight has finished."
+    )
     parser.add_argument("session", nargs="?", metavar="SESSION", help="attach to this session")
     parser.add_argument("--url", help=f"the server (default: $AIOSVC_URL or {DEFAULT_URL})")
     parser.add_argument("--api-key", help="API key (default: $AIOSVC_API_KEY)")

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import secrets
 import time
 from contextvars import ContextVar
 
 import structlog
-from aiohttp import hdrs, web
+from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from aiosvc import logs
-from aiosvc.errors import AppError, PayloadTooLarge, UnsupportedMediaType
+from aiosvc.config import LimitsConfig
+from aiosvc.errors import (
+    AppError,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from aiosvc.web.limits import ConnectionCounter, RateLimiter
 from aiosvc.web.responses import error_response
-from aiosvc.web.security import Gate, cors_headers
+from aiosvc.web.security import STATE_CHANGING, Gate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -38,13 +47,17 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
 
 
-def front_door(max_body_bytes: int, gate: Gate) -> Middleware:
+def front_door(limits: LimitsConfig, gate: Gate) -> Middleware:
     """The one middleware every request passes: it gives the request an id, runs the checks,
     maps every failure to the error envelope, and writes the request's one log line.
 
     One middleware calling plain functions, not one middleware per concern: each layer of
     middleware costs a coroutine and a partial per request, and this runs on every request.
     """
+
+    max_body_bytes = limits.max_body_bytes
+    writes = RateLimiter(limits.write_rate_per_s, limits.write_burst)
+    connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_client)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -66,9 +79,23 @@ def front_door(max_body_bytes: int, gate: Gate) -> Middleware:
                 if gate.origin_allowed(request, origin):
                     cors_origin.set(origin)
             resource = request.match_info.route.resource
-            gate.authenticate(request, resource.canonical if resource is not None else None)
+            key = gate.authenticate(request, resource.canonical if resource is not None else None)
+            client = request.remote or "unknown"
+            if request.method in STATE_CHANGING:
+                wait = writes.take(key or client)
+                if wait:
+                    raise RateLimited(
+                        "too many writes: slow down",
+                        headers={"Retry-After": str(math.ceil(wait))},
+                    )
             check_body(request, max_body_bytes)
-            response = await handler(request)
+            if not connections.enter(client):
+                response = await _too_many(request)
+                return response
+            try:
+                response = await handler(request)
+            finally:
+                connections.leave(client)
         except AppError as exc:
             response = error_response(exc)
         except web.HTTPException as exc:
@@ -90,6 +117,21 @@ def front_door(max_body_bytes: int, gate: Gate) -> Middleware:
         return response
 
     return middleware
+
+
+async def _too_many(request: web.Request) -> web.StreamResponse:
+    """Over a connection limit: 503, or for a WebSocket an upgrade closed with 1013."""
+    if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+        ws = web.WebSocketResponse()
+        if ws.can_prepare(request).ok:
+            await ws.prepare(request)
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too many connections")
+            return ws
+    raise Unavailable(
+        "too many connections: try again later",
+        code="too_many_connections",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _log_request(request: web.Request, response: web.StreamResponse | None, started: float) -> None:

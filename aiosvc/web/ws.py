@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -20,6 +19,7 @@ from aiosvc.convert import (
     SendMessageOp,
     SubscribeOp,
     UnsubscribeOp,
+    loads,
     structure,
     unstructure,
 )
@@ -27,6 +27,7 @@ from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
 from aiosvc.keys import BUS, COMMANDS, CONFIG, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming
+from aiosvc.web.limits import TokenBucket
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
 
@@ -35,6 +36,7 @@ routes = web.RouteTableDef()
 FRAMING = WebSocketFraming()
 MAX_TOPICS = 256  # per subscribe op
 MAX_CLIENT_ID = 128  # characters of an op's "id"
+MAX_LIMITED = 20  # messages refused in a row for the rate before the socket is closed
 
 
 class WebSocketStream(StreamConnection):
@@ -46,6 +48,9 @@ class WebSocketStream(StreamConnection):
         self.app = app
         self.ws = ws
         self.bound = bound  # the session of /sessions/{id}/ws
+        limits = app[CONFIG].limits
+        self.bucket = TokenBucket(limits.ws_messages_per_s, limits.ws_burst)
+        self.limited = 0  # messages refused in a row for the rate
 
     async def send(self, frames: Sequence[bytes]) -> None:
         """Write each frame as one text message."""
@@ -109,10 +114,19 @@ class WebSocketStream(StreamConnection):
 
     async def on_text(self, text: str) -> None:
         """Run one op and answer it with an ``ack`` or an ``error`` frame."""
+        if self.bucket.take():
+            self.limited += 1
+            if self.limited > MAX_LIMITED:
+                await self._close(WSCloseCode.POLICY_VIOLATION, b"too many messages")
+                return
+            error = AppError("too many messages: slow down", code="rate_limited", status=429)
+            self._error(None, error)
+            return
+        self.limited = 0
         try:
-            frame = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self._error(None, AppError(f"the frame is not valid JSON: {exc}", code="invalid_json"))
+            frame = loads(text.encode("utf-8", errors="surrogatepass"))
+        except AppError as exc:
+            self._error(None, exc)
             return
         if not isinstance(frame, dict):
             self._error(None, ValidationFailed({"$": "a frame must be a JSON object"}))

@@ -1,0 +1,82 @@
+"""Rate and connection limits: token buckets per key and per socket, connection counts."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+
+import attrs
+
+
+@attrs.define
+class TokenBucket:
+    """``rate`` tokens a second, up to ``burst``; each request takes one."""
+
+    rate: float
+    burst: float
+    tokens: float = attrs.field(default=math.inf)
+    stamp: float = attrs.field(factory=time.monotonic)
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = min(self.tokens, self.burst)
+
+    def take(self) -> float:
+        """Take a token: 0.0 when granted, else the seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One token bucket per key (an API key, or a client address), the least recently used
+    forgotten past ``max_keys`` so memory stays bounded."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, key: str) -> float:
+        """Take a token for ``key``: 0.0 when granted, else seconds to wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take()
+
+
+class ConnectionCounter:
+    """Requests and streams in progress, in total and per client address."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.limit = total
+        self.per_client_limit = per_client
+        self.total = 0
+        self.per_client: dict[str, int] = {}
+
+    def enter(self, client: str) -> bool:
+        """Count one more for ``client``; False (and nothing counted) when over a limit."""
+        mine = self.per_client.get(client, 0)
+        if self.total >= self.limit or mine >= self.per_client_limit:
+            return False
+        self.total += 1
+        self.per_client[client] = mine + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        """Count one fewer."""
+        self.total -= 1
+        left = self.per_client[client] - 1
+        if left:
+            self.per_client[client] = left
+        else:
+            del self.per_client[client]
