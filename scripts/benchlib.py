@@ -72,12 +72,19 @@ def wait_until_up(url: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+#: Benchmarks measure throughput: the per-client write rate limit must not be what they hit.
+BENCH_CONFIG = "[limits]\nwrite_rate_per_s = 1000000.0\nwrite_burst = 1000000\n"
+
+
 def start_aiosvc(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """Start ``aiosvc serve`` on a fresh database in ``workdir``; logs go to a file there."""
+    """Start ``aiosvc serve`` (on the servers' core) on a fresh database in ``workdir``, with
+    :data:`BENCH_CONFIG`; logs go to a file there."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
     env["AIOSVC_LOG_FORMAT"] = "json"
     log = (workdir / f"aiosvc-{port}.log").open("ab")
-    process = subprocess.Popen(
+    config = workdir / "bench.toml"
+    config.write_text(BENCH_CONFIG)
+    process = server_process(
         [
             sys.executable,
             "-m",
@@ -87,6 +94,8 @@ def start_aiosvc(workdir: Path, port: int, *extra: str) -> subprocess.Popen[byte
             str(port),
             "--db",
             str(workdir / "bench.db"),
+            "--config",
+            str(config),
             *extra,
         ],
         stdout=log,
