@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +11,26 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 Client = TestClient[web.Request, web.Application]
+
+#: An API time: RFC 3339, UTC, milliseconds.
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+SESSION_KEYS = frozenset(
+    {
+        "id",
+        "title",
+        "agent",
+        "project",
+        "computer",
+        "status",
+        "created_at",
+        "updated_at",
+        "message_count",
+        "last_message_at",
+    }
+)
+MESSAGE_KEYS = frozenset(
+    {"id", "session_id", "role", "content", "status", "created_at", "completed_at", "error"}
+)
 
 
 async def create_session(client: Client, **body: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 from typing import Any
@@ -26,24 +25,13 @@ from aiosvc.config import AgentConfig, AgentsConfig, Config, EchoAgentConfig, Op
 from tests import fake_openai
 from tests.conftest import ClientFactory
 from tests.fake_openai import FakeOpenAI, Recorded
-from tests.helpers import Client, create_session
+from tests.helpers import MESSAGE_KEYS, TIME, Client, create_session
 
 KEY_ENV = "AIOSVC_TEST_OPENAI_KEY"
 #: Unique per run, so that finding it anywhere can only mean it leaked.
 KEY = "sk-test-" + secrets.token_hex(16)
 TIMEOUT_S = 30.0  # sock_read: generous for every model but the timeout test's
 SHORT_TIMEOUT_S = 0.3
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-MESSAGE_KEYS = {
-    "id",
-    "session_id",
-    "role",
-    "content",
-    "status",
-    "created_at",
-    "completed_at",
-    "error",
-}
 #: agent name -> the fake's model it asks for (each an openai agent on the fake)
 MODELS = {
     "gpt": "echo",

@@ -6,31 +6,7 @@ import io
 import re
 from typing import Any
 
-from tests.helpers import Client, create_session, wait_for
-
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-SESSION_KEYS = {
-    "id",
-    "title",
-    "agent",
-    "project",
-    "computer",
-    "status",
-    "created_at",
-    "updated_at",
-    "message_count",
-    "last_message_at",
-}
-MESSAGE_KEYS = {
-    "id",
-    "session_id",
-    "role",
-    "content",
-    "status",
-    "created_at",
-    "completed_at",
-    "error",
-}
+from tests.helpers import MESSAGE_KEYS, SESSION_KEYS, TIME, Client, create_session, wait_for
 
 
 async def test_create_get_and_list_sessions(client: Client) -> None:

@@ -15,9 +15,7 @@ from aiosvc.app import create_app
 from aiosvc.config import Config
 from aiosvc.keys import STREAMS
 from tests.conftest import ClientFactory
-from tests.helpers import Client, create_session
-
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+from tests.helpers import TIME, Client, create_session
 
 
 async def hook(client: Client, n: int, session_id: str | None = None) -> int:

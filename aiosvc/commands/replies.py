@@ -288,19 +288,7 @@ async def cancel_jobs(service: CommandService, session_id: str) -> list[str]:
     if queued:
         session = service.session_or_404(session_id)
         now = utcnow()
-        finals = [
-            Message(
-                id=job.reply_id,
-                session_id=session_id,
-                role=Role.ASSISTANT,
-                content="",
-                status=MessageStatus.CANCELLED,
-                created_at=now,
-                completed_at=now,
-                error=CANCELLED,
-            )
-            for job in queued
-        ]
+        finals = [_never_started(job, now) for job in queued]
         for job, final in zip(queued, finals, strict=True):
             job.command = _finished(job.command, final, now)
         session = attrs.evolve(
@@ -325,6 +313,20 @@ async def cancel_jobs(service: CommandService, session_id: str) -> list[str]:
     return stopped
 
 
+def _never_started(job: Job, now: str) -> Message:
+    """The reply of a job cancelled before it started: empty, cancelled."""
+    return Message(
+        id=job.reply_id,
+        session_id=job.session_id,
+        role=Role.ASSISTANT,
+        content="",
+        status=MessageStatus.CANCELLED,
+        created_at=now,
+        completed_at=now,
+        error=CANCELLED,
+    )
+
+
 def drop_jobs(service: CommandService, session_id: str) -> None:
     """Forget a deleted session's queued replies and stop its running one (nothing recorded:
     the rows go with the session)."""
@@ -334,18 +336,7 @@ def drop_jobs(service: CommandService, session_id: str) -> None:
     now = utcnow()
     for job in lane.jobs:
         if not job.done.done():  # a waiting client gets the reply as it ended: never started
-            job.done.set_result(
-                Message(
-                    id=job.reply_id,
-                    session_id=session_id,
-                    role=Role.ASSISTANT,
-                    content="",
-                    status=MessageStatus.CANCELLED,
-                    created_at=now,
-                    completed_at=now,
-                    error=CANCELLED,
-                )
-            )
+            job.done.set_result(_never_started(job, now))
     lane.jobs.clear()
     if lane.current is not None:
         lane.current.stop("cancelled")
