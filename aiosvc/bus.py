@@ -144,6 +144,9 @@ class Bus:
             self._floor = self._buffer[0].id
         self._buffer.append(event)
         self._fan_out(event)
+        # The frames built for this fan-out are queued in the outboxes that need them; the
+        # ring buffer keeps only the event (a replay builds its frames again).
+        event.frames.clear()
         return event
 
     def _fan_out(self, event: Event) -> None:
