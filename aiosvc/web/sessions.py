@@ -15,8 +15,9 @@ from aiosvc.commands.types import (
 from aiosvc.convert import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.errors import NotFound
 from aiosvc.keys import CACHE, COMMANDS, CONFIG
-from aiosvc.models import Session, SessionStatus, is_valid_id
+from aiosvc.models import Message, Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
+from aiosvc.web.openapi import PAGING, Page, Param, operation
 from aiosvc.web.responses import ok, raw_ok, raw_page
 
 routes = web.RouteTableDef()
@@ -33,6 +34,15 @@ def session_from_path(request: web.Request) -> Session:
 
 
 @routes.get(BASE)
+@operation(
+    responses={200: Page(Session)},
+    params=[
+        *PAGING,
+        Param("status", SessionStatus, "Only sessions in this state."),
+        Param("project", str, "Only this project's sessions.", {"minLength": 1, "maxLength": 200}),
+        Param("computer", str, "Only this computer's.", {"minLength": 1, "maxLength": 200}),
+    ],
+)
 async def list_sessions(request: web.Request) -> web.Response:
     """List sessions, newest first, filtered by status, project and computer."""
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
@@ -50,6 +60,9 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE)
+@operation(
+    body=SessionCreate, responses={201: Session}, located={201}, errors={422: "unknown_agent"}
+)
 async def create_session(request: web.Request) -> web.Response:
     """Create a session; answers 201 with its ``Location``."""
     body = await requests.body(request, SessionCreate)
@@ -60,12 +73,14 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{id}")
+@operation(responses={200: Session})
 async def get_session(request: web.Request) -> web.Response:
     """One session."""
     return raw_ok(request.app[CACHE].json(session_from_path(request)))
 
 
 @routes.patch(BASE + "/{id}")
+@operation(body=SessionPatch, responses={200: Session})
 async def patch_session(request: web.Request) -> web.Response:
     """Rename a session."""
     session_id = session_from_path(request).id
@@ -76,6 +91,7 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/{id}/end")
+@operation(responses={200: Session})
 async def end_session(request: web.Request) -> web.Response:
     """End a session; its history stays."""
     session_id = session_from_path(request).id
@@ -83,6 +99,7 @@ async def end_session(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "/{id}")
+@operation(responses={204: None})
 async def delete_session(request: web.Request) -> web.Response:
     """Delete a session and everything in it."""
     session_id = session_from_path(request).id
@@ -91,6 +108,7 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{id}/messages")
+@operation(responses={200: Page(Message)}, params=PAGING)
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
     session_id = session_from_path(request).id
@@ -102,6 +120,13 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/{id}/messages")
+@operation(
+    body=MessageCreate,
+    responses={202: {"message": Message, "reply_id": str, "command_id": str}, 200: Message},
+    located={202},
+    params=[Param("wait", bool, "Answer 200 with the finished reply instead of 202.")],
+    errors={409: "session_ended"},
+)
 async def send_message(request: web.Request) -> web.Response:
     """Send a message: 202 once it is stored, or with ``?wait=true`` 200 with the reply."""
     session_id = session_from_path(request).id
@@ -124,6 +149,7 @@ async def send_message(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/{id}/cancel")
+@operation(responses={202: {"session_id": str, "cancelled": list[str]}})
 async def cancel_reply(request: web.Request) -> web.Response:
     """Stop the running reply and drop queued ones."""
     session_id = session_from_path(request).id

@@ -14,12 +14,18 @@ from aiosvc.errors import InvalidParameter
 from aiosvc.keys import BUS, CONFIG, STREAMS
 from aiosvc.web.connection import StreamConnection
 from aiosvc.web.frames import SSEFraming
+from aiosvc.web.openapi import MAX_OFFSET, Param, operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
 
 routes = web.RouteTableDef()
 FRAMING = SSEFraming()
 RETRY = b"retry: 2000\n\n"  # how long a browser waits before it reconnects
+EVENT_ID = {"minimum": 0, "maximum": MAX_OFFSET}
+RESUME = (
+    Param("Last-Event-ID", int, "Resume after this event id.", EVENT_ID, where="header"),
+    Param("last_event_id", int, "Resume after this event id (where headers cannot go).", EVENT_ID),
+)
 
 
 class SSEStream(StreamConnection):
@@ -46,6 +52,19 @@ class SSEStream(StreamConnection):
 
 
 @routes.get("/api/v1/events")
+@operation(
+    responses={200: str},
+    stream="sse",
+    params=[
+        Param(
+            "topics",
+            str,
+            "Comma-separated: 'sessions', 'approvals', 'hooks', 'system', '*' or "
+            "'session:<id>'; all events when absent.",
+        ),
+        *RESUME,
+    ],
+)
 async def all_events(request: web.Request) -> web.StreamResponse:
     """Every event, or those of ``?topics=a,b``."""
     raw = request.query.get("topics")
@@ -60,6 +79,7 @@ async def all_events(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(BASE + "/{id}/events")
+@operation(responses={200: str}, stream="sse", params=RESUME)
 async def session_events(request: web.Request) -> web.StreamResponse:
     """Everything about one session."""
     session = session_from_path(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -11,15 +12,20 @@ from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.keys import AGENTS, CACHE, COMMANDS, CONFIG, DATABASE, GATE, STARTED_AT
-from aiosvc.models import ApprovalStatus, is_valid_id
-from aiosvc.web import requests
-from aiosvc.web.responses import ok, page
+from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
+from aiosvc.web import openapi, requests
+from aiosvc.web.openapi import PAGING, Page, Param, Raw, operation
+from aiosvc.web.responses import JSON, ok, page
 
 routes = web.RouteTableDef()
+# Answers that are plain dicts, described for the OpenAPI document.
+HEALTH = {"status": Literal["ok"], "version": str, "uptime_s": float, "db": Literal["ok"]}
+AGENT = {"name": str, "kind": str, "default": bool, "config": dict[str, Any]}
 
 
 @routes.get("/health")
 @routes.get("/api/v1/health")
+@operation(responses={200: HEALTH}, errors={503: "unavailable"})
 async def health(request: web.Request) -> web.Response:
     """Liveness and readiness: 200 when the database answers, else 503."""
     report = {
@@ -35,6 +41,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/agents")
+@operation(responses={200: Page(AGENT)}, params=PAGING)
 async def list_agents(request: web.Request) -> web.Response:
     """The configured agents with their kind and non-secret settings."""
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
@@ -42,6 +49,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tickets")
+@operation(responses={201: {"ticket": str, "expires_at": str}})
 async def issue_ticket(request: web.Request) -> web.Response:
     """A single-use ticket for a WebSocket or EventSource URL (``?ticket=``), valid 60 s."""
     ticket, expires_at = request.app[GATE].tickets.issue()
@@ -49,6 +57,11 @@ async def issue_ticket(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/hooks")
+@operation(
+    body=HookCreate,
+    responses={202: {"event_id": int, "type": str}},
+    errors={404: "not_found"},  # the session_id it names
+)
 async def post_hook(request: web.Request) -> web.Response:
     """Publish an external event as ``hook.<type>``; answers 202 with its event id."""
     body = await requests.body(request, HookCreate)
@@ -59,6 +72,7 @@ async def post_hook(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/commands/{id}")
+@operation(responses={200: Command})
 async def get_command(request: web.Request) -> web.Response:
     """A command's state."""
     command_id = request.match_info["id"]
@@ -69,6 +83,14 @@ async def get_command(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/approvals")
+@operation(
+    responses={200: Page(Approval)},
+    params=[
+        *PAGING,
+        Param("status", ApprovalStatus, "Only approvals in this state."),
+        Param("session_id", str, "Only this session's.", {"minLength": 1, "maxLength": 64}),
+    ],
+)
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals, newest first, filtered by status and session."""
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
@@ -80,6 +102,7 @@ async def list_approvals(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/approvals/{id}")
+@operation(body=ApprovalDecision, responses={200: Approval}, errors={409: "already_resolved"})
 async def resolve_approval(request: web.Request) -> web.Response:
     """Approve or deny a pending approval; a resolved one is 409."""
     approval_id = request.match_info["id"]
@@ -90,3 +113,10 @@ async def resolve_approval(request: web.Request) -> web.Response:
         ResolveApproval(approval_id=approval_id, decision=body.decision)
     )
     return ok(approval)
+
+
+@routes.get("/api/v1/openapi.json")
+@operation(responses={200: Raw(dict[str, Any])})
+async def openapi_document(request: web.Request) -> web.Response:
+    """This document: OpenAPI 3.1, generated from the routes and the models."""
+    return web.Response(body=openapi.document_json(request.app), content_type=JSON)

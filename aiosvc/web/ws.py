@@ -28,6 +28,7 @@ from aiosvc.keys import BUS, COMMANDS, CONFIG, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming
 from aiosvc.web.limits import TokenBucket
+from aiosvc.web.openapi import operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
 
@@ -257,14 +258,26 @@ def _valid_client_id(value: object) -> bool:
 
 # Routes ---------------------------------------------------------------------------------------
 
+#: The body of each op, for the OpenAPI document (the frame's "op" and "id" come on top).
+OP_BODIES: dict[str, type] = {
+    "subscribe": SubscribeOp,
+    "unsubscribe": UnsubscribeOp,
+    "send_message": SendMessageOp,
+    "cancel": CancelOp,
+    "approve": ApproveOp,
+    "ping": PingOp,
+}
+
 
 @routes.get("/api/v1/ws")
+@operation(responses={101: None}, stream="websocket", messages=OP_BODIES)
 async def multiplexed(request: web.Request) -> web.StreamResponse:
     """A WebSocket for any topics the client subscribes to."""
     return await _serve(request, None)
 
 
 @routes.get(BASE + "/{id}/ws")
+@operation(responses={101: None}, stream="websocket", messages=OP_BODIES)
 async def bound_to_session(request: web.Request) -> web.StreamResponse:
     """A WebSocket subscribed to one session from the start."""
     session = session_from_path(request)  # 404 before the upgrade
