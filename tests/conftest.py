@@ -4,7 +4,8 @@ guard that fails any test leaving tasks behind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -52,3 +53,14 @@ def config(db_path: Path) -> Config:
 async def client(aiohttp_client: ClientFactory, config: Config) -> Client:
     """A test client on the real app."""
     return await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes the test starts; any still running at the end are killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -287,17 +286,6 @@ def test_serve_refuses_a_port_that_is_taken(tmp_path: Path) -> None:
 
 
 # ---- serve on loopback starts and stops
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes the test starts; any still running at the end are killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 async def wait_for_health(process: subprocess.Popen[bytes], url: str, timeout: float = 30) -> None:

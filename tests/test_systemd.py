@@ -176,17 +176,6 @@ def child_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes the test starts; any still running at the end are killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
 def start(
     argv: list[str], env: dict[str, str], log: Path, processes: list[subprocess.Popen[bytes]]
 ) -> subprocess.Popen[bytes]:
