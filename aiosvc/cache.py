@@ -44,6 +44,7 @@ class Cache:
         # encodes: the bus serialised it once at publication, so reads need not do it again.
         self._json: dict[str, tuple[object, bytes]] = {}
         self._sessions_json: list[bytes] | None = None  # every session's JSON, newest first
+        self._first_page: bytes | None = None  # built from _sessions_json, dropped with it
         self._subscription: Subscription | None = None
 
     async def load(self) -> None:
@@ -83,7 +84,19 @@ class Cache:
         """The JSON of every session, newest first (kept until a session changes)."""
         if self._sessions_json is None:
             self._sessions_json = [self._json[i][1] for i in reversed(self._sessions)]
+            self._first_page = None
         return self._sessions_json
+
+    def first_sessions_page(self, limit: int) -> bytes:
+        """The whole body of the unfiltered first page: what a dashboard asks for most."""
+        everything = self.sessions_json()
+        if self._first_page is None:
+            self._first_page = b'{"data":[%s],"total":%d,"limit":%d,"offset":0}' % (
+                b",".join(everything[:limit]),
+                len(everything),
+                limit,
+            )
+        return self._first_page
 
     # Histories ---------------------------------------------------------------------------------
 

@@ -175,6 +175,8 @@ async def test_read_your_writes(client: Client) -> None:
     for n in range(10):
         await client.patch(url, json={"title": f"t{n}"})
         assert (await (await client.get(url)).json())["data"]["title"] == f"t{n}"
+        listed = (await (await client.get("/api/v1/sessions")).json())["data"]
+        assert [s["title"] for s in listed] == [f"t{n}"]
         sent = await client.post(url + "/messages", json={"content": f"m{n}"})
         sent_id = (await sent.json())["data"]["message"]["id"]
         history = (await (await client.get(url + "/messages?limit=500")).json())["data"]

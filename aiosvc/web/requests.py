@@ -20,9 +20,12 @@ async def body(request: web.Request, cls: type[T]) -> T:
     return structure(loads(await request.read()), cls)
 
 
+DEFAULT_LIMIT = 50
+
+
 def paging(request: web.Request, max_limit: int) -> tuple[int, int]:
     """Read ``limit`` (default 50, 1..max) and ``offset`` (default 0, >= 0)."""
-    limit = integer(request, "limit", 50, 1, max_limit)
+    limit = integer(request, "limit", min(DEFAULT_LIMIT, max_limit), 1, max_limit)
     offset = integer(request, "offset", 0, 0, None)
     return limit, offset
 

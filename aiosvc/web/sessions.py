@@ -18,7 +18,7 @@ from aiosvc.keys import CACHE, COMMANDS, CONFIG
 from aiosvc.models import Message, Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
 from aiosvc.web.openapi import PAGING, Page, Param, operation
-from aiosvc.web.responses import ok, raw_ok, raw_page
+from aiosvc.web.responses import JSON, ok, raw_ok, raw_page
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/sessions"
@@ -45,8 +45,12 @@ def session_from_path(request: web.Request) -> Session:
 )
 async def list_sessions(request: web.Request) -> web.Response:
     """List sessions, newest first, filtered by status, project and computer."""
-    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
     cache = request.app[CACHE]
+    if not request.query_string:  # the common case, served from one cached body
+        limit = min(requests.DEFAULT_LIMIT, request.app[CONFIG].limits.max_page_size)
+        body = cache.first_sessions_page(limit)
+        return web.Response(body=body, content_type=JSON)
+    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
     status = requests.choice(request, "status", SessionStatus)
     project = requests.text(request, "project")
     computer = requests.text(request, "computer")
