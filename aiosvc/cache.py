@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 
@@ -108,12 +108,6 @@ class Cache:
         else:
             self._histories.move_to_end(session_id)
         return [self._with_live_text(m) for m in messages.values()]
-
-    def message(self, session_id: str, message_id: str) -> Message | None:
-        """One message of a session whose history is loaded (None when not loaded or absent)."""
-        messages = self._histories.get(session_id)
-        found = messages.get(message_id) if messages is not None else None
-        return self._with_live_text(found) if found is not None else None
 
     async def _load_history(self, session_id: str) -> dict[str, Message]:
         pending = self._loading.get(session_id)
@@ -231,10 +225,6 @@ class Cache:
     def _on_approval(self, event: Event) -> None:
         approval: Approval = event.obj
         self._approvals[approval.id] = approval
-
-    def live_sessions(self) -> Iterator[str]:
-        """Ids of sessions whose history is in memory (for tests and metrics)."""
-        return iter(self._histories)
 
 
 _HANDLERS: dict[str, Callable[[Cache, Event], None]] = {

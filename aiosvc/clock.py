@@ -23,8 +23,3 @@ def format_time(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 UTC with milliseconds and a ``Z`` suffix."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_time(text: str) -> datetime:
-    """Parse a time written by :func:`utcnow` back into an aware datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -274,10 +274,6 @@ class Database:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def execute_now(self, sql: str, params: Params = ()) -> None:
-        """Run one statement on the write connection outside the writer (startup only)."""
-        await self._require_writer().execute(sql, params)
-
     async def ping(self) -> bool:
         """Tell whether the database answers a trivial query."""
         try:

@@ -75,8 +75,7 @@ def front_door(limits: LimitsConfig, gate: Gate) -> Middleware:
                 if preflight is not None:
                     response = preflight
                     return preflight
-                gate.check_origin(request)
-                if gate.origin_allowed(request, origin):
+                if gate.check_origin(request, origin):
                     cors_origin.set(origin)
             resource = request.match_info.route.resource
             key = gate.authenticate(request, resource.canonical if resource is not None else None)

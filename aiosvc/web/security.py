@@ -72,16 +72,14 @@ class Gate:
         own = f"{request.scheme}://{request.headers.get(hdrs.HOST, '')}".lower()
         return origin == own
 
-    def check_origin(self, request: web.Request) -> None:
-        """Refuse a cross-site WebSocket or state-changing request from an unknown origin."""
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is None:
-            return  # not a browser: curl, scripts and the terminal client send none
+    def check_origin(self, request: web.Request, origin: str) -> bool:
+        """Refuse a cross-site WebSocket or state-changing request from an unknown origin;
+        tell whether the origin is allowed (its answers then carry CORS headers)."""
+        allowed = self.origin_allowed(request, origin)
         upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-        if (upgrade or request.method in STATE_CHANGING) and not self.origin_allowed(
-            request, origin
-        ):
+        if not allowed and (upgrade or request.method in STATE_CHANGING):
             raise Forbidden(f"origin {origin!r} is not allowed", code="forbidden_origin")
+        return allowed
 
     def preflight(self, request: web.Request) -> web.Response | None:
         """Answer a CORS preflight: 204 for an allowed origin, 403 for any other."""
@@ -181,6 +179,3 @@ class Tickets:
         now = time.monotonic()
         for ticket in [t for t, e in self._expiry.items() if e <= now]:
             del self._expiry[ticket]
-
-    def __len__(self) -> int:
-        return len(self._expiry)
