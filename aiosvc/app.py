@@ -27,7 +27,8 @@ from aiosvc.keys import (
     STREAMS,
 )
 from aiosvc.store import Database, Store
-from aiosvc.web import middlewares, sessions, sse, system, ws
+from aiosvc.web import sessions, sse, system, ws
+from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
 
@@ -43,7 +44,6 @@ def create_app(config: Config) -> web.Application:
     """Build the application: services made here, opened and closed by its lifecycle."""
     gate = Gate(config.server)
     app = web.Application(
-        middlewares=[middlewares.front_door(config.limits, gate)],
         client_max_size=config.limits.max_body_bytes,
         handler_args={"max_field_size": 16_384},
     )
@@ -70,12 +70,11 @@ def create_app(config: Config) -> web.Application:
     app[STREAMS] = OpenStreams()
     app[GATE] = gate
     app[STARTED_AT] = time.monotonic()
-    app.add_routes(system.routes)
-    app.add_routes(sessions.routes)
-    app.add_routes(sse.routes)
-    app.add_routes(ws.routes)
+    # Every route behind the front door (wrapped at registration: no middleware per request)
+    FrontDoor(config.limits, gate).add_routes(
+        app.router, [system.routes, sessions.routes, sse.routes, ws.routes]
+    )
     app.cleanup_ctx.append(_core)
-    app.on_response_prepare.append(middlewares.add_request_id)
     app.on_shutdown.append(_drain)
     return app
 

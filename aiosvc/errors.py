@@ -1,6 +1,6 @@
 """Domain errors: each carries the API's error code, HTTP status and optional details.
 
-The core raises these; one web middleware turns them into the error envelope. Nothing here
+The core raises these; the web front door turns them into the error envelope. Nothing here
 knows about aiohttp.
 """
 

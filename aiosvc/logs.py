@@ -162,7 +162,7 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
 #
 # Every request writes one line, so its cost is paid on every request: through structlog's
 # bound logger and processor chain it took about 30 us, several times what the rest of a small
-# request's middleware costs. In JSON mode the line is therefore written directly, with the
+# request's front door costs. In JSON mode the line is therefore written directly, with the
 # same fields a structlog line has (event, level, logger, timestamp, the request id) and the
 # same redaction. Console mode and tests (with structlog's capture) keep going through structlog.
 

@@ -21,6 +21,7 @@ from aiosvc import convert, models
 from aiosvc.app import create_app
 from aiosvc.config import Config
 from aiosvc.web import ws
+from aiosvc.web.front_door import NO_ROUTE
 from aiosvc.web.openapi import Page, document, document_json, metadata, operation
 from aiosvc.web.security import OPEN_ROUTES, STREAM_ROUTES
 from tests.conftest import ClientFactory
@@ -47,7 +48,7 @@ def routes(app: web.Application) -> list[tuple[str, str, Any]]:
     return [
         (r.resource.canonical, r.method.lower(), r.handler)
         for r in app.router.routes()
-        if r.method != "HEAD" and r.resource is not None
+        if r.method != "HEAD" and r.resource is not None and r.resource.name != NO_ROUTE
     ]
 
 

@@ -190,7 +190,7 @@ def test_the_server_serves_this_document(served: Server) -> None:
     strict=True,
     reason="bug: aiohttp's HTTP parser refuses a request line over 8190 bytes (its default "
     "max_line_size; create_app raises only max_field_size) with a bare 'text/plain' 400 from "
-    "RequestHandler.handle_error, before any middleware: no error envelope, no X-Request-ID",
+    "RequestHandler.handle_error, before the front door: no error envelope, no X-Request-ID",
 )
 async def test_an_overlong_url_gets_the_envelope(client: Client) -> None:
     response = await client.get("/api/v1/sessions", params={"project": "p" * 9000})

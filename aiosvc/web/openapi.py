@@ -27,6 +27,7 @@ from aiosvc.config import LimitsConfig
 from aiosvc.convert import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.keys import CONFIG
 from aiosvc.models import ID_PATTERN
+from aiosvc.web.front_door import NO_ROUTE
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
@@ -165,9 +166,12 @@ class _Builder:
         self.optional: list[dict[str, list[str]]] = [] if keys else [{}]
 
     def build(self, app: web.Application) -> dict[str, Any]:
-        routes = [r for r in app.router.routes() if r.method != "HEAD" and r.resource]
         found = sorted(
-            ((r.resource.canonical, r.method.lower(), r.handler) for r in routes if r.resource),
+            (
+                (r.resource.canonical, r.method.lower(), inspect.unwrap(r.handler))
+                for r in app.router.routes()
+                if r.method != "HEAD" and r.resource and r.resource.name != NO_ROUTE
+            ),
             key=lambda r: r[:2],
         )
         shared = Counter(handler for _, _, handler in found)

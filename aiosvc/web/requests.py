@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 
 async def body(request: web.Request, cls: type[T]) -> T:
-    """Read the JSON body (its media type is checked by middleware) as ``cls``."""
+    """Read the JSON body (its media type is checked by the front door) as ``cls``."""
     if not request.body_exists:
         raise BadRequest("this request needs a JSON body", code="missing_body")
     return structure(loads(await request.read()), cls)

@@ -14,6 +14,7 @@ from aiosvc.errors import InvalidParameter
 from aiosvc.keys import BUS, CONFIG, STREAMS
 from aiosvc.web.connection import StreamConnection
 from aiosvc.web.frames import SSEFraming
+from aiosvc.web.front_door import stamp
 from aiosvc.web.openapi import MAX_OFFSET, Param, operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
@@ -110,6 +111,7 @@ async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse
     stream = SSEStream(request, response, outbox)
     streams = app[STREAMS]
     try:
+        stamp(response)
         await response.prepare(request)
         await response.write(RETRY)
         streams.add(stream)

@@ -27,6 +27,7 @@ from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
 from aiosvc.keys import BUS, COMMANDS, CONFIG, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming
+from aiosvc.web.front_door import stamp
 from aiosvc.web.limits import TokenBucket
 from aiosvc.web.openapi import operation
 from aiosvc.web.outbox import Ending, Outbox
@@ -294,6 +295,7 @@ async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise AppError("this route needs a WebSocket upgrade", code="upgrade_required", status=426)
+    stamp(ws)
     await ws.prepare(request)
     stream = WebSocketStream(request, ws, bound)
     streams = request.app[STREAMS]

@@ -1,0 +1,230 @@
+"""The front door: request id and the canonical log line, the error envelope, request checks.
+
+Every handler is wrapped at registration (:meth:`FrontDoor.add_routes`) rather than behind an
+aiohttp middleware: with any middleware in the app, aiohttp builds a chain of partials and
+enters a context manager (``_fix_request_current_app``) on every request, which together cost
+more than the checks themselves. Requests no route matches reach :func:`FrontDoor.no_route`, a
+catch-all registered last, so 404 and 405 pass the same door and get the same envelope.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import re
+import secrets
+from collections.abc import Iterable
+from contextvars import ContextVar
+from time import perf_counter
+
+import attrs
+import structlog
+from aiohttp import WSCloseCode, hdrs, web
+from aiohttp.typedefs import Handler
+
+from aiosvc import logs
+from aiosvc.config import LimitsConfig
+from aiosvc.errors import (
+    AppError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from aiosvc.web.limits import ConnectionCounter, RateLimiter
+from aiosvc.web.responses import error_response
+from aiosvc.web.security import STATE_CHANGING, Gate, cors_headers
+
+log = structlog.get_logger("aiosvc.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+#: The name of the catch-all route (it is not part of the API's description).
+NO_ROUTE = "no_route"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+request_id = logs.request_id
+#: The request's Origin when it is an allowed one (CORS headers go on its answer).
+cors_origin: ContextVar[str] = ContextVar("cors_origin", default="")
+
+# Generated ids: a random prefix per process and a counter: unique, and no system call per
+# request (ids are for correlating log lines, not secrets).
+_ID_PREFIX = secrets.token_hex(4)
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A fresh request id, 16 hex digits."""
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
+
+
+class FrontDoor:
+    """The checks every request passes before its handler: it gives the request an id, runs
+    the checks, maps every failure to the error envelope, and writes the request's log line."""
+
+    def __init__(self, limits: LimitsConfig, gate: Gate) -> None:
+        self.gate = gate
+        self.max_body_bytes = limits.max_body_bytes
+        self.writes = RateLimiter(limits.write_rate_per_s, limits.write_burst)
+        self.connections = ConnectionCounter(
+            limits.max_connections, limits.max_connections_per_client
+        )
+
+    def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
+        """Register every route of ``tables`` behind the door, then the catch-all."""
+        for table in tables:
+            for definition in table:
+                assert isinstance(definition, web.RouteDef), definition
+                route = router.add_resource(definition.path).canonical
+                guarded = self.guard(definition.handler, route)
+                attrs.evolve(definition, handler=guarded).register(router)
+        fallback = self.guard(self.no_route, None)
+        router.add_route(hdrs.METH_ANY, "/{tail:.*}", fallback, name=NO_ROUTE)
+
+    def guard(self, handler: Handler, route: str | None) -> Handler:
+        """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""
+
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            return await self.serve(request, handler, route)
+
+        return guarded
+
+    async def serve(
+        self, request: web.Request, handler: Handler, route: str | None
+    ) -> web.StreamResponse:
+        """Run ``handler`` for ``request`` if it passes; answer and log it either way."""
+        headers = request.headers
+        given = headers.get(REQUEST_ID_HEADER)
+        rid = given if given and _CLIENT_ID.fullmatch(given) else new_request_id()
+        request_id.set(rid)
+        started = perf_counter()
+        response: web.StreamResponse | None = None
+        origin = headers.get(hdrs.ORIGIN)
+        allowed_origin = ""
+        try:
+            self.gate.check_host(request)
+            if origin is not None:
+                preflight = self.gate.preflight(request)
+                if preflight is not None:
+                    response = preflight
+                    return preflight
+                if self.gate.check_origin(request, origin):
+                    allowed_origin = origin
+            cors_origin.set(allowed_origin)
+            key = self.gate.authenticate(request, route)
+            client = request.remote or "unknown"
+            if request.method in STATE_CHANGING:
+                self._check_write(request, key or client)
+            if not self.connections.enter(client):
+                response = await _too_many(request)
+                return response
+            try:
+                response = await handler(request)
+            finally:
+                self.connections.leave(client)
+        except AppError as exc:
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                response = exc
+                raise
+            response = error_response(_from_http(exc))
+        except Exception:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            response = error_response(
+                AppError(
+                    "the server failed to handle this request; quote the request id when "
+                    "reporting it",
+                    details={"request_id": rid},
+                )
+            )
+        finally:
+            if response is not None and not response.prepared:
+                _stamp(response, rid, allowed_origin)
+            logs.access(
+                request_id=rid,
+                method=request.method,
+                path=request.path_qs,  # logs.access redacts tokens and tickets
+                route=route,
+                # No response: the handler was cancelled (the client left, or shutdown).
+                status=response.status if response is not None else 499,
+                duration_ms=round((perf_counter() - started) * 1000, 3),
+                remote=request.remote,
+            )
+        return response
+
+    def _check_write(self, request: web.Request, client: str) -> None:
+        """The write rate limit, then the body's type and declared size."""
+        wait = self.writes.take(client)
+        if wait:
+            raise RateLimited(
+                "too many writes: slow down", headers={"Retry-After": str(math.ceil(wait))}
+            )
+        check_body(request, self.max_body_bytes)
+
+    @staticmethod
+    async def no_route(request: web.Request) -> web.StreamResponse:
+        """No route has this path (404), or none takes this method on it (405)."""
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            if resource.name != NO_ROUTE:
+                allowed |= (await resource.resolve(request))[1]
+        if not allowed:
+            raise NotFound(f"no route matches {request.method} {request.path}")
+        raise AppError(
+            f"{request.method} is not allowed here",
+            code="method_not_allowed",
+            status=405,
+            headers={"Allow": ",".join(sorted(allowed))},
+            details={"allowed": sorted(allowed)},
+        )
+
+
+def stamp(response: web.StreamResponse) -> None:
+    """Give a stream its request id and CORS headers before the handler prepares it."""
+    _stamp(response, request_id.get(), cors_origin.get())
+
+
+def _stamp(response: web.StreamResponse, rid: str, origin: str) -> None:
+    response.headers[REQUEST_ID_HEADER] = rid
+    if origin and hdrs.ACCESS_CONTROL_ALLOW_ORIGIN not in response.headers:
+        response.headers.update(cors_headers(origin))
+
+
+async def _too_many(request: web.Request) -> web.StreamResponse:
+    """Over a connection limit: 503, or for a WebSocket an upgrade closed with 1013."""
+    if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+        ws = web.WebSocketResponse()
+        if ws.can_prepare(request).ok:
+            stamp(ws)
+            await ws.prepare(request)
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too many connections")
+            return ws
+    raise Unavailable(
+        "too many connections: try again later",
+        code="too_many_connections",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _from_http(exc: web.HTTPException) -> AppError:
+    """Translate aiohttp's own errors (a body over ``client_max_size``) into domain errors."""
+    if exc.status == 413:
+        return PayloadTooLarge("the request body is over the size limit")
+    code = re.sub(r"[^a-z0-9]+", "_", exc.reason.lower()).strip("_") or "error"
+    return AppError(exc.reason, code=code, status=exc.status)
+
+
+def check_body(request: web.Request, max_bytes: int) -> None:
+    """Refuse a body that is not ``application/json`` (415) or is declared too large (413)."""
+    if request.body_exists:
+        charset = (request.charset or "utf-8").lower()
+        if request.content_type != "application/json" or charset != "utf-8":
+            raise UnsupportedMediaType(
+                "a request body must be JSON sent as 'Content-Type: application/json'"
+            )
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")
