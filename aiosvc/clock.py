@@ -6,17 +6,22 @@ import time
 from datetime import UTC, datetime
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+_milli: tuple[int, str] = (-1, "")  # the last millisecond formatted, and its text
 
 
 def utcnow() -> str:
     """Return the current time as an RFC 3339 UTC string such as ``2026-11-22T03:23:03.123Z``."""
-    # Several times are stamped per message: format the date and time once per second.
-    global _second
-    now = time.time()
-    whole = int(now)
+    # Several times are stamped per message and per request: format the date and time once
+    # per second, and the whole text once per millisecond.
+    global _second, _milli
+    milli = int(time.time() * 1000)
+    if milli == _milli[0]:
+        return _milli[1]
+    whole = milli // 1000
     if whole != _second[0]:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+    _milli = (milli, f"{_second[1]}.{milli - whole * 1000:03d}Z")
+    return _milli[1]
 
 
 def format_time(moment: datetime) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, Literal, cast
+from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import unquote_plus
 
 import orjson
@@ -112,6 +114,72 @@ def _stderr_is_tty() -> bool:
     return bool(callable(isatty) and isatty())
 
 
+class _Stderr:
+    """stderr's bytes behind a buffer of our own. Python leaves a redirected stderr unbuffered
+    (one system call per line, as much as the rest of a request line cost); structlog and the
+    stdlib handler flush after every line, request lines at the end of the event loop's
+    turn, all through this one buffer so lines keep their order. (Not an io.BufferedWriter:
+    over a seekable file that seeks to where it thinks it is, over whatever else wrote.)"""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.pending: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        """Buffer ``data``."""
+        self.pending.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Write out everything buffered."""
+        if not self.pending:
+            return
+        view = memoryview(b"".join(self.pending))
+        self.pending.clear()
+        while view:  # a write to a pipe or file may take only part
+            view = view[self.raw.write(view) or 0 :]
+        self.raw.flush()
+
+
+class _TextStderr:
+    """The text side of :class:`_Stderr`, for the stdlib handler (a TextIOWrapper would warn
+    about the process's stderr as an unclosed file when it is replaced)."""
+
+    def __init__(self, binary: _Stderr) -> None:
+        self.binary = binary
+
+    def write(self, text: str) -> int:
+        """Encode and buffer ``text``."""
+        return self.binary.write(text.encode("utf-8", "backslashreplace"))
+
+    def flush(self) -> None:
+        """Write out everything buffered."""
+        self.binary.flush()
+
+
+_binary: _Stderr | None = None
+_text: _TextStderr | None = None
+
+
+def _buffer_stderr() -> _Stderr | None:
+    """Put the current ``sys.stderr`` behind a :class:`_Stderr`."""
+    global _binary, _text
+    raw = getattr(sys.stderr, "buffer", None)
+    if raw is None:
+        _binary = _text = None
+        return None
+    _binary = _Stderr(raw)
+    _text = _TextStderr(_binary)
+    return _binary
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _binary is not None:
+        with contextlib.suppress(OSError, ValueError):
+            _binary.flush()
+
+
 def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info") -> None:
     """Send structlog and stdlib logging to stderr as JSON lines or console lines.
 
@@ -142,11 +210,12 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
         tail = []
         text_renderer = structlog.dev.ConsoleRenderer(colors=_stderr_is_tty())
         final = [text_renderer, _encode]  # BytesLogger wants bytes; it keeps the logger name
-    binary = getattr(sys.stderr, "buffer", None)
+    binary = _buffer_stderr()
     structlog.configure(
         processors=[*shared[:2], _add_logger_name, *shared[2:], *tail, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(binary)
+        # BytesLogger only writes and flushes, all a _Stderr does
+        logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, binary))
         if binary is not None
         else structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
@@ -186,14 +255,12 @@ def _no_access(**fields: Any) -> None:
     pass
 
 
-#: How long a request line may wait in the stream's buffer before it is flushed.
-ACCESS_FLUSH_S = 0.1
-
-
 def _json_access(stream: Any) -> AccessLine:
-    """Request lines go into the (buffered) stream and are flushed within ``ACCESS_FLUSH_S``:
-    a write system call per request cost as much as the rest of the line. Other log lines
-    share the buffer and flush it, so lines never come out of order."""
+    """Request lines go into the (buffered) stream, which is flushed once the event loop's
+    current turn is done: a busy loop handles several requests a turn and writes their lines
+    with one system call (one per line cost as much as the rest of the line), and a line is
+    never held back longer than the turn that wrote it. Other log lines share the buffer and
+    flush it, so lines never come out of order."""
     write, flush = stream.write, stream.flush
     dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     flush_due = False
@@ -206,16 +273,13 @@ def _json_access(stream: Any) -> AccessLine:
     def line(**fields: Any) -> None:
         nonlocal flush_due
         _redact_path(fields)
-        fields["event"] = "request"
-        fields["level"] = "info"
-        fields["logger"] = "aiosvc.access"
-        add_timestamp(None, "info", fields)
+        fields.update(event="request", level="info", logger="aiosvc.access", timestamp=utcnow())
         write(dumps(fields, option=option))
         if not flush_due:
             try:
-                asyncio.get_running_loop().call_later(ACCESS_FLUSH_S, flush_now)
+                asyncio.get_running_loop().call_soon(flush_now)
                 flush_due = True
-            except RuntimeError:  # no event loop: nothing to flush later
+            except RuntimeError:  # no event loop: no turn to wait for
                 flush()
 
     return line
@@ -236,7 +300,7 @@ def _configure_stdlib(
         foreign_pre_chain=[*shared[:2], structlog.stdlib.add_logger_name, *shared[2:]],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
     )
-    handler = _Handler(sys.stderr)
+    handler = _Handler(_text or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:

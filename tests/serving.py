@@ -65,6 +65,12 @@ class Server:
         """Everything the process has logged so far."""
         return self.log_path.read_text(errors="replace")
 
+    async def settled_log(self) -> str:
+        """The log once the request lines of the responses seen so far are out (they are
+        flushed at the end of the event loop's turn that answered; other lines at once)."""
+        await asyncio.sleep(0.2)
+        return self.log()
+
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up."""
         assert self.process is not None

@@ -353,7 +353,7 @@ async def test_a_server_restart_is_survived_and_a_line_typed_meanwhile_is_sent_o
         assert await chat.finish() == 0
         assert replies(chat.lines) == ["before", "after the restart", "and once more"]
         # The new server could not replay the old one's events: a reset, and a refetch.
-        assert second.log().count("/messages?limit=20") == 2
+        assert (await second.settled_log()).count("/messages?limit=20") == 2
         history = await rest(second.url, "GET", f"/api/v1/sessions/{session_id}/messages")
         assert [m["content"] for m in history if m["role"] == "user"] == [
             "before",
@@ -441,7 +441,7 @@ async def test_a_dropped_connection_resumes_from_the_last_event_without_gap_or_r
     assert "".join(replies(chat.lines)) == text  # every delta once, in order
     assert not any(line.startswith("[no answer") for line in chat.lines)
     # Resumed from its last event, not reset: the history was fetched once, at the start.
-    assert server.log().count("/messages?limit=20") == 1
+    assert (await server.settled_log()).count("/messages?limit=20") == 1
 
 
 def server_url(client: Any) -> str:
@@ -496,6 +496,6 @@ async def test_a_server_with_api_keys_takes_the_key_from_the_environment(
         await chat.send("keyed")
         await chat.expect("keyed")
         assert await chat.finish() == 0
-        assert "k-one" not in keyed.log()
+        assert "k-one" not in await keyed.settled_log()
     finally:
         await keyed.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -231,3 +232,43 @@ def test_the_request_line_follows_the_level(capsys: pytest.CaptureFixture[str]) 
     configure_logging("json", level="warning")
     logs.access(request_id="r1", method="GET", path="/", status=200)
     assert capsys.readouterr().err == ""
+
+
+class CountingStderr:
+    """A stand-in for the process's unbuffered stderr that counts its writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_request_lines_of_one_loop_turn_share_one_write_and_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = CountingStderr()
+    monkeypatch.setattr("sys.stderr", type("Err", (), {"buffer": raw, "isatty": lambda: False}))
+    configure_logging("json")
+    for n in range(3):
+        logs.access(request_id=f"r{n}", method="GET", path="/", status=200)
+    assert raw.writes == []  # held until the loop's turn is over
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 1
+    logs.access(request_id="r3", method="GET", path="/", status=200)
+    get_logger("aiosvc.test").info("other")  # any other line flushes the request lines first
+    logging.getLogger("aiohttp.server").warning("stdlib")
+    lines = [json.loads(line) for write in raw.writes for line in write.splitlines()]
+    assert [line.get("request_id", line["event"]) for line in lines] == [
+        "r0",
+        "r1",
+        "r2",
+        "r3",
+        "other",
+        "stdlib",
+    ]

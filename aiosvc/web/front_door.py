@@ -146,7 +146,7 @@ class FrontDoor:
             logs.access(
                 request_id=rid,
                 method=request.method,
-                path=request.path_qs,  # logs.access redacts tokens and tickets
+                path=request.raw_path,  # as sent; logs.access redacts tokens and tickets
                 route=route,
                 # No response: the handler was cancelled (the client left, or shutdown).
                 status=response.status if response is not None else 499,

@@ -37,6 +37,8 @@ OPEN_ROUTES = frozenset({"/health"})
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-API-Key, X-Request-ID"
 CORS_METHODS = "DELETE, GET, OPTIONS, PATCH, POST"
 TICKET_TTL_S = 60.0
+#: Allowed Host headers remembered as such (one per name and port a client uses).
+MAX_HOSTS_SEEN = 64
 
 
 def host_name(host: str) -> str:
@@ -55,14 +57,19 @@ class Gate:
         self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
         self.keys = tuple(k.encode() for k in config.api_keys)
         self.tickets = Tickets()
+        self._hosts_seen: set[str] = set()  # Host headers found allowed (only allowed ones)
 
     # Host and Origin ---------------------------------------------------------------------------
 
     def check_host(self, request: web.Request) -> None:
         """Refuse a Host that is not ours: a rebound DNS name points a web page at us."""
         host = request.headers.get(hdrs.HOST, "")
+        if host in self._hosts_seen:  # the header clients send, the same on every request
+            return
         if not host or host_name(host) not in self.hosts:
             raise Forbidden(f"host {host!r} is not allowed", code="forbidden_host")
+        if len(self._hosts_seen) < MAX_HOSTS_SEEN:
+            self._hosts_seen.add(host)
 
     def origin_allowed(self, request: web.Request, origin: str) -> bool:
         """A configured origin, or the daemon's own (its dashboard), never ``null``."""
@@ -103,7 +110,7 @@ class Gate:
         Headers work everywhere; ``?token=`` and ``?ticket=`` only on the stream routes.
         """
         stream = route in STREAM_ROUTES
-        query = request.rel_url.query
+        query = request.rel_url.query if request.query_string else _NO_QUERY
         if not stream and ("token" in query or "ticket" in query):
             raise Unauthorized(
                 "query credentials are accepted only by the WebSocket and event-stream routes",
@@ -135,6 +142,7 @@ class Gate:
 
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
+_NO_QUERY: Mapping[str, str] = {}
 
 
 def cors_headers(origin: str) -> Mapping[str, str]:
