@@ -219,18 +219,24 @@ def test_the_request_line_has_the_fields_of_any_line_and_is_redacted(
 ) -> None:
     configure_logging("json")
     get_logger("aiosvc.test").info("other", request_id="r1")
-    logs.access(request_id="r1", method="GET", path="/api/v1/events?ticket=T&x=1", status=200)
+    logs.access("r1", "GET", "/api/v1/events?ticket=T&x=1", "/api/v1/events", 200, 1.5, "::1")
     other, line = json_lines(capsys.readouterr().err)
-    assert set(line) == {*set(other), "method", "path", "status"}
+    assert set(line) == {*set(other), "method", "path", "route", "status", "duration_ms", "remote"}
     assert line["event"] == "request"
     assert (line["level"], line["logger"], line["request_id"]) == ("info", "aiosvc.access", "r1")
     assert line["path"] == "/api/v1/events?ticket=[redacted]&x=1"
+    assert (line["route"], line["status"], line["duration_ms"], line["remote"]) == (
+        "/api/v1/events",
+        200,
+        1.5,
+        "::1",
+    )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
 
 
 def test_the_request_line_follows_the_level(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", level="warning")
-    logs.access(request_id="r1", method="GET", path="/", status=200)
+    logs.access("r1", "GET", "/", "/", 200, 1.0, None)
     assert capsys.readouterr().err == ""
 
 
@@ -255,12 +261,12 @@ async def test_request_lines_of_one_loop_turn_share_one_write_and_keep_their_ord
     monkeypatch.setattr("sys.stderr", type("Err", (), {"buffer": raw, "isatty": lambda: False}))
     configure_logging("json")
     for n in range(3):
-        logs.access(request_id=f"r{n}", method="GET", path="/", status=200)
+        logs.access(f"r{n}", "GET", "/", "/", 200, 1.0, None)
     assert raw.writes == []  # held until the loop's turn is over
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert len(raw.writes) == 1
-    logs.access(request_id="r3", method="GET", path="/", status=200)
+    logs.access("r3", "GET", "/", "/", 200, 1.0, None)
     get_logger("aiosvc.test").info("other")  # any other line flushes the request lines first
     logging.getLogger("aiohttp.server").warning("stdlib")
     lines = [json.loads(line) for write in raw.writes for line in write.splitlines()]

@@ -22,6 +22,7 @@ import attrs
 import structlog
 from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.typedefs import Handler
+from multidict import istr
 
 from aiosvc import logs
 from aiosvc.config import LimitsConfig
@@ -39,7 +40,8 @@ from aiosvc.web.security import STATE_CHANGING, Gate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
-REQUEST_ID_HEADER = "X-Request-ID"
+#: An ``istr``: multidict looks it up without folding its case each time.
+REQUEST_ID_HEADER = istr("X-Request-ID")
 #: The name of the catch-all route (it is not part of the API's description).
 NO_ROUTE = "no_route"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -49,14 +51,16 @@ request_id = logs.request_id
 cors_origin: ContextVar[str] = ContextVar("cors_origin", default="")
 
 # Generated ids: a random prefix per process and a counter: unique, and no system call per
-# request (ids are for correlating log lines, not secrets).
+# request (ids are for correlating log lines, not secrets). The counter starts at 2**32 so
+# that hex() always has a leading "0x1" to cut off and eight digits after it.
 _ID_PREFIX = secrets.token_hex(4)
-_id_counter = itertools.count(1)
+_id_counter = itertools.count(1 << 32)
 
 
 def new_request_id() -> str:
     """A fresh request id, 16 hex digits."""
-    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
+    # (the cheapest formatting measured: this runs for every request)
+    return _ID_PREFIX + hex(next(_id_counter))[3:]
 
 
 class FrontDoor:
@@ -84,25 +88,24 @@ class FrontDoor:
 
     def guard(self, handler: Handler, route: str | None) -> Handler:
         """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""
-
-        @functools.wraps(handler)
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            return await self.serve(request, handler, route)
-
-        return guarded
+        # A partial, not a wrapping coroutine: calling it makes serve's coroutine directly,
+        # one coroutine a request instead of two.
+        return functools.update_wrapper(functools.partial(self.serve, handler, route), handler)
 
     async def serve(
-        self, request: web.Request, handler: Handler, route: str | None
+        self, handler: Handler, route: str | None, request: web.Request
     ) -> web.StreamResponse:
         """Run ``handler`` for ``request`` if it passes; answer and log it either way."""
         headers = request.headers
         given = headers.get(REQUEST_ID_HEADER)
-        rid = given if given and _CLIENT_ID.fullmatch(given) else new_request_id()
+        rid = given if given is not None and _CLIENT_ID.fullmatch(given) else new_request_id()
         request_id.set(rid)
         started = perf_counter()
         response: web.StreamResponse | None = None
         origin = headers.get(hdrs.ORIGIN)
         allowed_origin = ""
+        remote = request.remote
+        client = remote or "unknown"
         try:
             self.gate.check_host(request)
             if origin is not None:
@@ -112,9 +115,8 @@ class FrontDoor:
                     return preflight
                 if self.gate.check_origin(request, origin):
                     allowed_origin = origin
-            cors_origin.set(allowed_origin)
+                    cors_origin.set(origin)  # (its default, "", stands for no origin)
             key = self.gate.authenticate(request, route)
-            client = request.remote or "unknown"
             if request.method in STATE_CHANGING:
                 self._check_write(request, key or client)
             if not self.connections.enter(client):
@@ -144,14 +146,14 @@ class FrontDoor:
             if response is not None and not response.prepared:
                 _stamp(response, rid, allowed_origin)
             logs.access(
-                request_id=rid,
-                method=request.method,
-                path=request.raw_path,  # as sent; logs.access redacts tokens and tickets
-                route=route,
+                rid,
+                request.method,
+                request.raw_path,  # as sent; logs.access redacts tokens and tickets
+                route,
                 # No response: the handler was cancelled (the client left, or shutdown).
-                status=response.status if response is not None else 499,
-                duration_ms=round((perf_counter() - started) * 1000, 3),
-                remote=request.remote,
+                response.status if response is not None else 499,
+                int((perf_counter() - started) * 1e6) / 1000,  # ms to the microsecond
+                remote,
             )
         return response
 
