@@ -11,7 +11,7 @@ import pytest
 from aiosvc.bus import Bus
 from aiosvc.config import StreamsConfig
 from aiosvc.web.frames import WebSocketFraming
-from aiosvc.web.outbox import Ending, Outbox
+from aiosvc.web.outbox import Ending, Flusher, Outbox
 
 LIMITS = StreamsConfig(outbox_low_bytes=1_000, outbox_high_bytes=4_000, outbox_limit_bytes=20_000)
 
@@ -180,3 +180,104 @@ async def test_shutdown_sends_what_is_queued_then_ends(bus: Bus) -> None:
     bus.publish("x", ["s"], {})  # after the end: not sent
     assert await outbox.run(client.send) is Ending.SHUTDOWN
     assert client.event_ids() == [1]
+
+
+class Direct:
+    """A connection that takes frames synchronously while it has ``room``; keeps each write."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.room = True
+        self.broken = False
+        self.writes: list[list[int]] = []  # the event ids of each direct write
+
+    def writable(self) -> bool:
+        return self.room
+
+    def write_now(self, frames: Sequence[bytes]) -> None:
+        if self.broken:
+            raise ConnectionResetError("the peer went away")
+        decoded = [orjson.loads(f) for f in frames]
+        self.client.frames += decoded
+        self.writes.append([f["event"]["id"] for f in decoded if f["type"] == "event"])
+
+
+class CountingClient(Client):
+    """A client that also counts the writer task's sends (the slow path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: list[list[int]] = []
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        await self.open.wait()
+        decoded = [orjson.loads(f) for f in frames]
+        self.frames += decoded
+        self.sends.append([f["event"]["id"] for f in decoded if f["type"] == "event"])
+
+
+async def direct_outbox(bus: Bus) -> tuple[Outbox, CountingClient, Direct, asyncio.Task[Ending]]:
+    outbox = Outbox(bus, WebSocketFraming(), LIMITS, Flusher())
+    client = CountingClient()
+    direct = Direct(client)
+    outbox.subscribe(["s"])
+    writer = asyncio.get_running_loop().create_task(outbox.run(client.send, direct))
+    await settle()  # the writer is idle
+    return outbox, client, direct, writer
+
+
+async def test_frames_of_one_loop_turn_leave_in_one_direct_write_at_its_end(bus: Bus) -> None:
+    outbox, client, direct, writer = await direct_outbox(bus)
+    for n in range(3):
+        bus.publish("x", ["s"], {"n": n})
+    assert client.frames == []  # not before the turn is over
+    await asyncio.sleep(0)
+    assert direct.writes == [[1, 2, 3]]
+    bus.publish("x", ["s"], {})
+    await asyncio.sleep(0)
+    assert direct.writes == [[1, 2, 3], [4]]
+    assert client.sends == []  # the writer task was never woken for them
+    assert outbox.pending == 0
+    outbox.end(Ending.CLOSED)
+    assert await writer is Ending.CLOSED
+
+
+async def test_a_client_that_falls_behind_gets_the_writer_and_keeps_its_order(bus: Bus) -> None:
+    outbox, client, direct, writer = await direct_outbox(bus)
+    bus.publish("x", ["s"], {})  # 1: direct
+    await asyncio.sleep(0)
+    direct.room = False  # its socket fills up
+    client.open.clear()  # and the writer's send waits for it
+    bus.publish("x", ["s"], {})  # 2: handed to the writer, which blocks on it
+    await settle()
+    direct.room = True  # room again: but the writer is busy, so it keeps the queue
+    bus.publish("x", ["s"], {})  # 3
+    bus.publish("x", ["s"], {})  # 4
+    await settle()
+    assert direct.writes == [[1]]
+    client.open.set()
+    await settle()
+    assert client.sends == [[2], [3, 4]]
+    bus.publish("x", ["s"], {})  # 5: the writer is idle again, so direct
+    await settle()
+    assert direct.writes == [[1], [5]]
+    assert client.event_ids() == [1, 2, 3, 4, 5]
+    outbox.end(Ending.CLOSED)
+    assert await writer is Ending.CLOSED
+
+
+async def test_a_direct_write_to_a_closed_connection_ends_the_outbox(bus: Bus) -> None:
+    _, _, direct, writer = await direct_outbox(bus)
+    direct.broken = True
+    bus.publish("x", ["s"], {})
+    assert await asyncio.wait_for(writer, 5) is Ending.CLOSED
+    assert bus._index == {}  # it no longer takes events
+
+
+async def test_an_outbox_that_ends_within_the_turn_is_left_to_its_writer(bus: Bus) -> None:
+    outbox, client, direct, writer = await direct_outbox(bus)
+    bus.publish("x", ["s"], {})
+    outbox.end(Ending.SHUTDOWN)  # before the flusher's turn: the writer sends it all
+    assert await writer is Ending.SHUTDOWN
+    assert direct.writes == []
+    assert client.sends == [[1]]

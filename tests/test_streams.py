@@ -334,6 +334,51 @@ async def test_sse_framing_headers_and_resume(client: Client) -> None:
         query.close()
 
 
+async def test_events_of_every_frame_length_arrive_whole_on_both_transports(
+    client: Client,
+) -> None:
+    # Lengths around the WebSocket header's 7-, 16- and 64-bit forms; the largest also
+    # fills the socket past the low mark, so the writer task takes over from direct writes.
+    sizes = [10, 200, 70_000, 10]
+    sse = await client.get("/api/v1/events?topics=hooks")
+    try:
+        async with client.ws_connect("/api/v1/ws") as ws:
+            await receive(ws)  # hello
+            await subscribe(ws, ["hooks"])
+            for size in sizes:
+                response = await client.post(
+                    "/api/v1/hooks", json={"type": "pad", "data": {"pad": "x" * size}}
+                )
+                assert response.status == 202
+            got = await events(ws, len(sizes))
+            assert [len(e["data"]["data"]["pad"]) for e in got] == sizes
+        text = await read_sse(sse, 1 + len(sizes))
+        pads = re.findall(r'"pad":"(x*)"', text)
+        assert [len(p) for p in pads] == sizes
+    finally:
+        sse.close()
+
+
+async def test_sse_to_an_http_1_0_client_is_not_chunked(client: Client) -> None:
+    assert client.server.host is not None and client.server.port is not None
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"GET /api/v1/events?topics=hooks HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.0 200 OK\r\n"), head
+            assert b"transfer-encoding" not in head.lower()
+            assert await reader.readuntil(b"\n\n") == b"retry: 2000\n\n"
+            first = await hook(client, 1)
+            second = await hook(client, 2)
+            blocks = [await reader.readuntil(b"\n\n") for _ in range(2)]
+        ids = [int(re.match(rb"id: (\d+)\nevent: hook.test\ndata: ", b)[1]) for b in blocks]  # type: ignore[index]
+        assert ids == [first, second]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_sse_bad_requests_are_400_and_404(client: Client) -> None:
     for path, headers, name in [
         ("/api/v1/events", {"Last-Event-ID": "abc"}, "Last-Event-ID"),

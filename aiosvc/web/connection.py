@@ -20,10 +20,25 @@ CLOSE_TIMEOUT_S = 2.0
 class StreamConnection(abc.ABC):
     """One client's stream: an outbox, a writer task, and the transport's way to end."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, transport: asyncio.Transport | None, low_mark: int) -> None:
         self.outbox = outbox
         outbox.on_overflow = self._overflowed
         self.writer: asyncio.Task[None] | None = None
+        self.transport = transport
+        self._low_mark = low_mark
+
+    def writable(self) -> bool:
+        """Tell whether the connection is open and holds less than the low mark unsent."""
+        transport = self.transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < self._low_mark
+        )
+
+    @abc.abstractmethod
+    def write_now(self, frames: Sequence[bytes]) -> None:
+        """Write frames to the transport at once, in the stream's wire framing."""
 
     def start_writer(self) -> None:
         """Start sending the outbox's frames."""
@@ -43,7 +58,7 @@ class StreamConnection(abc.ABC):
 
     async def _write(self) -> None:
         try:
-            ending = await self.outbox.run(self.send)
+            ending = await self.outbox.run(self.send, self)
         except asyncio.CancelledError:
             if self.outbox.ending is not Ending.OVERFLOW:
                 raise

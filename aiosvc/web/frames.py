@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Protocol
 
 import orjson
@@ -30,11 +31,24 @@ class Framing(Protocol):
         ...
 
 
-def _cached(event: Event, key: tuple[str, str], build: Any) -> bytes:
-    frame = event.frames.get(key)
-    if frame is None:
-        frame = event.frames[key] = build()
-    return frame
+# Server-to-client WebSocket text frames (RFC 6455 5.2): FIN and opcode 1, no mask, then the
+# payload length in 7 bits, or 126 and 16 bits, or 127 and 64 bits.
+_SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]
+
+
+def websocket_text(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, uncompressed WebSocket text frame."""
+    size = len(payload)
+    if size < 126:
+        return _SHORT_HEADERS[size] + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class WebSocketFraming:
@@ -44,11 +58,11 @@ class WebSocketFraming:
 
     def event(self, event: Event, topic: str) -> bytes:
         """``{"type": "event", "event": {"id", "type", "topic", "ts", "data"}}``."""
-        return _cached(
-            event,
-            ("ws", topic),
-            lambda: b'{"type":"event","event":%s}' % event.envelope_json(topic),
-        )
+        key = ("ws", topic)
+        frame = event.frames.get(key)  # built once per event, whatever the number of clients
+        if frame is None:
+            frame = event.frames[key] = b'{"type":"event","event":%s}' % event.envelope_json(topic)
+        return frame
 
     def dropped(self, count: int) -> bytes:
         """``{"type": "dropped", "count": N}``."""
@@ -75,10 +89,10 @@ class SSEFraming:
 
     def event(self, event: Event, topic: str) -> bytes:
         """One SSE event block, its id the event's id."""
-        return _cached(
-            event,
-            ("sse", topic),
-            lambda: (
+        key = ("sse", topic)
+        frame = event.frames.get(key)  # built once per event, whatever the number of clients
+        if frame is None:
+            frame = event.frames[key] = (
                 b'id: %d\nevent: %s\ndata: {"topic":%s,"ts":"%s","data":%s}\n\n'
                 % (
                     event.id,
@@ -87,8 +101,8 @@ class SSEFraming:
                     event.ts.encode(),
                     event.data_json,
                 )
-            ),
-        )
+            )
+        return frame
 
     def dropped(self, count: int) -> bytes:
         """``event: dropped`` with ``{"count": N}`` (no id: the client's resume point stays)."""

@@ -1,8 +1,17 @@
 """One client's subscription and bounded outbox, shared by the WebSocket and SSE streams.
 
 The bus hands events to :meth:`Outbox.deliver` synchronously; that only queues the frame, so a
-slow client never slows the bus, the other clients or the command workers. One writer task per
-client drains the queue. Memory per client is bounded by bytes, with priorities:
+slow client never slows the bus, the other clients or the command workers. Frames leave in
+one of two ways, never both at once, so their order holds:
+
+- at the end of the event loop's turn, the :class:`Flusher` writes what each outbox queued in
+  that turn straight to its connection, in one write, when the outbox's writer is idle and the
+  connection holds less than the low mark unsent: the common case, with no task to wake per
+  frame;
+- otherwise the outbox's writer task sends the queue, waiting for the client as long as it
+  must (the slow path: a client that is behind, replays, goodbyes).
+
+Memory per client is bounded by bytes, with priorities:
 
 - low-priority events (``message.delta``, ``status``) are skipped while the pending bytes are
   over the high mark, until they fall under the low mark; the client then gets one ``dropped``
@@ -17,14 +26,61 @@ import asyncio
 import enum
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
+
+import structlog
 
 from aiosvc.bus import ALL, Bus
 from aiosvc.config import StreamsConfig
 from aiosvc.models import Event
 from aiosvc.web.frames import Framing
 
+log = structlog.get_logger(__name__)
+
 Send = Callable[[Sequence[bytes]], Awaitable[None]]
 """Writes frames to the client, in order (may block while the client is slow)."""
+
+
+class DirectWriter(Protocol):
+    """A connection that can take frames synchronously while it keeps up."""
+
+    def writable(self) -> bool:
+        """Tell whether the connection is open and holds less than the low mark unsent."""
+        ...
+
+    def write_now(self, frames: Sequence[bytes]) -> None:
+        """Write ``frames`` at once, without waiting (raises ConnectionError when closed)."""
+        ...
+
+
+class Flusher:
+    """Writes, at the end of each turn of the event loop, what outboxes queued during it.
+
+    One callback per turn for every client, instead of one writer task woken per frame per
+    client; and a client that got several frames in a turn gets them in one write.
+    """
+
+    def __init__(self) -> None:
+        self._ready: list[Outbox] = []
+        self._scheduled = False
+
+    def add(self, outbox: Outbox) -> None:
+        """Flush ``outbox`` at the end of this turn."""
+        self._ready.append(outbox)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        ready, self._ready = self._ready, []
+        for outbox in ready:
+            try:
+                outbox.flush()
+            except Exception:  # one broken stream must not hold back the others
+                log.exception("stream_flush_failed")
+                outbox.end(Ending.CLOSED)
+
 
 #: How many bytes of frames the writer hands to one send at most.
 BATCH_BYTES = 64 * 1024
@@ -41,9 +97,15 @@ class Ending(enum.Enum):
 class Outbox:
     """A client's topics, its queue of frames, and the writer that sends them."""
 
-    def __init__(self, bus: Bus, framing: Framing, limits: StreamsConfig) -> None:
+    def __init__(
+        self, bus: Bus, framing: Framing, limits: StreamsConfig, flusher: Flusher | None = None
+    ) -> None:
         self._bus = bus
         self._framing = framing
+        self._flusher = flusher
+        self._direct: DirectWriter | None = None  # given by run()
+        self._idle = False  # the writer waits for frames: the flusher may write for it
+        self._flushing = False  # handed to the flusher for this turn
         self._low = limits.outbox_low_bytes
         self._high = limits.outbox_high_bytes
         self._limit = limits.outbox_limit_bytes
@@ -108,7 +170,7 @@ class Outbox:
                 replay.append((event, shown))
         if replay and self.ending is None:
             self._queue.append(replay)
-            self._wakeup.set()
+            self._wake_writer()
         return True
 
     def _sent_live(self, event: Event) -> bool:
@@ -148,6 +210,33 @@ class Outbox:
             return
         self._queue.append(frame)
         self.pending += len(frame)
+        if not self._idle:
+            return  # the writer is busy, and takes the queue when it is done
+        if self._direct is not None and self._flusher is not None:
+            if not self._flushing:
+                self._flushing = True
+                self._flusher.add(self)
+        else:
+            self._wake_writer()
+
+    def flush(self) -> None:
+        """At the end of the turn: write the queue at once if the writer is idle and the
+        client keeps up; else wake the writer, which waits for the client."""
+        self._flushing = False
+        direct = self._direct
+        if not self._idle or self.ending is not None or direct is None:
+            return  # the writer took over (end() and subscribe() wake it)
+        try:
+            while self._queue and direct.writable():
+                direct.write_now(self._next_batch())
+        except (ConnectionError, RuntimeError):  # the client went away
+            self.end(Ending.CLOSED)
+            return
+        if self._queue:  # the client is behind: the writer waits for it
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._idle = False
         self._wakeup.set()
 
     def end(self, why: Ending) -> None:
@@ -165,24 +254,33 @@ class Outbox:
             final = self._framing.shutdown()
             if final:
                 self._queue.append(final)
-        self._wakeup.set()
+        self._wake_writer()
 
     # Writing -----------------------------------------------------------------------------------
 
-    async def run(self, send: Send) -> Ending:
-        """Write frames until the outbox ends; return why it ended."""
+    async def run(self, send: Send, direct: DirectWriter | None = None) -> Ending:
+        """Write frames until the outbox ends; return why it ended.
+
+        With ``direct`` (and a flusher), frames queued while the writer is idle are written
+        by the flusher at the end of the turn instead, as long as the client keeps up.
+        """
+        self._direct = direct
         try:
             while True:
                 if not self._queue:
                     if self.ending is not None:
                         return self.ending
                     self._wakeup.clear()
+                    self._idle = True
                     await self._wakeup.wait()
+                    self._idle = False
                     continue
                 if self.ending is Ending.OVERFLOW:
                     return self.ending
                 await send(self._next_batch())
         finally:
+            self._idle = False
+            self._direct = None
             if self.ending is None:
                 self.end(Ending.CLOSED)
 

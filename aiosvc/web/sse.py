@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_sse import EventSourceResponse
 
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
 from aiosvc.keys import BUS, CONFIG, STREAMS
 from aiosvc.web.connection import StreamConnection
-from aiosvc.web.frames import SSEFraming
+from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
 from aiosvc.web.openapi import MAX_OFFSET, Param, operation
 from aiosvc.web.outbox import Ending, Outbox
@@ -32,14 +32,24 @@ RESUME = (
 class SSEStream(StreamConnection):
     """One EventSource client."""
 
-    def __init__(self, request: web.Request, response: EventSourceResponse, outbox: Outbox):
-        super().__init__(outbox)
+    def __init__(
+        self, request: web.Request, response: EventSourceResponse, outbox: Outbox, low_mark: int
+    ):
+        super().__init__(outbox, request.transport, low_mark)
         self.request = request
         self.response = response
+        self.chunked = False  # known once the response is prepared
 
     async def send(self, frames: Sequence[bytes]) -> None:
         """Write the frames as one chunk."""
         await self.response.write(b"".join(frames))
+
+    def write_now(self, frames: Sequence[bytes]) -> None:
+        """Write the frames as one chunk, framed as :meth:`send` would (chunked for HTTP/1.1,
+        as they come for HTTP/1.0)."""
+        assert self.transport is not None  # writable() said so
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.transport.write(http_chunk(data) if self.chunked else data)
 
     async def finish(self, ending: Ending) -> None:
         """End the response (after the shutdown event, when that is why)."""
@@ -48,8 +58,8 @@ class SSEStream(StreamConnection):
 
     def abort(self) -> None:
         """Drop the TCP connection."""
-        if self.request.transport is not None:
-            self.request.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 @routes.get("/api/v1/events")
@@ -105,15 +115,17 @@ async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse
     app = request.app
     since = _last_event_id(request)  # a bad id is a 400, before the stream starts
     config = app[CONFIG].streams
-    outbox = Outbox(app[BUS], FRAMING, config)
+    streams = app[STREAMS]
+    outbox = Outbox(app[BUS], FRAMING, config, streams.flusher)
     outbox.subscribe(topics, since)
     response = EventSourceResponse(ping_interval=config.sse_ping_s)
-    stream = SSEStream(request, response, outbox)
-    streams = app[STREAMS]
+    stream = SSEStream(request, response, outbox, config.outbox_low_bytes)
     try:
         stamp(response)
         await response.prepare(request)
-        await response.write(RETRY)
+        # aiohttp chose the body's framing from the HTTP version; the headers it sent say which
+        stream.chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
+        await response.write(RETRY)  # also sends the headers, before any direct write
         streams.add(stream)
         stream.start_writer()
         assert stream.writer is not None

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import structlog
 
+from aiosvc.web.outbox import Flusher
+
 log = structlog.get_logger(__name__)
 
 
@@ -19,10 +21,12 @@ class Stream(Protocol):
 
 
 class OpenStreams:
-    """Keeps the open streams and closes them all, within a bound, at shutdown."""
+    """Keeps the open streams and closes them all, within a bound, at shutdown; their outboxes
+    share one flusher."""
 
     def __init__(self) -> None:
         self._streams: set[Stream] = set()
+        self.flusher = Flusher()
 
     def __len__(self) -> int:
         return len(self._streams)

@@ -26,7 +26,7 @@ from aiosvc.convert import (
 from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
 from aiosvc.keys import BUS, COMMANDS, CONFIG, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
-from aiosvc.web.frames import WebSocketFraming
+from aiosvc.web.frames import WebSocketFraming, websocket_text
 from aiosvc.web.front_door import stamp
 from aiosvc.web.limits import TokenBucket
 from aiosvc.web.openapi import operation
@@ -46,7 +46,9 @@ class WebSocketStream(StreamConnection):
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, bound: str | None):
         app = request.app
-        super().__init__(Outbox(app[BUS], FRAMING, app[CONFIG].streams))
+        config = app[CONFIG].streams
+        outbox = Outbox(app[BUS], FRAMING, config, app[STREAMS].flusher)
+        super().__init__(outbox, request.transport, config.outbox_low_bytes)
         self.app = app
         self.ws = ws
         self.bound = bound  # the session of /sessions/{id}/ws
@@ -58,6 +60,19 @@ class WebSocketStream(StreamConnection):
         """Write each frame as one text message."""
         for frame in frames:
             await self.ws.send_frame(frame, WSMsgType.TEXT)
+
+    def writable(self) -> bool:
+        """Open, not closing, and keeping up."""
+        return not self.ws.closed and super().writable()
+
+    def write_now(self, frames: Sequence[bytes]) -> None:
+        """Write each frame as one text message, all in one write (the socket is not
+        compressed, so the frames are what :meth:`send` would write)."""
+        assert self.transport is not None  # writable() said so
+        if len(frames) == 1:
+            self.transport.write(websocket_text(frames[0]))
+        else:
+            self.transport.write(b"".join([websocket_text(frame) for frame in frames]))
 
     async def finish(self, ending: Ending) -> None:
         """Close with 1013 for a client too slow to keep up, 1001 for shutdown."""
@@ -71,9 +86,8 @@ class WebSocketStream(StreamConnection):
 
     def abort(self) -> None:
         """Drop the TCP connection."""
-        transport = self.ws._req.transport if self.ws._req is not None else None
-        if transport is not None:
-            transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
     async def run(self) -> None:
         """Greet, then read ops until the socket closes."""
