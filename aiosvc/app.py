@@ -27,7 +27,7 @@ from aiosvc.keys import (
     STREAMS,
 )
 from aiosvc.store import Database, Store
-from aiosvc.web import sessions, sse, system, ws
+from aiosvc.web import requests, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
@@ -50,7 +50,8 @@ def create_app(config: Config) -> web.Application:
     database = Database(config.storage.db)
     store = Store(database)
     bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK)
-    cache = Cache(store, bus)
+    first_page = min(requests.DEFAULT_LIMIT, config.limits.max_page_size)
+    cache = Cache(store, bus, first_page_size=first_page)
     agents = AgentRegistry.from_config(config.agents)
     app[CONFIG] = config
     app[DATABASE] = database

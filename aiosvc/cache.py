@@ -28,9 +28,16 @@ class Cache:
     """In-memory snapshots kept current from the bus."""
 
     def __init__(
-        self, store: Store, bus: Bus, *, histories_kept: int = 256, commands_kept: int = 10_000
+        self,
+        store: Store,
+        bus: Bus,
+        *,
+        histories_kept: int = 256,
+        commands_kept: int = 10_000,
+        first_page_size: int = 50,
     ) -> None:
         self._store = store
+        self._first_page_size = first_page_size
         self._bus = bus
         self._histories_kept = histories_kept
         self._commands_kept = commands_kept
@@ -87,16 +94,19 @@ class Cache:
             self._first_page = None
         return self._sessions_json
 
-    def first_sessions_page(self, limit: int) -> bytes:
-        """The whole body of the unfiltered first page: what a dashboard asks for most."""
-        everything = self.sessions_json()
-        if self._first_page is None:
-            self._first_page = b'{"data":[%s],"total":%d,"limit":%d,"offset":0}' % (
+    def first_sessions_page(self) -> bytes:
+        """The whole body of the unfiltered first page (of the default page size): what a
+        dashboard asks for most."""
+        page = self._first_page
+        if page is None or self._sessions_json is None:
+            everything = self.sessions_json()
+            limit = self._first_page_size
+            page = self._first_page = b'{"data":[%s],"total":%d,"limit":%d,"offset":0}' % (
                 b",".join(everything[:limit]),
                 len(everything),
                 limit,
             )
-        return self._first_page
+        return page
 
     # Histories ---------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import atexit
 import contextlib
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, BinaryIO, Literal, Protocol, cast
 from urllib.parse import unquote_plus
@@ -124,11 +124,8 @@ class _Stderr:
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.pending: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        """Buffer ``data``."""
-        self.pending.append(data)
-        return len(data)
+        #: Buffer bytes: the list's own append, so a line costs no Python call here.
+        self.write: Callable[[bytes], object] = self.pending.append
 
     def flush(self) -> None:
         """Write out everything buffered."""
@@ -150,7 +147,8 @@ class _TextStderr:
 
     def write(self, text: str) -> int:
         """Encode and buffer ``text``."""
-        return self.binary.write(text.encode("utf-8", "backslashreplace"))
+        self.binary.write(text.encode("utf-8", "backslashreplace"))
+        return len(text)
 
     def flush(self) -> None:
         """Write out everything buffered."""

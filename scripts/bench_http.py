@@ -63,7 +63,7 @@ def main() -> None:
     """Run both benchmarks and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of each")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     benchlib.require_wrk()

@@ -6,6 +6,11 @@ import io
 import re
 from typing import Any
 
+import attrs
+
+from aiosvc.app import create_app
+from aiosvc.config import Config
+from tests.conftest import ClientFactory
 from tests.helpers import MESSAGE_KEYS, SESSION_KEYS, TIME, Client, create_session, wait_for
 
 
@@ -58,6 +63,30 @@ async def test_list_filters_and_pagination(client: Client) -> None:
     computer = made[0]["computer"]
     mine = await (await client.get(f"/api/v1/sessions?computer={computer}")).json()
     assert mine["total"] == 5
+
+
+async def test_the_unfiltered_first_page_follows_changes_and_the_page_size_limit(
+    aiohttp_client: ClientFactory, config: Config
+) -> None:
+    limits = attrs.evolve(config.limits, max_page_size=3)
+    client = await aiohttp_client(create_app(attrs.evolve(config, limits=limits)))
+    made = [await create_session(client, title=f"s{n}") for n in range(4)]
+
+    async def first_page() -> dict[str, Any]:
+        response = await client.get("/api/v1/sessions")
+        assert response.status == 200
+        body: dict[str, Any] = await response.json()
+        return body
+
+    page = await first_page()
+    assert [s["title"] for s in page["data"]] == ["s3", "s2", "s1"]
+    assert (page["total"], page["limit"], page["offset"]) == (4, 3, 0)
+    await client.patch(f"/api/v1/sessions/{made[2]['id']}", json={"title": "renamed"})
+    await client.delete(f"/api/v1/sessions/{made[3]['id']}")
+    page = await first_page()
+    assert [s["title"] for s in page["data"]] == ["renamed", "s1", "s0"]
+    assert page["total"] == 3
+    assert page == await (await client.get("/api/v1/sessions?limit=3")).json()
 
 
 async def test_bad_query_parameters_are_400(client: Client) -> None:

@@ -117,6 +117,23 @@ async def test_foreign_hosts_are_refused_before_anything_else(secured: Client) -
         assert response.status == 200, host
 
 
+async def test_without_keys_every_check_still_runs_after_allowed_requests(client: Client) -> None:
+    # Requests with nothing to check but a Host seen before skip the gate's calls: anything
+    # else about a request must still send it through them.
+    assert (await client.get("/api/v1/sessions")).status == 200
+    for host in ("evil.example", "127.0.0.1.evil.example", ""):
+        response = await client.get("/api/v1/sessions", headers={"Host": host})
+        assert (response.status, (await error_of(response))["code"]) == (403, "forbidden_host")
+    response = await client.get("/api/v1/sessions?token=abc")
+    assert (response.status, (await error_of(response))["code"]) == (401, "unauthorized")
+    response = await client.post("/api/v1/sessions", data=b"{}")  # no JSON content type
+    assert (response.status, (await error_of(response))["code"]) == (415, "unsupported_media_type")
+    evil = {"Origin": "http://evil.example"}
+    response = await client.post("/api/v1/sessions", json={}, headers=evil)
+    assert (response.status, (await error_of(response))["code"]) == (403, "forbidden_origin")
+    assert (await client.get("/api/v1/sessions")).status == 200
+
+
 async def test_cross_site_writes_and_socket_hijacking_are_refused(secured: Client) -> None:
     for origin in ("http://evil.example", "null", "http://dashboard.example:3001"):
         headers = {"Origin": origin, "X-API-Key": KEY}

@@ -57,19 +57,21 @@ class Gate:
         self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
         self.keys = tuple(k.encode() for k in config.api_keys)
         self.tickets = Tickets()
-        self._hosts_seen: set[str] = set()  # Host headers found allowed (only allowed ones)
+        #: Host headers found allowed (only allowed ones): a request with one of them needs
+        #: no Host check.
+        self.hosts_seen: set[str] = set()
 
     # Host and Origin ---------------------------------------------------------------------------
 
     def check_host(self, request: web.Request) -> None:
         """Refuse a Host that is not ours: a rebound DNS name points a web page at us."""
         host = request.headers.get(hdrs.HOST, "")
-        if host in self._hosts_seen:  # the header clients send, the same on every request
+        if host in self.hosts_seen:  # the header clients send, the same on every request
             return
         if not host or host_name(host) not in self.hosts:
             raise Forbidden(f"host {host!r} is not allowed", code="forbidden_host")
-        if len(self._hosts_seen) < MAX_HOSTS_SEEN:
-            self._hosts_seen.add(host)
+        if len(self.hosts_seen) < MAX_HOSTS_SEEN:
+            self.hosts_seen.add(host)
 
     def origin_allowed(self, request: web.Request, origin: str) -> bool:
         """A configured origin, or the daemon's own (its dashboard), never ``null``."""

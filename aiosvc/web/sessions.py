@@ -47,9 +47,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     """List sessions, newest first, filtered by status, project and computer."""
     cache = request.app[CACHE]
     if not request.query_string:  # the common case, served from one cached body
-        limit = min(requests.DEFAULT_LIMIT, request.app[CONFIG].limits.max_page_size)
-        body = cache.first_sessions_page(limit)
-        return web.Response(body=body, content_type=JSON)
+        return web.Response(body=cache.first_sessions_page(), content_type=JSON)
     limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
     status = requests.choice(request, "status", SessionStatus)
     project = requests.text(request, "project")
