@@ -293,10 +293,11 @@ def _json_access(stream: Any) -> AccessLine:
     ) -> None:
         nonlocal flush_due
         # One dict display, positional arguments: this runs for every request.
+        shown = redact_query(path) if "=" in path else path
         fields = {
             "request_id": request_id,
             "method": method,
-            "path": redact_query(path) if "=" in path else path,
+            "path": shown,
             "route": route,
             "status": status,
             "duration_ms": duration_ms,
@@ -306,7 +307,12 @@ def _json_access(stream: Any) -> AccessLine:
             "logger": "aiosvc.access",
             "timestamp": utcnow(),
         }
-        write(dumps(fields, option=option))
+        try:
+            data = dumps(fields, option=option)
+        except TypeError:  # lone surrogates: only aiohttp's pure-Python parser lets them in
+            fields["path"] = shown.encode("utf-8", "backslashreplace").decode()
+            data = dumps(fields, option=option)
+        write(data)
         if not flush_due:
             try:
                 asyncio.get_running_loop().call_soon(flush_now)

@@ -234,6 +234,15 @@ def test_the_request_line_has_the_fields_of_any_line_and_is_redacted(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
 
 
+def test_a_path_that_is_not_valid_unicode_is_logged_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json")
+    logs.access("r1", "GET", "/a\udcff?token=x", None, 404, 0.5, None)
+    (line,) = json_lines(capsys.readouterr().err)
+    assert line["path"] == "/a\\udcff?token=[redacted]"
+
+
 def test_the_request_line_follows_the_level(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", level="warning")
     logs.access("r1", "GET", "/", "/", 200, 1.0, None)
