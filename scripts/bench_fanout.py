@@ -16,9 +16,11 @@ the publisher processes on CPU 1):
    server answers, to find saturation: the ratio aiosvc/ceiling of deliveries per second
    there (target: at least 0.6).
 3. The stall test: one more WebSocket subscriber on aiosvc that subscribes and then never reads
-   again (a small receive buffer, never read from the socket); the fixed-rate phase is run
-   again and compared with the figures without it (target: deliveries/s and p99 both within
-   10 %), with the server's RSS before and after and where the stalled backlog sat.
+   again (a small receive buffer, never read from the socket). In each of ``--stall-rounds``
+   rounds, one fixed-rate phase runs without it and one with a fresh one (the order
+   alternating), and the change is the median of the rounds' own changes (target:
+   deliveries/s and p99 both within 10 %), with the server's RSS before and after and where
+   each stalled backlog sat.
 
 Every figure is the median over ``--rounds`` rounds, servers alternating, because the machine
 is shared and noisy: each phase also reports how much of the two cores other processes took.
@@ -47,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 from fanout.publisher import publisher_main
-from fanout.report import DISTURBED, describe, log_findings, noise, summarise
+from fanout.report import DISTURBED, describe, describe_stall, log_findings, noise, summarise
 from fanout.system import CEILING, HOST, kill, raise_nofile, rss_mib, start_aiosvc_pinned
 from fanout.worker import Worker, worker_main
 
@@ -205,18 +207,66 @@ def main() -> None:
                     for name in order:
                         store[name].append(measured(label, name, mode, seconds))
 
-            print("stall: one more WebSocket subscriber on aiosvc that never reads", flush=True)
+            def lead_in(stalled: bool) -> dict[str, int]:
+                """An uncounted max-rate second before a phase of a stall round.
+
+                Both sides of a pair get one, so that they follow the same load; with the
+                stalled subscriber it is repeated (up to 5 times) until its buffers are full.
+                Returns the stalled subscriber's queues after it.
+                """
+                for _ in range(5):
+                    queues: dict[str, int] = phase("aiosvc", "max", 1.0)["stalled_queues"]
+                    # Once every delivery has arrived, bytes left in the server's send queue on
+                    # loopback mean that the stalled subscriber's receive window is closed.
+                    if not stalled or queues.get("server_send_queue", 0) > 0:
+                        break
+                return queues
+
+            def stall_round(round_: int) -> dict[str, Any]:
+                """One pair of fixed-rate phases on aiosvc: without and with a stalled subscriber.
+
+                Every second round runs the stalled side first, so that a drift in the load
+                does not always favour one side. Each side keeps ``measured``'s retries: a
+                disturbed side is run again at once, still next to its other side, which spends
+                far less of the budget than running the pair again.
+                """
+                assert worker is not None
+                pair: dict[str, Any] = {"stalled_first": round_ % 2 == 1}
+                order = (
+                    ("stalled", "baseline") if pair["stalled_first"] else ("baseline", "stalled")
+                )
+                for side in order:
+                    if side == "baseline":
+                        lead_in(False)
+                        pair["baseline"] = measured("fixed rate", "aiosvc", "fixed", args.seconds)
+                        continue
+                    pair.update(worker.call("stall", name="aiosvc", rcvbuf=args.stall_rcvbuf))
+                    pair["filled"] = lead_in(True)
+                    pair["stalled"] = measured("fixed+stall", "aiosvc", "fixed", args.seconds)
+                    pair["rss"] = rss_mib(server.pid)  # with its backlog still held
+                    pair["report"] = worker.call("stall_report", name="aiosvc")
+                    worker.call("unstall", name="aiosvc")  # closes its socket
+                    print(describe_stall(pair), flush=True)
+                return pair
+
+            print(
+                "stall: one more WebSocket subscriber on aiosvc that never reads, a fresh one in "
+                f"every other fixed-rate phase ({args.stall_rounds} rounds, each a phase "
+                "without it and one with it, the order alternating)",
+                flush=True,
+            )
             rss["before stall"] = rss_mib(server.pid)
             published_before = published["aiosvc"]
-            stall_info = worker.call("stall", name="aiosvc", rcvbuf=args.stall_rcvbuf)
-            stalled: list[dict[str, Any]] = []
+            stall_rounds: list[dict[str, Any]] = []
             for round_ in range(args.stall_rounds):
-                stalled.append(measured("fixed+stall", "aiosvc", "fixed", args.seconds))
-                rss[f"stall round {round_ + 1}"] = rss_mib(server.pid)
-            stall_info.update(worker.call("stall_report", name="aiosvc"))
+                print(f"stall round {round_ + 1}", flush=True)
+                stall_rounds.append(stall_round(round_))
+                rss[f"stall round {round_ + 1}"] = stall_rounds[-1]["rss"]
             rss["after stall"] = rss_mib(server.pid)
-            stall_info["published_before"] = published_before
-            stall_info["published_after"] = published["aiosvc"]
+            stall_info = {
+                "published_before": published_before,
+                "published_after": published["aiosvc"],
+            }
             print(
                 "  aiosvc RSS (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()),
                 flush=True,
@@ -226,7 +276,7 @@ def main() -> None:
                 rate,
                 fixed,
                 peak,
-                stalled,
+                stall_rounds,
                 stall_info,
                 rss,
                 {

@@ -149,10 +149,13 @@ class Group:
             **order_figures(live, set(ok)),
             "ended": sorted({sub.ended for sub in self.subs if sub.ended is not None}),
             "ended_count": sum(sub.ended is not None for sub in self.subs),
+            "stalled_queues": self.stalled_queues(),
         }
 
     async def add_stalled(self, rcvbuf: int) -> dict[str, Any]:
         """Connect one more WebSocket subscriber that stops reading once subscribed."""
+        if self.stalled is not None:
+            raise RuntimeError("one stalled subscriber at a time: unstall the last one first")
         self.stalled = RawWS(Recorder())
         await asyncio.wait_for(self.stalled.open(self.port, rcvbuf=rcvbuf), 30)
         self.stalled.pause()  # from now on, it never reads
@@ -160,18 +163,26 @@ class Group:
         assert self.stalled.sock is not None
         return {"rcvbuf": self.stalled.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
 
+    def stalled_queues(self) -> dict[str, int]:
+        """The server's send queue to the stalled subscriber and its receive queue, in bytes."""
+        stalled = self.stalled
+        if stalled is None or stalled.sock is None:
+            return {}
+        client_port = stalled.sock.getsockname()[1]
+        return {
+            "server_send_queue": tcp_queue((self.port, client_port), "tx"),
+            "client_receive_queue": tcp_queue((client_port, self.port), "rx"),
+        }
+
     async def stalled_report(self) -> dict[str, Any]:
-        """Read what the stalled subscriber was sent (for up to 3 s) and say how it ended."""
+        """Read what the stalled subscriber was sent (for up to 3 s) and say how it ended.
+
+        It reads on afterwards, until it is dropped.
+        """
         stalled = self.stalled
         assert stalled is not None
         ended_before = stalled.ended
-        queues = {}
-        if stalled.sock is not None:
-            client_port = stalled.sock.getsockname()[1]
-            queues = {
-                "server_send_queue": tcp_queue((self.port, client_port), "tx"),
-                "client_receive_queue": tcp_queue((client_port, self.port), "rx"),
-            }
+        queues = self.stalled_queues()
         stalled.resume()
         last = -1
         for _ in range(30):  # until nothing more arrives for 0.1 s, at most 3 s
@@ -179,7 +190,7 @@ class Group:
             if stalled.bytes == last:
                 break
             last = stalled.bytes
-        report = {
+        return {
             "ended_while_stalled": ended_before,
             "ended": stalled.ended,
             "close_code": stalled.close_code,
@@ -187,8 +198,15 @@ class Group:
             "backlog_bytes": stalled.bytes - self.stalled_bytes,
             **queues,
         }
+
+    def drop_stalled(self) -> dict[str, Any]:
+        """Close the stalled subscriber's socket and forget it, so that another can be added."""
+        stalled = self.stalled
+        if stalled is None:
+            raise RuntimeError("no stalled subscriber to drop")
+        self.stalled = None
         stalled.close()
-        return report
+        return {"ended": stalled.ended}
 
     async def close(self) -> None:
         """Drop every connection."""

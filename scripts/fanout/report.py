@@ -60,6 +60,24 @@ def describe(label: str, name: str, result: dict[str, Any]) -> str:
     return text + "".join(f"\n      !! {note}" for note in notes)
 
 
+def describe_stall(pair: dict[str, Any]) -> str:
+    """One line (and notes) about a round's stalled subscriber: its queues before and after."""
+    filled, report = pair["filled"], pair["report"]
+    text = (
+        f"      stalled one (SO_RCVBUF {pair['rcvbuf']} B): before its phase "
+        f"{filled.get('client_receive_queue', -1):,} B in its receive queue and "
+        f"{filled.get('server_send_queue', -1):,} in the server's send queue; after it, a "
+        f"backlog of {report['backlog_bytes']:,} B ({report.get('server_send_queue', -1):,} "
+        f"in the send queue, {report.get('client_receive_queue', -1):,} in the receive queue)"
+    )
+    notes = []
+    if filled.get("server_send_queue", -1) <= 0:
+        notes.append("its buffers had not filled before its phase: it was not stalled all along")
+    if report["ended_while_stalled"]:
+        notes.append(f"its stream ended while stalled: {report['ended_while_stalled']}")
+    return text + "".join(f"\n      !! {note}" for note in notes)
+
+
 #: A phase during which other processes took more than this share of a benchmark core.
 DISTURBED = 0.15
 
@@ -84,7 +102,7 @@ def summarise(
     rate: float,
     fixed: dict[str, list[dict[str, Any]]],
     peak: dict[str, list[dict[str, Any]]],
-    stalled: list[dict[str, Any]],
+    stall_rounds: list[dict[str, Any]],
     stall_info: dict[str, Any],
     rss: dict[str, float],
     findings: dict[str, dict[str, int]],
@@ -144,35 +162,11 @@ def summarise(
         f"{cost['ceiling', 'max'] / cost['aiosvc', 'max']:.2f})"
     )
     base_rate, base_p99 = med(fixed["aiosvc"], "deliveries_per_s"), med(fixed["aiosvc"], "p99_ms")
-    stall_rate, stall_p99 = med(stalled, "deliveries_per_s"), med(stalled, "p99_ms")
-    rate_change, p99_change = change(stall_rate, base_rate), change(stall_p99, base_p99)
-    print(
-        f"with a stalled subscriber (SO_RCVBUF {stall_info['rcvbuf']} B): "
-        f"{stall_rate:,.0f} deliveries/s ({rate_change:+.1%}), p99 {stall_p99:.1f} ms "
-        f"[rounds {spread(stalled, 'p99_ms', '.0f')}] ({p99_change:+.1%}), against "
-        f"{base_rate:,.0f}/s and {base_p99:.1f} ms without it"
-    )
-    print(
-        f"  events aiosvc had published: {stall_info['published_before']:,} before the stall "
-        f"phase, {stall_info['published_after']:,} after (it retains recent events for resume, "
-        "so its RSS grows with them up to its buffer size, stalled subscriber or not)"
-    )
-    backlog = stall_info["backlog_bytes"]
-    send_queue = stall_info.get("server_send_queue", -1)
-    receive_queue = stall_info.get("client_receive_queue", -1)
-    kernel = max(send_queue, 0) + max(receive_queue, 0)
-    print(
-        f"  aiosvc RSS {rss['before stall']:.1f} MiB before the stall phase, "
-        f"{rss['after stall']:.1f} MiB after ({rss['after stall'] - rss['before stall']:+.1f}); "
-        f"the stalled subscriber's backlog: {backlog:,} bytes, of which "
-        f"{send_queue:,} in the server's socket send queue and "
-        f"{receive_queue:,} in its own receive queue "
-        f"(so about {max(backlog - kernel, 0):,} in aiosvc's memory); its stream: "
-        f"{stall_info['ended_while_stalled'] or 'still open'} while stalled"
-    )
+    rate_change, p99_change = summarise_stall(stall_rounds, stall_info, rss)
+    stall_phases = [r[side] for r in stall_rounds for side in ("baseline", "stalled")]
     keys = ("lost", "duplicated", "out_of_order", "post_failures", "ended_count")
     for name in fixed:
-        results = [*fixed[name], *peak[name], *(stalled if name == "aiosvc" else [])]
+        results = [*fixed[name], *peak[name], *(stall_phases if name == "aiosvc" else [])]
         totals = {key: sum(r[key] for r in results) for key in keys}
         print(
             f"{name}: lost {totals['lost']}, duplicated {totals['duplicated']}, out of order "
@@ -180,7 +174,7 @@ def summarise(
             f"posts not answered 202; {totals['ended_count']} streams ended; log lines above "
             f"info: {findings[name] or 'none'}"
         )
-    every = [r for rs in (*fixed.values(), *peak.values(), stalled) for r in rs]
+    every = [r for rs in (*fixed.values(), *peak.values(), stall_phases) for r in rs]
     disturbed = sum(noise(r) > DISTURBED for r in every)
     if disturbed:
         print(
@@ -207,7 +201,7 @@ def summarise(
 
     aiosvc_loss = sum(
         r[k]
-        for r in (*fixed["aiosvc"], *peak["aiosvc"], *stalled)
+        for r in (*fixed["aiosvc"], *peak["aiosvc"], *stall_phases)
         for k in ("lost", "duplicated", "out_of_order")
     )
     print("\n== targets")
@@ -230,3 +224,60 @@ def summarise(
         f"  aiosvc lost + duplicated + out-of-order: {aiosvc_loss} (target 0)  "
         f"{verdict(aiosvc_loss == 0)}"
     )
+
+
+def summarise_stall(
+    rounds: list[dict[str, Any]], stall_info: dict[str, Any], rss: dict[str, float]
+) -> tuple[float, float]:
+    """Print the stall rounds' pairs; return the median changes of deliveries/s and p99."""
+
+    def med(side: str, key: str) -> float:
+        """The median of one figure of one side over the rounds."""
+        return benchlib.median([float(r[side][key]) for r in rounds])
+
+    # Each round's change against the phase without it in the same round: the two ran side by
+    # side, so a drift in the machine's load moves both.
+    changes = {
+        key: [change(r["stalled"][key], r["baseline"][key]) for r in rounds]
+        for key in ("deliveries_per_s", "p99_ms")
+    }
+    rate_change = benchlib.median(changes["deliveries_per_s"])
+    p99_change = benchlib.median(changes["p99_ms"])
+    print(
+        f"with a stalled subscriber (SO_RCVBUF {rounds[-1]['rcvbuf']} B): "
+        f"{med('stalled', 'deliveries_per_s'):,.0f} deliveries/s ({rate_change:+.1%}), p99 "
+        f"{med('stalled', 'p99_ms'):.1f} ms ({p99_change:+.1%}), against "
+        f"{med('baseline', 'deliveries_per_s'):,.0f}/s and {med('baseline', 'p99_ms'):.1f} ms "
+        "without it (the changes: medians of each round's own, with it against without it)"
+    )
+    for number, (r, rate, p99) in enumerate(
+        zip(rounds, changes["deliveries_per_s"], changes["p99_ms"], strict=True), 1
+    ):
+        base, stalled = r["baseline"], r["stalled"]
+        first = "with it first" if r["stalled_first"] else "without it first"
+        print(
+            f"  {f'round {number} ({first}):':<28} {base['deliveries_per_s']:,.0f} -> "
+            f"{stalled['deliveries_per_s']:,.0f} deliveries/s ({rate:+.1%}), p99 "
+            f"{base['p99_ms']:.1f} -> {stalled['p99_ms']:.1f} ms ({p99:+.1%}); backlog "
+            f"{r['report']['backlog_bytes']:,} B"
+        )
+    print(
+        f"  events aiosvc had published: {stall_info['published_before']:,} before the stall "
+        f"rounds, {stall_info['published_after']:,} after (it retains recent events for resume, "
+        "so its RSS grows with them up to its buffer size, stalled subscriber or not)"
+    )
+    last = rounds[-1]["report"]
+    backlog = last["backlog_bytes"]
+    send_queue = last.get("server_send_queue", -1)
+    receive_queue = last.get("client_receive_queue", -1)
+    kernel = max(send_queue, 0) + max(receive_queue, 0)
+    print(
+        f"  aiosvc RSS {rss['before stall']:.1f} MiB before the stall rounds, "
+        f"{rss['after stall']:.1f} MiB after ({rss['after stall'] - rss['before stall']:+.1f}); "
+        f"the last stalled subscriber's backlog: {backlog:,} bytes, of which "
+        f"{send_queue:,} in the server's socket send queue and "
+        f"{receive_queue:,} in its own receive queue "
+        f"(so about {max(backlog - kernel, 0):,} in aiosvc's memory); its stream: "
+        f"{last['ended_while_stalled'] or 'still open'} while stalled"
+    )
+    return rate_change, p99_change

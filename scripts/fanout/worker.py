@@ -48,6 +48,8 @@ async def worker_main(client: str) -> None:
                     reply = await groups[command["name"]].add_stalled(command["rcvbuf"])
                 elif op == "stall_report":
                     reply = await groups[command["name"]].stalled_report()
+                elif op == "unstall":
+                    reply = groups[command["name"]].drop_stalled()
                 else:
                     raise ValueError(f"unknown op {op!r}")
             except Exception:
