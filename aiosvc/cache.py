@@ -60,6 +60,7 @@ class Cache:
         self._sessions = {s.id: s for s in reversed(sessions)}
         for session in sessions:
             self._json[session.id] = (session, dumps(session))
+        self._sessions_changed()
         self._approvals = {a.id: a for a in await self._store.approvals()}
         self._subscription = self._bus.subscribe(self._apply, [ALL])
 
@@ -91,14 +92,13 @@ class Cache:
         """The JSON of every session, newest first (kept until a session changes)."""
         if self._sessions_json is None:
             self._sessions_json = [self._json[i][1] for i in reversed(self._sessions)]
-            self._first_page = None
         return self._sessions_json
 
     def first_sessions_page(self) -> bytes:
         """The whole body of the unfiltered first page (of the default page size): what a
         dashboard asks for most."""
         page = self._first_page
-        if page is None or self._sessions_json is None:
+        if page is None:
             everything = self.sessions_json()
             limit = self._first_page_size
             page = self._first_page = b'{"data":[%s],"total":%d,"limit":%d,"offset":0}' % (
@@ -199,13 +199,18 @@ class Cache:
         session: Session = event.obj
         self._sessions[session.id] = session
         self._json[session.id] = (session, event.data_json)
+        self._sessions_changed()
+
+    def _sessions_changed(self) -> None:
+        """Drop what is built from the list of sessions."""
         self._sessions_json = None
+        self._first_page = None
 
     def _on_session_deleted(self, event: Event) -> None:
         session_id = event.obj["id"]
         self._sessions.pop(session_id, None)
         self._json.pop(session_id, None)
-        self._sessions_json = None
+        self._sessions_changed()
         for message_id in self._histories.pop(session_id, {}):
             self._live.pop(message_id, None)
             self._json.pop(message_id, None)

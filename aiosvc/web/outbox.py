@@ -271,9 +271,8 @@ class Outbox:
                     if self.ending is not None:
                         return self.ending
                     self._wakeup.clear()
-                    self._idle = True
+                    self._idle = True  # until _wake_writer
                     await self._wakeup.wait()
-                    self._idle = False
                     continue
                 if self.ending is Ending.OVERFLOW:
                     return self.ending
