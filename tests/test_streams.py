@@ -337,8 +337,8 @@ async def test_sse_framing_headers_and_resume(client: Client) -> None:
 async def test_events_of_every_frame_length_arrive_whole_on_both_transports(
     client: Client,
 ) -> None:
-    # Lengths around the WebSocket header's 7-, 16- and 64-bit forms; the largest also
-    # fills the socket past the low mark, so the writer task takes over from direct writes.
+    # Lengths around the WebSocket header's 7-, 16- and 64-bit forms, written straight to
+    # the sockets (the handover to the writer task is tested in test_outbox).
     sizes = [10, 200, 70_000, 10]
     sse = await client.get("/api/v1/events?topics=hooks")
     try:
@@ -372,8 +372,14 @@ async def test_sse_to_an_http_1_0_client_is_not_chunked(client: Client) -> None:
             first = await hook(client, 1)
             second = await hook(client, 2)
             blocks = [await reader.readuntil(b"\n\n") for _ in range(2)]
-        ids = [int(re.match(rb"id: (\d+)\nevent: hook.test\ndata: ", b)[1]) for b in blocks]  # type: ignore[index]
-        assert ids == [first, second]
+        for block, event_id, n in zip(blocks, (first, second), (1, 2), strict=True):
+            ts = re.search(rb'"ts":"([^"]+)"', block)
+            assert ts is not None and TIME.fullmatch(ts[1].decode())
+            data = b'{"type":"test","session_id":null,"data":{"n":%d}}' % n
+            assert block == (
+                b"id: %d\nevent: hook.test\n" % event_id
+                + b'data: {"topic":"hooks","ts":"%s","data":%s}\n\n' % (ts[1], data)
+            )
     finally:
         writer.close()
         await writer.wait_closed()
