@@ -40,7 +40,7 @@ class _WriteRequest:
 
 def migrations() -> list[tuple[int, str, str]]:
     """Return the numbered SQL migrations shipped with the package, in order."""
-    folder = resources.files("aiosvc.store") / "migrations"
+    folder = resources.files("aiosvc.store.migrations")
     steps = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

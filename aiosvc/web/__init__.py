@@ -1,0 +1,1 @@
+"""The HTTP layer: the front door, routes, WebSocket and SSE streams, OpenAPI."""
