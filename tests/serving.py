@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -25,8 +26,16 @@ def free_port() -> int:
 class Server:
     """One ``aiosvc serve`` process on a loopback port, with its log in a file."""
 
-    def __init__(self, db: Path, *, port: int | None = None, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        *,
+        port: int | None = None,
+        config: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.db = db
+        self.extra_env = dict(env or {})
         self.port = port or free_port()
         self.config = config
         self.log_path = db.with_suffix(f".{self.port}.log")
@@ -46,6 +55,7 @@ class Server:
             argv += ["--config", str(self.config)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
         env["AIOSVC_LOG_FORMAT"] = "json"
+        env.update(self.extra_env)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=self._log, env=env)
         async with aiohttp.ClientSession() as http:

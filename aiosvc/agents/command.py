@@ -17,15 +17,15 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from aiosvc.agents.base import Agent, AgentError, Turn
-from aiosvc.config import CommandAgentConfig
+from aiosvc.agents.environment import child_environment
+from aiosvc.config import PROMPT_ARG, CommandAgentConfig
 
-PROMPT = "{prompt}"
 READ_SIZE = 64 * 1024
 STDERR_TAIL_BYTES = 4096
 
 
 class CommandAgent(Agent):
-    """Runs ``argv`` per message: the prompt on stdin, or in place of ``{prompt}``."""
+    """Runs ``argv`` per message: the prompt on stdin, or as the ``{prompt}`` argument."""
 
     kind = "command"
 
@@ -45,14 +45,13 @@ class CommandAgent(Agent):
     async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Stream the program's stdout as it comes; a non-zero exit fails the reply."""
         config = self.config
-        in_argv = any(PROMPT in arg for arg in config.argv)
-        argv = [arg.replace(PROMPT, turn.prompt) for arg in config.argv]
-        env = {
-            **os.environ,
-            **config.env,
-            "AIOSVC_SESSION_ID": turn.session.id,
-            "AIOSVC_REPLY_ID": turn.reply_id,
-        }
+        # The config allows the prompt only as a whole element: it is never parsed by a shell
+        # or joined into another argument (see CommandAgentConfig).
+        in_argv = PROMPT_ARG in config.argv
+        argv = [turn.prompt if arg == PROMPT_ARG else arg for arg in config.argv]
+        env = child_environment(
+            {**config.env, "AIOSVC_SESSION_ID": turn.session.id, "AIOSVC_REPLY_ID": turn.reply_id}
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,

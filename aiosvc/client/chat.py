@@ -18,7 +18,7 @@ import aiohttp
 import attrs
 
 from aiosvc.client.api import Api, ApiError, Unreachable, check_base_url
-from aiosvc.client.display import Display
+from aiosvc.client.display import Display, terminal_safe
 from aiosvc.client.link import Fatal, Link
 from aiosvc.client.outbox import Outbox
 from aiosvc.client.stdin import LineReader
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"aiosvc chat: {message}", file=sys.stderr, flush=True)
+    # the message may quote the server's words: never let them act on the terminal
+    print(f"aiosvc chat: {terminal_safe(message)}", file=sys.stderr, flush=True)
     return EXIT_FAILED
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from aiosvc.agents.output import clean_text, clean_value
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands.jobs import Job
@@ -37,8 +38,8 @@ class Gate:
             id=new_id("apr"),
             session_id=job.session_id,
             message_id=job.reply_id,
-            tool=tool,
-            input=input,
+            tool=clean_text(tool),  # the agent's words: see aiosvc.agents.output
+            input=clean_value(input),
             status=ApprovalStatus.PENDING,
             created_at=utcnow(),
         )

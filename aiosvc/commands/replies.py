@@ -10,6 +10,7 @@ import attrs
 import structlog
 
 from aiosvc.agents import Agent, AgentError, Turn
+from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands.approvals import Gate
@@ -123,11 +124,12 @@ async def run(service: CommandService, job: Job) -> None:
         status = MessageStatus.CANCELLED if job.stop_reason == "cancelled" else MessageStatus.FAILED
         error = CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
     except AgentError as exc:
-        status, error = MessageStatus.FAILED, ErrorInfo(code=exc.code, message=exc.message)
+        status = MessageStatus.FAILED
+        error = ErrorInfo(code=clean_text(exc.code), message=clean_text(exc.message))
     except Exception as exc:
         log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
         status = MessageStatus.FAILED
-        error = ErrorInfo(code="agent_error", message=str(exc) or type(exc).__name__)
+        error = ErrorInfo(code="agent_error", message=clean_text(str(exc) or type(exc).__name__))
     finally:
         job.task = None
     await _finish(service, job, reply, "".join(chunks), status, error)
@@ -206,9 +208,10 @@ async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: lis
     topics = (session_topic(turn.session.id),)
     room = service.limits.max_reply_chars
     async with contextlib.aclosing(agent.reply(turn)) as deltas:
-        async for delta in deltas:
-            if not delta:
+        async for raw in deltas:
+            if not raw:
                 continue
+            delta = clean_text(raw)
             over = len(delta) > room
             if over:
                 delta = delta[:room]

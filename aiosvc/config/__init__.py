@@ -4,6 +4,7 @@ environment and command-line flags (:mod:`.load`)."""
 from aiosvc.config.load import ENV_KEYS, FLAGS, describe_config, load_config
 from aiosvc.config.tree import (
     AGENT_KINDS,
+    PROMPT_ARG,
     AgentConfig,
     AgentsConfig,
     ApprovalsConfig,
@@ -26,6 +27,7 @@ __all__ = [
     "AGENT_KINDS",
     "ENV_KEYS",
     "FLAGS",
+    "PROMPT_ARG",
     "AgentConfig",
     "AgentsConfig",
     "ApprovalsConfig",

@@ -202,14 +202,30 @@ class EchoAgentConfig(_Checked):
     delay_ms: int = attrs.field(default=0, metadata=_bounds(0))
 
 
+#: The argv element a command agent's prompt replaces (stdin is the default, and safer).
+PROMPT_ARG = "{prompt}"
+
+
+def _argv(v: tuple[str, ...]) -> str | None:
+    if not v:
+        return "expected a non-empty list of strings"
+    for arg in v:
+        # Substituted inside a longer string, the prompt would become shell code
+        # (["sh", "-c", "echo {prompt}"]) or part of an option: only a whole element is allowed.
+        if PROMPT_ARG in arg and arg != PROMPT_ARG:
+            return (
+                f"{PROMPT_ARG} must be a whole argument of its own, got {arg!r}; "
+                "better still, leave it out and read the prompt from stdin"
+            )
+    return _filled(v)
+
+
 @attrs.frozen(kw_only=True)
 class CommandAgentConfig(_Checked):
     """An agent that runs a program per message."""
 
     kind: Literal["command"] = "command"
-    argv: tuple[str, ...] = attrs.field(
-        metadata=_check(lambda v: _filled(v) if v else "expected a non-empty list of strings")
-    )
+    argv: tuple[str, ...] = attrs.field(metadata=_check(_argv))
     cwd: str | None = attrs.field(default=None, metadata=_check(_filled))
     env: Mapping[str, str] = attrs.field(factory=dict)
     timeout_s: float | None = attrs.field(default=None, metadata=_bounds(0.0, above=True))

@@ -51,14 +51,14 @@ class Store:
     async def sessions(self) -> list[Session]:
         """Every session, newest first."""
         rows = await self.db.fetchall(f"{SESSIONS.select} ORDER BY seq DESC")
-        return [SESSIONS.load(row) for row in rows]
+        return SESSIONS.load_all(rows)
 
     async def messages(self, session_id: str) -> list[Message]:
         """A session's whole history, oldest first."""
         rows = await self.db.fetchall(
             f"{MESSAGES.select} WHERE session_id = ? ORDER BY seq", [session_id]
         )
-        return [MESSAGES.load(row) for row in rows]
+        return MESSAGES.load_all(rows)
 
     # Commands ----------------------------------------------------------------------------------
 
@@ -72,7 +72,7 @@ class Store:
     async def approvals(self) -> list[Approval]:
         """Every approval, oldest first."""
         rows = await self.db.fetchall(f"{APPROVALS.select} ORDER BY seq")
-        return [APPROVALS.load(row) for row in rows]
+        return APPROVALS.load_all(rows)
 
     # Startup -----------------------------------------------------------------------------------
 

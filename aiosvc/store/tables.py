@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import attrs
 import orjson
+import structlog
+from cattrs.preconf.orjson import make_converter
 
 from aiosvc.convert import converter
 from aiosvc.models import Approval, Command, Message, Session
 from aiosvc.store.db import Statement
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+#: Rows are read back with cattrs' plain converter, not the API's strict one: the store must
+#: read whatever it wrote (the API refuses NUL in what clients send, for example, and text
+#: stored by an older version may not pass today's checks).
+_rows = make_converter()
 
 
 class Table(Generic[T]):
@@ -59,11 +68,35 @@ class Table(Generic[T]):
         for name in self.json_columns.intersection(self.columns):
             if data[name] is not None:
                 data[name] = orjson.loads(data[name])
-        return converter.structure(data, self.model)
+        return _rows.structure(data, self.model)
+
+    def load_all(self, rows: Iterable[sqlite3.Row]) -> list[T]:
+        """Build a model from each row; a row that cannot be read (damaged on disk, or edited
+        by hand) is logged and left out rather than making every other row unreadable."""
+        loaded = []
+        for row in rows:
+            try:
+                loaded.append(self.load(row))
+            except Exception as exc:  # whatever the damage, the rest of the table still reads
+                log.error("row_unreadable", table=self.name, id=_row_id(row), error=_describe(exc))
+        return loaded
 
     def delete(self, ident: str) -> Statement:
         """Return the statement that deletes the row with this id."""
         return f"DELETE FROM {self.name} WHERE id = ?", [ident]
+
+
+def _row_id(row: sqlite3.Row) -> object:
+    try:
+        return row["id"]
+    except (IndexError, KeyError):
+        return None
+
+
+def _describe(exc: Exception) -> str:
+    notes = getattr(exc, "exceptions", None)  # cattrs groups the failures of a class
+    inner = notes[0] if notes else exc
+    return f"{type(inner).__name__}: {inner}"
 
 
 SESSIONS = Table("sessions", Session)
