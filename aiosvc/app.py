@@ -45,7 +45,9 @@ def create_app(config: Config) -> web.Application:
     gate = Gate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
-        handler_args={"max_field_size": 16_384},
+        # A compressed request body is refused (415) rather than inflated: no decompression
+        # bombs, and no decoding error raised where no handler could answer it.
+        handler_args={"max_field_size": 16_384, "auto_decompress": False},
     )
     database = Database(config.storage.db)
     store = Store(database)

@@ -32,9 +32,15 @@ def _strict_str(value: Any, _: type) -> str:
     return value
 
 
+#: Integers are signed 64-bit ones: what every JSON reader (and orjson, writing) handles.
+INT_LIMIT = 1 << 63
+
+
 def _strict_int(value: Any, _: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {_json_type(value)}")
+    if not -INT_LIMIT <= value < INT_LIMIT:
+        raise ValueError("expected a 64-bit integer")
     return value
 
 
@@ -124,6 +130,11 @@ def loads(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
     if isinstance(value, dict | list):
+        # Bodies are stored and published inside envelopes as JSON again, and orjson writes
+        # at most 254 levels: a body that could not be written back is refused here. No walk
+        # unless the body has enough brackets to be that deep.
+        if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+            raise InvalidJSON(f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
         # orjson keeps the last of duplicate keys silently; an API must not guess which the
         # client meant. The standard parser can report them (a few microseconds a body).
         try:
@@ -131,6 +142,22 @@ def loads(raw: bytes) -> Any:
         except _DuplicateKey as exc:
             raise InvalidJSON(f"the body is not valid JSON: duplicate key {exc}") from None
     return value
+
+
+#: How deep a JSON body may nest (objects and arrays).
+MAX_JSON_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (without recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 class _DuplicateKey(ValueError):

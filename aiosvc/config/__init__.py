@@ -4,6 +4,7 @@ environment and command-line flags (:mod:`.load`)."""
 from aiosvc.config.load import ENV_KEYS, FLAGS, describe_config, load_config
 from aiosvc.config.tree import (
     AGENT_KINDS,
+    HOST_RE,
     PROMPT_ARG,
     AgentConfig,
     AgentsConfig,
@@ -27,6 +28,7 @@ __all__ = [
     "AGENT_KINDS",
     "ENV_KEYS",
     "FLAGS",
+    "HOST_RE",
     "PROMPT_ARG",
     "AgentConfig",
     "AgentsConfig",

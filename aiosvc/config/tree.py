@@ -13,6 +13,9 @@ import attrs
 import platformdirs
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: A host as an HTTP Host header names it, lower-cased: a bracketed IPv6 literal or a name
+#: (letters, digits, dots, hyphens; an IPv4 address is one), then an optional numeric port.
+HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
 NO_FILE, ENVIRONMENT, COMMAND_LINE = "<defaults>", "<environment>", "<command line>"
 Key = tuple[str | int, ...]
 Check = Callable[[Any], "str | None"]
@@ -81,6 +84,13 @@ def _filled(v: str | tuple[str, ...] | None) -> str | None:
     return "expected non-empty strings" if any(not s.strip() for s in v or ()) else None
 
 
+def _hosts(v: tuple[str, ...]) -> str | None:
+    bad = [h for h in v if not HOST_RE.fullmatch(h.lower())]
+    if bad:
+        return f"expected host names such as 'my-laptop.local' or '[fe80::1]', got {bad[0]!r}"
+    return None
+
+
 def _http_url(v: str) -> str | None:
     ok = re.match(r"https?://[^/\s]+", v) is not None
     return None if ok else f"expected an http:// or https:// URL, got {v!r}"
@@ -123,7 +133,7 @@ class ServerConfig(_Checked):
     host: str = attrs.field(default="127.0.0.1", metadata=_check(_filled))
     port: int = attrs.field(default=8420, metadata=_bounds(0, 65535))
     api_keys: tuple[str, ...] = attrs.field(default=(), metadata=_check(_filled))
-    allowed_hosts: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), metadata=_check(_hosts))
     allowed_origins: tuple[str, ...] = ()
     computer: str = attrs.field(factory=socket.gethostname, metadata=_check(_filled))
     shutdown_timeout_s: float = attrs.field(default=10.0, metadata=_bounds(0.0))
@@ -156,6 +166,10 @@ class LimitsConfig(_Checked):
     # WebSocket messages from one client (error frames past it, then close 1008).
     ws_messages_per_s: float = attrs.field(default=50.0, metadata=_bounds(0.0, above=True))
     ws_burst: int = attrs.field(default=100, metadata=_bounds(1))
+    # Failed authentications per client address (429 with Retry-After past them, for every
+    # request of that address that needs a key, until the bucket refills).
+    auth_failures_per_s: float = attrs.field(default=1.0, metadata=_bounds(0.0, above=True))
+    auth_failure_burst: int = attrs.field(default=20, metadata=_bounds(1))
 
 
 @attrs.frozen(kw_only=True)

@@ -31,12 +31,13 @@ from aiosvc.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from aiosvc.web.limits import ConnectionCounter, RateLimiter
 from aiosvc.web.responses import error_response
-from aiosvc.web.security import STATE_CHANGING, Gate, cors_headers
+from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, Gate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -44,6 +45,8 @@ log = structlog.get_logger("aiosvc.access")
 REQUEST_ID_HEADER = istr("X-Request-ID")
 #: The name of the catch-all route (it is not part of the API's description).
 NO_ROUTE = "no_route"
+#: The Server header of every answer.
+SERVER = "aiosvc"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 request_id = logs.request_id
@@ -71,6 +74,7 @@ class FrontDoor:
         self.gate = gate
         self.max_body_bytes = limits.max_body_bytes
         self.writes = RateLimiter(limits.write_rate_per_s, limits.write_burst)
+        self.auth_failures = RateLimiter(limits.auth_failures_per_s, limits.auth_failure_burst)
         self.connections = ConnectionCounter(
             limits.max_connections, limits.max_connections_per_client
         )
@@ -84,7 +88,8 @@ class FrontDoor:
                 guarded = self.guard(definition.handler, route)
                 attrs.evolve(definition, handler=guarded).register(router)
         fallback = self.guard(self.no_route, None)
-        router.add_route(hdrs.METH_ANY, "/{tail:.*}", fallback, name=NO_ROUTE)
+        # [\s\S], not ".": a path may hold an encoded newline (/x%0ay), which "." skips
+        router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", fallback, name=NO_ROUTE)
 
     def guard(self, handler: Handler, route: str | None) -> Handler:
         """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""
@@ -172,13 +177,31 @@ class FrontDoor:
             preflight = gate.preflight(request)
             if preflight is not None:
                 return preflight, ""
-            if gate.check_origin(request, origin):
+            if gate.check_origin(request, origin, route):
                 allowed_origin = origin
                 cors_origin.set(origin)  # (its default, "", stands for no origin)
-        key = gate.authenticate(request, route)
+        key = self._authenticate(request, route, client)
         if request.method in STATE_CHANGING:
             self._check_write(request, key or client)
         return None, allowed_origin
+
+    def _authenticate(self, request: web.Request, route: str | None, client: str) -> str | None:
+        """The gate's check of credentials, throttled per client address: past a burst of
+        failures, every request of that address that needs a key waits (429), so keys cannot
+        be guessed quickly; a client that never fails pays one dictionary lookup."""
+        if not self.gate.keys or route in OPEN_ROUTES:
+            return self.gate.authenticate(request, route)
+        wait = self.auth_failures.wait(client)
+        if wait:
+            raise RateLimited(
+                "too many failed authentications from this address: wait before trying again",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        try:
+            return self.gate.authenticate(request, route)
+        except Unauthorized:
+            self.auth_failures.take(client)
+            raise
 
     def _check_write(self, request: web.Request, client: str) -> None:
         """The write rate limit, then the body's type and declared size."""
@@ -213,7 +236,13 @@ def stamp(response: web.StreamResponse) -> None:
 
 
 def _stamp(response: web.StreamResponse, rid: str, origin: str) -> None:
-    response.headers[REQUEST_ID_HEADER] = rid
+    headers = response.headers
+    headers[REQUEST_ID_HEADER] = rid
+    # Answers may carry what a key unlocked: no cache keeps them. And the Server header says
+    # only what this is, not which Python and aiohttp versions to look up flaws for.
+    headers[hdrs.SERVER] = SERVER
+    if hdrs.CACHE_CONTROL not in headers:
+        headers[hdrs.CACHE_CONTROL] = "no-store"
     if origin and hdrs.ACCESS_CONTROL_ALLOW_ORIGIN not in response.headers:
         response.headers.update(cors_headers(origin))
 
@@ -250,6 +279,8 @@ def check_body(request: web.Request, max_bytes: int) -> None:
             raise UnsupportedMediaType(
                 "a request body must be JSON sent as 'Content-Type: application/json'"
             )
+        if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+            raise UnsupportedMediaType("a request body must not be compressed (Content-Encoding)")
         length = request.content_length
         if length is not None and length > max_bytes:
             raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")

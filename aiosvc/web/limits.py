@@ -42,6 +42,15 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` could take a token (0.0: now), taking none."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        now = time.monotonic()
+        tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 when granted, else seconds to wait."""
         bucket = self._buckets.get(key)

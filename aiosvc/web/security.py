@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from aiosvc.clock import format_time
-from aiosvc.config import ServerConfig
+from aiosvc.config import HOST_RE, ServerConfig
 from aiosvc.errors import Forbidden, Unauthorized
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -41,19 +41,20 @@ TICKET_TTL_S = 60.0
 MAX_HOSTS_SEEN = 64
 
 
-def host_name(host: str) -> str:
-    """The name part of a Host header, lower-cased: ``[::1]:8420`` -> ``[::1]``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def host_name(host: str) -> str | None:
+    """The name part of a Host header, lower-cased (``[::1]:8420`` -> ``[::1]``); None when
+    it is not a well-formed host."""
+    # Strictly: "[::1]evil.com", "127.0.0.1:evil" and " localhost" are not hosts.
+    found = HOST_RE.fullmatch(host.lower())
+    return found.group(1) if found else None
 
 
 class Gate:
     """Applies the allowlists and credentials of the server's configuration."""
 
     def __init__(self, config: ServerConfig) -> None:
-        self.hosts = LOOPBACK_HOSTS | {host_name(h) for h in config.allowed_hosts}
+        named = (host_name(h) for h in config.allowed_hosts)  # the config checked each one
+        self.hosts = LOOPBACK_HOSTS | {name for name in named if name is not None}
         self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
         self.keys = tuple(k.encode() for k in config.api_keys)
         self.tickets = Tickets()
@@ -68,7 +69,7 @@ class Gate:
         host = request.headers.get(hdrs.HOST, "")
         if host in self.hosts_seen:  # the header clients send, the same on every request
             return
-        if not host or host_name(host) not in self.hosts:
+        if host_name(host) not in self.hosts:
             raise Forbidden(f"host {host!r} is not allowed", code="forbidden_host")
         if len(self.hosts_seen) < MAX_HOSTS_SEEN:
             self.hosts_seen.add(host)
@@ -81,12 +82,18 @@ class Gate:
         own = f"{request.scheme}://{request.headers.get(hdrs.HOST, '')}".lower()
         return origin == own
 
-    def check_origin(self, request: web.Request, origin: str) -> bool:
-        """Refuse a cross-site WebSocket or state-changing request from an unknown origin;
-        tell whether the origin is allowed (its answers then carry CORS headers)."""
+    def check_origin(self, request: web.Request, origin: str, route: str | None) -> bool:
+        """Refuse a cross-site stream (WebSocket or SSE) or state-changing request from an
+        unknown origin; tell whether the origin is allowed (its answers carry CORS headers).
+
+        A foreign page cannot read an event stream it opens, but the daemon would still
+        serve it for as long as the page stays open: refused like a WebSocket upgrade."""
         allowed = self.origin_allowed(request, origin)
-        upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-        if not allowed and (upgrade or request.method in STATE_CHANGING):
+        if not allowed and (
+            request.method in STATE_CHANGING
+            or route in STREAM_ROUTES
+            or request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+        ):
             raise Forbidden(f"origin {origin!r} is not allowed", code="forbidden_origin")
         return allowed
 
@@ -121,6 +128,8 @@ class Gate:
         if not self.keys or route in OPEN_ROUTES:
             return None
         given = header_key(request)
+        if given is not None and stream and query.get("token", given) != given:
+            raise Unauthorized("the request carries two different API keys", headers=_BEARER)
         if given is None and stream:
             ticket = query.get("ticket")
             if ticket is not None:
@@ -136,7 +145,8 @@ class Gate:
 
     def known(self, key: str) -> bool:
         """Compare with every configured key in constant time."""
-        candidate = key.encode()
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates: compare the bytes sent
+        candidate = key.encode("utf-8", "surrogateescape")
         found = False
         for configured in self.keys:
             found |= hmac.compare_digest(candidate, configured)
@@ -144,6 +154,7 @@ class Gate:
 
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
+API_KEY_HEADER = istr("X-API-Key")
 _NO_QUERY: Mapping[str, str] = {}
 
 
@@ -157,14 +168,17 @@ def cors_headers(origin: str) -> Mapping[str, str]:
 
 
 def header_key(request: web.Request) -> str | None:
-    """The key from ``X-API-Key`` or ``Authorization: Bearer``."""
-    key = request.headers.get("X-API-Key")
-    if key:
-        return key
-    scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+    """The key from ``X-API-Key`` or ``Authorization: Bearer``; several that differ (two
+    headers, or both kinds) are refused rather than one of them picked."""
+    headers = request.headers
+    given = {key for key in headers.getall(API_KEY_HEADER, ()) if key}
+    for value in headers.getall(hdrs.AUTHORIZATION, ()):
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            given.add(token.strip())
+    if len(given) > 1:
+        raise Unauthorized("the request carries two different API keys", headers=_BEARER)
+    return given.pop() if given else None
 
 
 class Tickets:

@@ -13,6 +13,7 @@ from aiosvc import __version__
 from aiosvc.bus import is_valid_topic, session_topic
 from aiosvc.commands.types import CancelReplies, ResolveApproval, SendMessage
 from aiosvc.convert import (
+    INT_LIMIT,
     ApproveOp,
     CancelOp,
     PingOp,
@@ -109,7 +110,7 @@ class WebSocketStream(StreamConnection):
             while True:
                 message = await self.ws.receive()
                 if message.type is WSMsgType.TEXT:
-                    await self.on_text(message.data)
+                    await self._on_text_safely(message.data)
                 elif message.type is WSMsgType.BINARY:
                     await self._close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames are refused")
                     return
@@ -127,6 +128,15 @@ class WebSocketStream(StreamConnection):
             self.abort()
 
     # Ops ---------------------------------------------------------------------------------------
+
+    async def _on_text_safely(self, text: str) -> None:
+        """Run one op; a failure nobody foresaw is an error frame (the socket is upgraded: an
+        HTTP answer written now would corrupt the stream) and the socket stays open."""
+        try:
+            await self.on_text(text)
+        except Exception:
+            log.exception("ws_op_failed")
+            self._error(None, AppError("the server failed to handle this message"))
 
     async def on_text(self, text: str) -> None:
         """Run one op and answer it with an ``ack`` or an ``error`` frame."""
@@ -150,7 +160,7 @@ class WebSocketStream(StreamConnection):
         client_id = frame.pop("id", None)
         if not _valid_client_id(client_id):
             error = ValidationFailed(
-                {"id": "expected a string of at most 128 characters or an integer"}
+                {"id": "expected a string of at most 128 characters or a 64-bit integer"}
             )
             self._error(None, error)
             return
@@ -266,8 +276,10 @@ def _check_topics(topics: list[str]) -> None:
 
 
 def _valid_client_id(value: object) -> bool:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+    if value is None:
         return True
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -INT_LIMIT <= value < INT_LIMIT  # echoed as JSON: a 64-bit integer
     return isinstance(value, str) and len(value) <= MAX_CLIENT_ID
 
 
