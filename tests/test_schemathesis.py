@@ -44,6 +44,9 @@ shutdown_timeout_s = 1  # replies still waiting for an approval are cancelled at
 
 [approvals]
 timeout_s = 30
+
+[limits]
+auth_failure_burst = 1000000  # the checks send wrong keys on purpose, many of them
 """
 CHECKS = [
     "not_a_server_error",
