@@ -1,7 +1,7 @@
 """The API reference (docs/api.rst) keeps up with the code: every route of the OpenAPI document,
 every event type the code publishes and every WebSocket op has its own section title there,
 and nothing documented is gone from the code. The reference must also parse cleanly, as
-GitHub renders it.
+GitHub renders it, and its WebSocket example must print what it says against a real daemon.
 
 Event types are found by reading the package's source: each ``<...>.bus.publish(TYPE, ...)``
 call, and each call of a function that passes one of its own parameters on as the type (such as
@@ -12,8 +12,10 @@ test rather than being skipped.
 from __future__ import annotations
 
 import ast
+import asyncio
 import io
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from aiosvc.app import create_app
 from aiosvc.config import Config
 from aiosvc.web import ws
 from aiosvc.web.openapi import document
+from tests.serving import Server
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "api.rst"
 PACKAGE = Path(aiosvc.__file__).resolve().parent
@@ -288,6 +291,34 @@ def test_every_error_code_of_the_api_document_is_in_the_reference(
                     codes |= set(schema["properties"]["error"]["properties"]["code"]["enum"])
     literals = {node.astext() for node in reference.findall(nodes.literal)}
     assert sorted(codes - literals) == []
+
+
+def literal_blocks(tree: nodes.Node, section: str) -> list[str]:
+    """The text of every literal block (code included) in the section titled ``section``."""
+    found = [s for s in tree.findall(nodes.section) if s[0].astext() == section]
+    assert len(found) == 1, section
+    return [block.astext() for block in found[0].findall(nodes.literal_block)]
+
+
+async def test_the_websocket_example_prints_what_the_reference_says(
+    reference: nodes.document, tmp_path: Path
+) -> None:
+    code, printed = literal_blocks(reference, "A WebSocket session (Python, aiohttp)")
+    server = Server(tmp_path / "aiosvc.db")
+    await server.start()
+    try:
+        script = tmp_path / "example.py"
+        script.write_text(code.replace("http://localhost:8420", server.url))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0
+    finally:
+        await server.stop()
+    # Event ids differ from run to run; the order of the types and the text do not.
+    strip_ids = re.compile(r"^\d+ |: \d+$", re.MULTILINE)
+    assert strip_ids.sub("", out.decode()).split() == strip_ids.sub("", printed).split()
 
 
 # The checks can fail ---------------------------------------------------------------------------
