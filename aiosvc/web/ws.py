@@ -172,12 +172,6 @@ class WebSocketStream(StreamConnection):
         except AppError as exc:
             self._error(client_id, exc)
             return
-        except Exception:
-            # The socket is upgraded: an HTTP 500 can no longer be sent. The op may have left
-            # the subscription half changed, so close (1011); the client resumes from its last id.
-            log.exception("websocket_op_failed", op=op)
-            await self._close(WSCloseCode.INTERNAL_ERROR, b"internal error")
-            return
         if data is not _ACKED:
             self.outbox.put(FRAMING.message("ack", id=client_id, data=unstructure(data)))
 
