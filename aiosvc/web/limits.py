@@ -42,6 +42,13 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
+    def reconfigure(self, rate: float, burst: float) -> None:
+        """A new rate and burst, for every bucket (none gains tokens by it)."""
+        self.rate, self.burst = rate, burst
+        for bucket in self._buckets.values():
+            bucket.rate, bucket.burst = rate, burst
+            bucket.tokens = min(bucket.tokens, burst)
+
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 when granted, else seconds to wait."""
         bucket = self._buckets.get(key)
