@@ -282,7 +282,10 @@ def test_serve_refuses_a_port_that_is_taken(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     # bound before the database is opened: nothing else was done, nothing logged
-    assert result.stderr == f"aiosvc: cannot listen on http://127.0.0.1:{port}: Address already in use\n"
+    assert (
+        result.stderr
+        == f"aiosvc: cannot listen on http://127.0.0.1:{port}: Address already in use\n"
+    )
     assert not (tmp_path / "a.db").exists()
 
 
