@@ -136,6 +136,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
     """
     passed = systemd.listen_sockets()
     sockets = list(passed)
+    loop = asyncio.get_running_loop()
     try:
         if passed:
             check_sockets(config, passed)
@@ -143,6 +144,9 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
             check_exposure(config)
         raise_open_files_limit()
         app = create_app(config, load)
+        # Caught from now on (its default action ends the process); it waits for the startup
+        reloads = _Reloads(app[SETTINGS])
+        loop.add_signal_handler(signal.SIGHUP, reloads)
         lock = app[DATABASE].lock
         lock.acquire()
         try:
@@ -151,12 +155,37 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
             exposed = [socket_name(s) for s in sockets if not socket_is_loopback(s)]
             if exposed:
                 app[SETTINGS].add_check(functools.partial(_keys_kept, exposed))
-            await _run(app, sockets, config)
+            await _run(app, sockets, config, reloads)
         finally:
             lock.release()  # (the database's close has let go of it already, if it opened)
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         for sock in sockets:
             sock.close()
+
+
+class _Reloads:
+    """SIGHUP: reload the configuration (the reload logs its outcome); one that comes while
+    the service starts is done once it is up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.up = False
+        self.asked = False
+
+    def __call__(self) -> None:
+        if not self.up:
+            self.asked = True
+            return
+        with contextlib.suppress(ConfigError):  # logged; the running configuration stays
+            self.settings.reload()
+
+    def start(self) -> None:
+        """The service is up: reload now if asked meanwhile, at once from now on."""
+        self.up = True
+        if self.asked:
+            self.asked = False
+            self()
 
 
 def _keys_kept(exposed: list[str], config: Config) -> list[str]:
@@ -169,7 +198,9 @@ def _keys_kept(exposed: list[str], config: Config) -> list[str]:
     ]
 
 
-async def _run(app: web.Application, sockets: list[socket.socket], config: Config) -> None:
+async def _run(
+    app: web.Application, sockets: list[socket.socket], config: Config, reloads: _Reloads
+) -> None:
     """Open the app (database, recovery) and serve it on the bound sockets until a signal."""
     # A client that goes away cancels its handler: streams end at once instead of when a
     # write finally fails. Commands are shielded, so a write still completes.
@@ -184,39 +215,35 @@ async def _run(app: web.Application, sockets: list[socket.socket], config: Confi
     # Everything made at startup lives as long as the process: keep it out of the collector's
     # full passes, which otherwise walk it all and pause every stream (tens of ms).
     gc.freeze()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # before READY=1: from then on systemd may stop or reload at any moment
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
         sites = [web.SockSite(runner, sock) for sock in sockets]
         for site in sites:
             await site.start()
         log.info("listening", addresses=[site.name for site in sites])
+        reloads.start()
         systemd.notify("READY=1")
-        await _wait_for_signal(app[SETTINGS])
+        await _wait_for(stop)
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         systemd.notify("STOPPING=1")
         await runner.cleanup()
 
 
-async def _wait_for_signal(settings: Settings) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    # the outcome is logged (config_reloaded or config_reload_failed) by the reload itself
-    loop.add_signal_handler(signal.SIGHUP, functools.partial(_reload, settings))
+async def _wait_for(stop: asyncio.Event) -> None:
+    """Ping the watchdog (if systemd asks for it) until ``stop`` is set."""
     interval = systemd.watchdog_interval()
     pinger = asyncio.create_task(systemd.watchdog(interval)) if interval else None
     try:
         await stop.wait()
         log.info("stopping")
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
         if pinger is not None:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
-
-
-def _reload(settings: Settings) -> None:
-    with contextlib.suppress(ConfigError):  # logged; the running configuration stays
-        settings.reload()
