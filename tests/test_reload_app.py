@@ -4,13 +4,17 @@ document."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import attrs
 import pytest
 
+from aiosvc.agents import Agent, AgentRegistry, Turn
+from aiosvc.agents.echo import EchoAgent
 from aiosvc.app import create_app
-from aiosvc.config import Config
+from aiosvc.config import AgentsConfig, Config, EchoAgentConfig
 from aiosvc.keys import COMMANDS
 from tests.conftest import ClientFactory
 from tests.helpers import Client
@@ -157,3 +161,46 @@ async def test_restart_only_settings_are_reported_and_kept(
     assert shown["restart_required"] == ["events.buffer_size", "server.computer", "server.port"]
     created = await (await reloadable.post("/api/v1/sessions", json={})).json()
     assert created["data"]["computer"] == config.server.computer
+
+
+class Recording(Agent):
+    """An agent that notes when it is closed."""
+
+    kind = "recording"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.closed = 0
+
+    async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
+        """Nothing to say."""
+        yield ""
+
+    async def close(self) -> None:
+        """Count it."""
+        self.closed += 1
+
+
+async def test_the_registry_keeps_unchanged_agents_and_closes_replaced_ones_when_idle() -> None:
+    slow, fast = EchoAgentConfig(delay_ms=5), EchoAgentConfig()
+    kept, busy, idle = Recording("kept"), Recording("busy"), Recording("idle")
+    registry = AgentRegistry(
+        {"kept": kept, "busy": busy, "idle": idle},
+        "kept",
+        {"kept": fast, "busy": fast, "idle": fast},
+    )
+    assert registry.acquire("busy") is busy  # a reply is running with it
+    registry.reconfigure(AgentsConfig(default="new", backends={"kept": fast, "new": slow}))
+    assert registry.get("kept") is kept
+    assert (registry.get("busy"), registry.get("idle")) == (None, None)
+    new = registry.get("new")
+    assert isinstance(new, EchoAgent) and new.delay_ms == 5
+    assert registry.default == "new"
+    await asyncio.sleep(0)  # the idle one is closed in a task of its own
+    assert (kept.closed, busy.closed, idle.closed) == (0, 0, 1)
+    await registry.release(busy)  # its reply is done
+    assert busy.closed == 1
+    registry.reconfigure(AgentsConfig(default="kept", backends={"kept": slow}))
+    assert registry.get("kept") is not kept  # changed: built again
+    await registry.close()
+    assert (kept.closed, busy.closed, idle.closed) == (1, 1, 1)
