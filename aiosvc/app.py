@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import attrs
 import structlog
 from aiohttp import web
 
@@ -13,21 +14,21 @@ from aiosvc.bus import Bus
 from aiosvc.cache import Cache
 from aiosvc.clock import utcnow
 from aiosvc.commands.service import CommandService
-from aiosvc.config import Config
+from aiosvc.config import Config, Settings
 from aiosvc.keys import (
     AGENTS,
     BUS,
     CACHE,
     COMMANDS,
-    CONFIG,
     DATABASE,
     GATE,
+    SETTINGS,
     STARTED_AT,
     STORE,
     STREAMS,
 )
 from aiosvc.store import Database, Store
-from aiosvc.web import requests, sessions, sse, system, ws
+from aiosvc.web import configuration, requests, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
@@ -40,8 +41,13 @@ EVENT_ID_BLOCK = 1 << 20
 STREAM_CLOSE_TIMEOUT_S = 5.0
 
 
-def create_app(config: Config) -> web.Application:
-    """Build the application: services made here, opened and closed by its lifecycle."""
+def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.Application:
+    """Build the application: services made here, opened and closed by its lifecycle.
+
+    ``load`` reads the configuration again for a reload (as at start: same file, environment
+    and flags); without it a reload finds nothing new.
+    """
+    settings = Settings(config, load)
     gate = Gate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
@@ -52,16 +58,15 @@ def create_app(config: Config) -> web.Application:
     database = Database(config.storage.db)
     store = Store(database)
     bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK)
-    first_page = min(requests.DEFAULT_LIMIT, config.limits.max_page_size)
-    cache = Cache(store, bus, first_page_size=first_page)
+    cache = Cache(store, bus, first_page_size=_first_page(config))
     agents = AgentRegistry.from_config(config.agents)
-    app[CONFIG] = config
+    app[SETTINGS] = settings
     app[DATABASE] = database
     app[STORE] = store
     app[BUS] = bus
     app[CACHE] = cache
     app[AGENTS] = agents
-    app[COMMANDS] = CommandService(
+    app[COMMANDS] = commands = CommandService(
         store=store,
         bus=bus,
         cache=cache,
@@ -74,12 +79,35 @@ def create_app(config: Config) -> web.Application:
     app[GATE] = gate
     app[STARTED_AT] = time.monotonic()
     # Every route behind the front door (wrapped at registration: no middleware per request)
-    FrontDoor(config.limits, gate).add_routes(
-        app.router, [system.routes, sessions.routes, sse.routes, ws.routes]
+    door = FrontDoor(config.limits, gate)
+    door.add_routes(
+        app.router,
+        [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+    )
+
+    def apply(new: Config) -> None:
+        """A reload: each holder of a setting takes the new value (what reads the settings
+        per request or per stream, from ``app[SETTINGS]``, needs nothing)."""
+        gate.reconfigure(new.server)
+        door.reconfigure(new.limits)
+        app._client_max_size = new.limits.max_body_bytes  # aiohttp reads it per request
+        cache.reconfigure(_first_page(new))
+        agents.reconfigure(new.agents)
+        commands.reconfigure(new.limits, new.approvals.timeout_s)
+        # server.log_level: apply it here once the logging can change its level live
+
+    settings.on_change(apply)
+    settings.on_reload(
+        lambda outcome: bus.publish("config.reloaded", ("system",), attrs.asdict(outcome))
     )
     app.cleanup_ctx.append(_core)
     app.on_shutdown.append(_drain)
     return app
+
+
+def _first_page(config: Config) -> int:
+    """The size of the unfiltered first page of sessions (served from the cache)."""
+    return min(requests.DEFAULT_LIMIT, config.limits.max_page_size)
 
 
 async def _core(app: web.Application) -> AsyncIterator[None]:
@@ -101,7 +129,7 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
         log.info("service_started", db=str(database.path), first_event_id=first_id)
         yield
     finally:
-        await app[COMMANDS].stop(app[CONFIG].server.shutdown_timeout_s)
+        await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
         await app[AGENTS].close()
         cache.close()
         await bus.close()
@@ -112,5 +140,5 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
 async def _drain(app: web.Application) -> None:
     """``on_shutdown``: stop taking work, let running replies finish within the bound (their
     watchers see them end), then close every stream: 1001, or a final SSE event."""
-    await app[COMMANDS].stop(app[CONFIG].server.shutdown_timeout_s)
+    await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
     await app[STREAMS].close_all(within_s=STREAM_CLOSE_TIMEOUT_S)

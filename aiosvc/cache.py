@@ -64,6 +64,12 @@ class Cache:
         self._approvals = {a.id: a for a in await self._store.approvals()}
         self._subscription = self._bus.subscribe(self._apply, [ALL])
 
+    def reconfigure(self, first_page_size: int) -> None:
+        """Serve the unfiltered first page at this size from now on."""
+        if first_page_size != self._first_page_size:
+            self._first_page_size = first_page_size
+            self._sessions_changed()
+
     def close(self) -> None:
         """Stop following the bus."""
         if self._subscription is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             asyncio.run(_migrate(config))
         else:
-            asyncio.run(serve(config))
+            # a reload reads the same file with the environment and flags of this start
+            env = dict(os.environ)
+            reload = functools.partial(load_config, args.config, env=env, overrides=overrides)
+            asyncio.run(serve(config, reload))
     except (RefusedToStart, StoreError) as exc:
         print(f"aiosvc: {exc}", file=sys.stderr)
         return EXIT_FAILED

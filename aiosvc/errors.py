@@ -6,7 +6,7 @@ knows about aiohttp.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -74,6 +74,18 @@ class InvalidParameter(BadRequest):
 
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"query parameter {name!r}: {problem}", details={"parameter": name})
+
+
+class InvalidConfig(BadRequest):
+    """A reload found the configuration unusable; ``details.errors`` has one line per problem,
+    as ``aiosvc check-config`` prints them."""
+
+    code = "invalid_config"
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__(
+            "the configuration is invalid; nothing was changed", details={"errors": list(errors)}
+        )
 
 
 class Unauthorized(AppError):

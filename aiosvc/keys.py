@@ -8,12 +8,13 @@ from aiosvc.agents import AgentRegistry
 from aiosvc.bus import Bus
 from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
-from aiosvc.config import Config
+from aiosvc.config import Settings
 from aiosvc.store import Database, Store
 from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
 
-CONFIG = web.AppKey("config", Config)
+#: The configuration in effect: ``app[SETTINGS].config`` (replaced by each reload).
+SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", Bus)

@@ -33,11 +33,14 @@ class Server:
         port: int | None = None,
         config: Path | None = None,
         env: Mapping[str, str] | None = None,
+        port_flag: bool = True,
     ) -> None:
         self.db = db
         self.extra_env = dict(env or {})
         self.port = port or free_port()
         self.config = config
+        #: False: no --port on the command line (the config file sets ``port``).
+        self.port_flag = port_flag
         self.log_path = db.with_suffix(f".{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -50,6 +53,7 @@ class Server:
     async def start(self, timeout: float = 20.0) -> None:
         """Start the process and wait until ``/health`` answers."""
         argv = [sys.executable, "-m", "aiosvc", "serve", "--port", str(self.port)]
+        argv = argv if self.port_flag else argv[:-2]
         argv += ["--db", str(self.db)]
         if self.config is not None:
             argv += ["--config", str(self.config)]

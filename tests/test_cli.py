@@ -224,7 +224,8 @@ def test_serve_refuses_garbage_and_leaves_it_untouched(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr == f"aiosvc: {db}: not a usable SQLite database: file is not a database\n"
     assert db.read_bytes() == GARBAGE
-    assert sorted(p.name for p in folder.iterdir()) == ["garbage.db"]  # no -wal, no -shm
+    # no -wal, no -shm; the (empty, unlocked) lock file stays: see aiosvc.store.lock
+    assert sorted(p.name for p in folder.iterdir()) == ["garbage.db", "garbage.db.lock"]
 
 
 def test_migrate_refuses_garbage_too(tmp_path: Path) -> None:
@@ -280,9 +281,12 @@ def test_serve_refuses_a_port_that_is_taken(tmp_path: Path) -> None:
         result = aiosvc("serve", "--port", str(port), "--db", str(tmp_path / "a.db"), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
-    last = result.stderr.splitlines()[-1]
-    assert last.startswith(f"aiosvc: cannot listen on http://127.0.0.1:{port}: ")
-    assert last.endswith("address already in use")
+    # bound before the database is opened: nothing else was done, nothing logged
+    assert (
+        result.stderr
+        == f"aiosvc: cannot listen on http://127.0.0.1:{port}: Address already in use\n"
+    )
+    assert not (tmp_path / "a.db").exists()
 
 
 # ---- serve on loopback starts and stops

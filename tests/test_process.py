@@ -57,10 +57,26 @@ async def test_every_acknowledged_message_survives_sigkill(db_path: Path) -> Non
                 message = data["message"]
                 assert stored[message["id"]]["content"] == message["content"]
 
-            # Every accepted reply gets its turn after the restart (they were journaled).
+            # Every accepted reply gets its turn after the restart (they were journaled). The
+            # session is idle also for the moment before its lane starts the first of them, so
+            # wait until every acknowledged reply is in the history and none is running.
+            expected = {data["reply_id"] for data in acknowledged}
+
             async def all_done() -> bool:
                 async with http.get(f"{server.url}/api/v1/sessions/{session_id}") as response:
-                    return bool((await response.json())["data"]["status"] == "idle")
+                    if (await response.json())["data"]["status"] != "idle":
+                        return False
+                seen: dict[str, str] = {}
+                offset = 0
+                while True:
+                    async with http.get(f"{url}?limit=500&offset={offset}") as response:
+                        page = await response.json()
+                    seen |= {m["id"]: m["status"] for m in page["data"]}
+                    offset += 500
+                    if offset >= page["total"]:
+                        break
+                running = {"pending", "streaming"} & set(seen.values())
+                return expected <= seen.keys() and not running
 
             async with asyncio.timeout(60):
                 while not await all_done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ import aiohttp
 import orjson
 import pytest
 
-from aiosvc import systemd
+from aiosvc import serve, systemd
+from aiosvc.config import load_config
 from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,3 +334,111 @@ async def test_serve_takes_a_socket_from_systemd_socket_activate(
     process.send_signal(signal.SIGTERM)
     assert await exit_status(process) == 0
     assert log_events(log)[-1]["event"] == "service_stopped"
+
+
+# ---- the bind policy on passed sockets
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "loopback"),
+    [
+        (socket.AF_INET, ("127.0.0.1", 0), True),
+        (socket.AF_INET, ("127.0.0.2", 0), True),
+        (socket.AF_INET, ("0.0.0.0", 0), False),
+        (socket.AF_INET6, ("::1", 0), True),
+        (socket.AF_INET6, ("::", 0), False),
+    ],
+    ids=["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"],
+)
+def test_a_passed_socket_is_loopback_only_on_a_loopback_address(
+    family: socket.AddressFamily, address: tuple[str, int], loopback: bool
+) -> None:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind(address)
+        sock.listen()
+        assert serve.socket_is_loopback(sock) is loopback
+
+
+def test_a_unix_socket_counts_as_loopback(short_dir: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(short_dir / "api.sock"))
+        sock.listen()
+        assert serve.socket_is_loopback(sock) is True
+        serve.check_sockets(load_config(None, env={}), [sock])  # no key needed
+
+
+def test_check_sockets_refuses_any_exposed_socket_without_a_key() -> None:
+    with socket.socket() as local, socket.socket() as exposed:
+        local.bind(("127.0.0.1", 0))
+        exposed.bind(("0.0.0.0", 0))
+        port = exposed.getsockname()[1]
+        with pytest.raises(serve.RefusedToStart) as refused:
+            serve.check_sockets(load_config(None, env={}), [local, exposed])
+        assert str(refused.value).startswith(
+            f"refusing to serve on http://0.0.0.0:{port} (a socket passed by systemd) without "
+            "an API key"
+        )
+        keyed = load_config(None, env={"AIOSVC_API_KEYS": "k"})
+        serve.check_sockets(keyed, [local, exposed])
+
+
+def activate_argv(tmp_path: Path, address: str, *env: str) -> list[str]:
+    """``aiosvc serve`` under systemd-socket-activate on ``address``, with ``env`` passed."""
+    assert SOCKET_ACTIVATE is not None
+    argv = [SOCKET_ACTIVATE, "-l", address]
+    argv += ["-E", f"PYTHONPATH={ROOT}", "-E", "AIOSVC_LOG_FORMAT=json"]
+    for item in env:
+        argv += ["-E", item]
+    return argv + serve_argv(tmp_path / "a.db", free_port())
+
+
+async def knock(port: int) -> None:
+    """Connect once: systemd-socket-activate starts its program on the first connection."""
+    with contextlib.suppress(OSError):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+
+
+@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not on PATH")
+async def test_a_passed_socket_on_every_address_without_a_key_is_refused(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    log = tmp_path / "activate.log"
+    process = start(activate_argv(tmp_path, f"0.0.0.0:{port}"), child_env(), log, processes)
+    async with asyncio.timeout(60):
+        while process.poll() is None:
+            await knock(port)
+            await asyncio.sleep(0.1)
+    assert process.returncode == 1
+    lines = log.read_text().splitlines()
+    assert lines[-1] == (
+        f"aiosvc: refusing to serve on http://0.0.0.0:{port} (a socket passed by systemd) "
+        "without an API key: anyone who can reach it could run agents. Set server.api_keys "
+        "(or AIOSVC_API_KEYS), or make the socket unit listen on a loopback address such as "
+        "ListenStream=127.0.0.1:8420"
+    )
+    assert not (tmp_path / "a.db").exists()  # refused before the database was touched
+
+
+@pytest.mark.skipif(SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not on PATH")
+async def test_a_passed_socket_on_every_address_serves_with_a_key(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    log = tmp_path / "activate.log"
+    argv = activate_argv(tmp_path, f"0.0.0.0:{port}", "AIOSVC_API_KEYS=sesame")
+    process = start(argv, child_env(), log, processes)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http, asyncio.timeout(60):
+        while not await answers(http, url + "/health"):
+            assert process.poll() is None, log.read_text(errors="replace")
+            await asyncio.sleep(0.05)
+        async with http.get(url + "/api/v1/sessions") as response:
+            assert response.status == 401
+        async with http.get(url + "/api/v1/sessions", headers={"X-API-Key": "sesame"}) as response:
+            assert response.status == 200
+    listening = [e for e in log_events(log) if e["event"] == "listening"]
+    assert [e["addresses"] for e in listening] == [[f"http://0.0.0.0:{port}"]]
+    process.send_signal(signal.SIGTERM)
+    assert await exit_status(process) == 0

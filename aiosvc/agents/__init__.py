@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,21 +25,74 @@ def build_agent(name: str, config: AgentConfig) -> Agent:
 
 
 class AgentRegistry:
-    """The configured agents by name, and which one a new session gets."""
+    """The configured agents by name, and which one a new session gets.
 
-    def __init__(self, agents: Mapping[str, Agent], default: str) -> None:
+    A reload swaps the agents (:meth:`reconfigure`); a reply holds its agent from start to end
+    (:meth:`acquire`, :meth:`release`), so an agent removed or changed meanwhile finishes that
+    reply and is closed afterwards.
+    """
+
+    def __init__(
+        self,
+        agents: Mapping[str, Agent],
+        default: str,
+        configs: Mapping[str, AgentConfig] | None = None,
+    ) -> None:
         self._agents = dict(agents)
+        self._configs = dict(configs or {})  # what each agent was built from
         self.default = default
+        self._in_use: dict[Agent, int] = {}
+        self._retired: set[Agent] = set()  # replaced while in use: closed when released
+        self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, config: AgentsConfig) -> AgentRegistry:
         """Build every configured agent."""
         agents = {name: build_agent(name, conf) for name, conf in config.backends.items()}
-        return cls(agents, config.default)
+        return cls(agents, config.default, config.backends)
+
+    def reconfigure(self, config: AgentsConfig) -> None:
+        """Take the agents of ``config``: an unchanged one is kept, a new or changed one built;
+        one removed or replaced is closed once no running reply uses it."""
+        agents = {
+            name: self._agents[name]
+            if name in self._agents and self._configs.get(name) == conf
+            else build_agent(name, conf)
+            for name, conf in config.backends.items()
+        }
+        gone = [agent for name, agent in self._agents.items() if agents.get(name) is not agent]
+        self._agents, self._configs = agents, dict(config.backends)
+        self.default = config.default
+        for agent in gone:
+            if agent in self._in_use:
+                self._retired.add(agent)
+            else:
+                self._close_soon(agent)
 
     def get(self, name: str) -> Agent | None:
         """The agent of that name, or None."""
         return self._agents.get(name)
+
+    def acquire(self, name: str) -> Agent | None:
+        """The agent of that name for one reply (give it back with :meth:`release`)."""
+        agent = self._agents.get(name)
+        if agent is not None:
+            self._in_use[agent] = self._in_use.get(agent, 0) + 1
+        return agent
+
+    async def release(self, agent: Agent) -> None:
+        """One reply is done with ``agent``; close it if a reload replaced it meanwhile."""
+        left = self._in_use.pop(agent, 1) - 1
+        if left:
+            self._in_use[agent] = left
+        elif agent in self._retired:
+            self._retired.discard(agent)
+            await agent.close()
+
+    def _close_soon(self, agent: Agent) -> None:
+        task = asyncio.get_running_loop().create_task(agent.close(), name="aiosvc-agent-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def __iter__(self) -> Iterator[Agent]:
         return iter(self._agents.values())
@@ -57,5 +111,8 @@ class AgentRegistry:
 
     async def close(self) -> None:
         """Release every agent's resources."""
-        for agent in self._agents.values():
+        for agent in [*self._agents.values(), *self._retired]:
             await agent.close()
+        self._retired.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

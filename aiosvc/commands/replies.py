@@ -109,11 +109,17 @@ async def run(service: CommandService, job: Job) -> None:
         return
     chunks: list[str] = []
     status, error = MessageStatus.COMPLETE, None
+    agent: Agent | None = None
     try:
         turn = await _turn(service, job)
-        agent = service.agents.get(turn.session.agent)
+        # Held until the reply ends: a reload that removes or changes the agent meanwhile
+        # lets this reply finish with it; the session's next reply uses the new one.
+        agent = service.agents.acquire(turn.session.agent)
         if agent is None:
-            raise AgentError("unknown_agent", "the session's agent is no longer configured")
+            raise AgentError(
+                "unknown_agent",
+                f"the session's agent {turn.session.agent!r} is no longer configured",
+            )
         job.task = asyncio.get_running_loop().create_task(_stream(service, agent, turn, chunks))
         if job.stop_reason is not None:  # stopped while the history loaded
             job.task.cancel()
@@ -132,6 +138,8 @@ async def run(service: CommandService, job: Job) -> None:
         error = ErrorInfo(code="agent_error", message=clean_text(str(exc) or type(exc).__name__))
     finally:
         job.task = None
+        if agent is not None:
+            await service.agents.release(agent)
     await _finish(service, job, reply, "".join(chunks), status, error)
 
 

@@ -84,6 +84,11 @@ class CommandService:
         self._locks: dict[str, asyncio.Lock] = {}
         self.accepting = True
 
+    def reconfigure(self, limits: LimitsConfig, approval_timeout_s: float | None) -> None:
+        """Apply new limits and approval timeout (a reload) to what starts from now on."""
+        self.limits = limits
+        self.approval_timeout_s = approval_timeout_s
+
     async def execute(self, command: AnyCommand) -> Any:
         """Run one command and return its result; domain errors propagate to the caller."""
         if not self.accepting:

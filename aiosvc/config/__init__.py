@@ -1,6 +1,7 @@
 """The configuration: a frozen attrs tree (:mod:`.tree`) loaded from a TOML file, the
 environment and command-line flags (:mod:`.load`)."""
 
+from aiosvc.config.live import Reloaded, Settings
 from aiosvc.config.load import ENV_KEYS, FLAGS, describe_config, load_config
 from aiosvc.config.tree import (
     AGENT_KINDS,
@@ -42,7 +43,9 @@ __all__ = [
     "OpenAIAgentConfig",
     "PeerConfig",
     "ProjectConfig",
+    "Reloaded",
     "ServerConfig",
+    "Settings",
     "StorageConfig",
     "StreamsConfig",
     "default_db_path",

@@ -19,10 +19,20 @@ from aiosvc.models import (
     Session,
     SessionStatus,
 )
-from aiosvc.store.db import Database, Statement, StoreError
+from aiosvc.store.db import Database, Statement
+from aiosvc.store.errors import StoreError
+from aiosvc.store.lock import DatabaseLock, DatabaseLocked
 from aiosvc.store.tables import APPROVALS, COMMANDS, MESSAGES, SESSIONS
 
-__all__ = ["Database", "Recovery", "Statement", "Store", "StoreError"]
+__all__ = [
+    "Database",
+    "DatabaseLock",
+    "DatabaseLocked",
+    "Recovery",
+    "Statement",
+    "Store",
+    "StoreError",
+]
 
 INTERRUPTED = ErrorInfo(code="interrupted", message="the server stopped before the reply finished")
 

@@ -19,6 +19,9 @@ import aiosqlite
 import attrs
 import structlog
 
+from aiosvc.store.errors import StoreError
+from aiosvc.store.lock import DatabaseLock
+
 log = structlog.get_logger(__name__)
 
 Params = Sequence[Any]
@@ -26,10 +29,6 @@ Statement = tuple[str, Params]
 
 #: How many queued write requests one transaction takes at most.
 MAX_BATCH = 512
-
-
-class StoreError(Exception):
-    """The database cannot be used: corrupt, unreadable, or from a newer version."""
 
 
 @attrs.define
@@ -59,6 +58,8 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: Held from :meth:`open` (or earlier, by whoever takes it first) to :meth:`close`.
+        self.lock = DatabaseLock(path)
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_WriteRequest | None] = asyncio.Queue()
@@ -67,11 +68,9 @@ class Database:
     # Lifecycle ---------------------------------------------------------------------------------
 
     async def open(self, *, migrate: bool = True, require_current: bool = True) -> None:
-        """Open (creating if new), check, migrate, and start the writer."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot create its folder: {exc}") from None
+        """Take the database's lock, open it (creating if new), check, migrate, and start the
+        writer. Another process holding the lock is :class:`DatabaseLocked`, nothing touched."""
+        self.lock.acquire()  # creates the folder too
         try:
             self._writer_conn = await self._connect()
             await self._check(self._writer_conn)
@@ -164,10 +163,13 @@ class Database:
             self._queue.put_nowait(None)
             await self._writer_task
             self._writer_task = None
-        for conn in (self._reader_conn, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._reader_conn = self._writer_conn = None
+        try:
+            for conn in (self._reader_conn, self._writer_conn):
+                if conn is not None:
+                    await conn.close()
+        finally:
+            self._reader_conn = self._writer_conn = None
+            self.lock.release()
 
     def _require_writer(self) -> aiosqlite.Connection:
         if self._writer_conn is None:

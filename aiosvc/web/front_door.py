@@ -79,6 +79,14 @@ class FrontDoor:
             limits.max_connections, limits.max_connections_per_client
         )
 
+    def reconfigure(self, limits: LimitsConfig) -> None:
+        """Apply new limits (a reload): requests and streams already open are not touched."""
+        self.max_body_bytes = limits.max_body_bytes
+        self.writes.reconfigure(limits.write_rate_per_s, limits.write_burst)
+        self.auth_failures.reconfigure(limits.auth_failures_per_s, limits.auth_failure_burst)
+        self.connections.limit = limits.max_connections
+        self.connections.per_client_limit = limits.max_connections_per_client
+
     def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
         """Register every route of ``tables`` behind the door, then the catch-all."""
         for table in tables:

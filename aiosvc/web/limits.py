@@ -51,6 +51,13 @@ class RateLimiter:
         tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
+    def reconfigure(self, rate: float, burst: float) -> None:
+        """A new rate and burst, for every bucket (none gains tokens by it)."""
+        self.rate, self.burst = rate, burst
+        for bucket in self._buckets.values():
+            bucket.rate, bucket.burst = rate, burst
+            bucket.tokens = min(bucket.tokens, burst)
+
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 when granted, else seconds to wait."""
         bucket = self._buckets.get(key)

@@ -23,9 +23,9 @@ from aiohttp import web
 
 from aiosvc import __version__
 from aiosvc.commands.hooks import HOOK_TYPE
-from aiosvc.config import LimitsConfig
+from aiosvc.config import Config, LimitsConfig
 from aiosvc.convert import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
-from aiosvc.keys import CONFIG
+from aiosvc.keys import SETTINGS
 from aiosvc.models import ID_PATTERN
 from aiosvc.web.front_door import NO_ROUTE
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES
@@ -136,20 +136,24 @@ A method a path does not support is `405 method_not_allowed` with `Allow`. When 
 configured every route but `GET /health` needs one (`X-API-Key` or `Authorization: Bearer`);
 streams also take `?token=` or a single-use `?ticket=` from `POST /api/v1/tickets`."""
 
-_documents: weakref.WeakKeyDictionary[web.Application, bytes] = weakref.WeakKeyDictionary()
+_documents: weakref.WeakKeyDictionary[web.Application, tuple[Config, bytes]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def document_json(app: web.Application) -> bytes:
-    """The app's document as JSON, built once (it depends only on the app)."""
+    """The app's document as JSON, built once per configuration (a reload may change limits
+    and keys, which the document states)."""
+    config = app[SETTINGS].config
     found = _documents.get(app)
-    if found is None:
-        found = _documents[app] = orjson.dumps(document(app))
-    return found
+    if found is None or found[0] is not config:
+        found = _documents[app] = (config, orjson.dumps(document(app)))
+    return found[1]
 
 
 def document(app: web.Application) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document of every route in the app's router."""
-    config = app[CONFIG]
+    config = app[SETTINGS].config
     return _Builder(config.limits, keys=bool(config.server.api_keys)).build(app)
 
 

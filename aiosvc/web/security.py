@@ -53,14 +53,20 @@ class Gate:
     """Applies the allowlists and credentials of the server's configuration."""
 
     def __init__(self, config: ServerConfig) -> None:
-        named = (host_name(h) for h in config.allowed_hosts)  # the config checked each one
-        self.hosts = LOOPBACK_HOSTS | {name for name in named if name is not None}
-        self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
-        self.keys = tuple(k.encode() for k in config.api_keys)
         self.tickets = Tickets()
         #: Host headers found allowed (only allowed ones): a request with one of them needs
         #: no Host check.
         self.hosts_seen: set[str] = set()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: ServerConfig) -> None:
+        """Apply the allowlists and keys of ``config`` (at start and on reload); tickets
+        already issued stay valid."""
+        named = (host_name(h) for h in config.allowed_hosts)  # the config checked each one
+        self.hosts = LOOPBACK_HOSTS | {name for name in named if name is not None}
+        self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
+        self.keys = tuple(k.encode() for k in config.api_keys)
+        self.hosts_seen.clear()  # a host seen before may no longer be allowed
 
     # Host and Origin ---------------------------------------------------------------------------
 

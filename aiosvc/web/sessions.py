@@ -14,7 +14,7 @@ from aiosvc.commands.types import (
 )
 from aiosvc.convert import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.errors import NotFound
-from aiosvc.keys import CACHE, COMMANDS, CONFIG
+from aiosvc.keys import CACHE, COMMANDS, SETTINGS
 from aiosvc.models import Message, Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
 from aiosvc.web.openapi import PAGING, Page, Param, operation
@@ -48,7 +48,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     if not request.query_string:  # the common case, served from one cached body
         return web.Response(body=cache.first_sessions_page(), content_type=JSON)
-    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     status = requests.choice(request, "status", SessionStatus)
     project = requests.text(request, "project")
     computer = requests.text(request, "computer")
@@ -114,7 +114,7 @@ async def delete_session(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
     session_id = session_from_path(request).id
-    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     cache = request.app[CACHE]
     history = await cache.history(session_id)
     shown = [cache.json(m) for m in history[offset : offset + limit]]

@@ -11,7 +11,7 @@ from aiohttp_sse import EventSourceResponse
 
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
-from aiosvc.keys import BUS, CONFIG, STREAMS
+from aiosvc.keys import BUS, SETTINGS, STREAMS
 from aiosvc.web.connection import StreamConnection
 from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
@@ -114,7 +114,7 @@ def _last_event_id(request: web.Request) -> int | None:
 async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse:
     app = request.app
     since = _last_event_id(request)  # a bad id is a 400, before the stream starts
-    config = app[CONFIG].streams
+    config = app[SETTINGS].config.streams
     streams = app[STREAMS]
     outbox = Outbox(app[BUS], FRAMING, config, streams.flusher)
     outbox.subscribe(topics, since)

@@ -11,7 +11,7 @@ from aiosvc import __version__
 from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
-from aiosvc.keys import AGENTS, CACHE, COMMANDS, CONFIG, DATABASE, GATE, STARTED_AT
+from aiosvc.keys import AGENTS, CACHE, COMMANDS, DATABASE, GATE, SETTINGS, STARTED_AT
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
 from aiosvc.web import openapi, requests
 from aiosvc.web.openapi import PAGING, Page, Param, Raw, operation
@@ -44,7 +44,7 @@ async def health(request: web.Request) -> web.Response:
 @operation(responses={200: Page(AGENT)}, params=PAGING)
 async def list_agents(request: web.Request) -> web.Response:
     """The configured agents with their kind and non-secret settings."""
-    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
 
 
@@ -93,7 +93,7 @@ async def get_command(request: web.Request) -> web.Response:
 )
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals, newest first, filtered by status and session."""
-    limit, offset = requests.paging(request, request.app[CONFIG].limits.max_page_size)
+    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     approvals = request.app[CACHE].approvals(
         status=requests.choice(request, "status", ApprovalStatus),
         session_id=requests.text(request, "session_id", 64),

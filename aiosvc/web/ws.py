@@ -12,6 +12,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiosvc import __version__
 from aiosvc.bus import is_valid_topic, session_topic
 from aiosvc.commands.types import CancelReplies, ResolveApproval, SendMessage
+from aiosvc.config import Config
 from aiosvc.convert import (
     INT_LIMIT,
     ApproveOp,
@@ -25,7 +26,7 @@ from aiosvc.convert import (
     unstructure,
 )
 from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
-from aiosvc.keys import BUS, COMMANDS, CONFIG, STREAMS
+from aiosvc.keys import BUS, COMMANDS, SETTINGS, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming, websocket_text
 from aiosvc.web.front_door import stamp
@@ -45,15 +46,17 @@ MAX_LIMITED = 20  # messages refused in a row for the rate before the socket is 
 class WebSocketStream(StreamConnection):
     """One WebSocket client: reads ops, writes events through its outbox."""
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, bound: str | None):
+    def __init__(
+        self, request: web.Request, ws: web.WebSocketResponse, bound: str | None, config: Config
+    ):
         app = request.app
-        config = app[CONFIG].streams
-        outbox = Outbox(app[BUS], FRAMING, config, app[STREAMS].flusher)
-        super().__init__(outbox, request.transport, config.outbox_low_bytes)
+        outbox = Outbox(app[BUS], FRAMING, config.streams, app[STREAMS].flusher)
+        super().__init__(outbox, request.transport, config.streams.outbox_low_bytes)
         self.app = app
         self.ws = ws
         self.bound = bound  # the session of /sessions/{id}/ws
-        limits = app[CONFIG].limits
+        self.heartbeat_s = config.streams.heartbeat_s
+        limits = config.limits
         self.bucket = TokenBucket(limits.ws_messages_per_s, limits.ws_burst)
         self.limited = 0  # messages refused in a row for the rate
 
@@ -99,7 +102,7 @@ class WebSocketStream(StreamConnection):
                 data={
                     "version": __version__,
                     "last_event_id": bus.last_id,
-                    "heartbeat_s": self.app[CONFIG].streams.heartbeat_s,
+                    "heartbeat_s": self.heartbeat_s,
                 },
             )
         )
@@ -312,7 +315,8 @@ async def bound_to_session(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
-    config = request.app[CONFIG]
+    # read once: the stream keeps the settings it opened with; a reload applies to new streams
+    config = request.app[SETTINGS].config
     ws = web.WebSocketResponse(
         heartbeat=config.streams.heartbeat_s,
         max_msg_size=config.limits.max_ws_frame_bytes,
@@ -323,7 +327,7 @@ async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
         raise AppError("this route needs a WebSocket upgrade", code="upgrade_required", status=426)
     stamp(ws)
     await ws.prepare(request)
-    stream = WebSocketStream(request, ws, bound)
+    stream = WebSocketStream(request, ws, bound, config)
     streams = request.app[STREAMS]
     streams.add(stream)
     try:
