@@ -22,6 +22,8 @@ INSTALL_VARIABLE = "AIOSVC_TEST_INSTALL"
 SUPERVISOR = frozenset(
     ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 )
+#: Bound on every short-lived command; they take about a second.
+COMMAND_TIMEOUT = 60.0
 #: Building the wheel and a fresh environment takes about 20 s; a cold pip cache longer.
 BUILD_TIMEOUT = 600.0
 
@@ -67,3 +69,20 @@ def environ(**extra: str) -> dict[str, str]:
         if not name.startswith("AIOSVC_") and name not in SUPERVISOR and name != "PYTHONPATH"
     }
     return env | extra
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdout: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``aiosvc ARGS`` to completion in ``cwd`` (output captured, unless
+    ``stdout`` names where it goes)."""
+    return subprocess.run(
+        argv(*args),
+        cwd=cwd,
+        env=environ() if env is None else env,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )

@@ -18,21 +18,10 @@ from aiosvc.store.db import schema_version
 from tests import installed
 from tests.serving import free_port
 
-#: Bound on every short-lived command; they take about a second.
-TIMEOUT = 60.0
-
 
 def aiosvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the installed ``aiosvc ARGS`` to completion in ``cwd``."""
-    return subprocess.run(
-        installed.argv(*args),
-        cwd=cwd,
-        env=installed.environ(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return installed.run(*args, cwd=cwd)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -188,11 +177,11 @@ def test_migrate_applies_then_reports_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "state" / "new.db"
     first = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "applied 0001_initial.sql\n"
+    assert first.stdout == f"{db}: applied 0001_initial.sql\n"
     assert user_version(db) == schema_version() == 1
     again = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == "the database is up to date\n"
+    assert again.stdout == f"{db}: up to date (schema version 1)\n"
     assert user_version(db) == 1
 
 
