@@ -25,7 +25,8 @@ PREFIX = Path("/opt/aiosvc")
 UNITS = Path("etc/systemd/system")
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not on PATH (scripts/test installs it as root)"
+    ANALYZE is None or not Path("/bin/kill").exists(),
+    reason="systemd-analyze or /bin/kill is missing (scripts/test installs them as root)",
 )
 
 
@@ -58,7 +59,7 @@ def as_system(root: Path) -> None:
     if not systemd.exists():
         shutil.copytree("/usr/lib/systemd/system", systemd, symlinks=True)
     (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/usr/bin/kill", root / "usr" / "bin" / "kill")
+    shutil.copy2("/bin/kill", root / "usr" / "bin" / "kill")
     if not (root / "bin").exists():
         (root / "bin").symlink_to("usr/bin")  # relative: it resolves inside the root
 
