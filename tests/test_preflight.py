@@ -5,6 +5,7 @@ command leaves a traceback when its reader goes away."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -249,7 +250,7 @@ def test_no_traceback_when_stdout_is_a_closed_pipe(
 
 
 def test_check_config_piped_into_head(tmp_path: Path) -> None:
-    argv = " ".join(installed.argv("check-config", "--db", str(tmp_path / "a.db")))
+    argv = shlex.join(installed.argv("check-config", "--db", str(tmp_path / "a.db")))
     result = subprocess.run(
         ["bash", "-c", f"{argv} | head -1"],
         cwd=tmp_path,
