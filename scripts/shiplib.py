@@ -31,6 +31,7 @@ BUILD_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in", "README
 LICENSE_GLOBS = ("LICEN[CS]E*", "COPYING*", "NOTICE*", "AUTHORS*")
 #: The files that decide the package's dependencies.
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+#: Unset for the build (why: where it is used).
 BUILD_UNSET = ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")
 #: setuptools' own "warning: ..." lines and Python warnings ("SetuptoolsDeprecationWarning: ...").
 WARNING = re.compile(r"^\s*warning\b|\w*Warning:", re.IGNORECASE)
@@ -143,11 +144,7 @@ def build_wheel(out_dir: Path, *, build_env: Path, root: Path = ROOT) -> Path:
         python = _build_env(build_env, requires)
         # PYTHONDONTWRITEBYTECODE makes setuptools warn that it skips byte-compiling; the
         # source tree must not be importable from the build either.
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")
-        }
+        env = {k: v for k, v in os.environ.items() if k not in BUILD_UNSET}
         result = Path(tmp) / "result"
 
         def step(name: str, what: str) -> tuple[str, str]:
