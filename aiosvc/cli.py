@@ -10,12 +10,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiosvc import __version__
+from aiosvc import __version__, preflight
 from aiosvc.client import chat
 from aiosvc.config import Config, ConfigError, describe_config, load_config
 from aiosvc.logs import configure_logging
 from aiosvc.serve import RefusedToStart, serve
 from aiosvc.store import Database, StoreError
+from aiosvc.store.db import schema_version
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -30,19 +31,38 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, help="TOML file (default: $AIOSVC_CONFIG)")
         return sub
 
-    serve_cmd = with_config(commands.add_parser("serve", help="run the service"))
-    serve_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, help="port to listen on (default 8420)")
-    serve_cmd.add_argument("--db", help="SQLite file (default: in the user's state directory)")
+    def with_server(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        sub.add_argument("--port", type=int, help="port to listen on (default 8420)")
+        sub.add_argument("--db", help="SQLite file (default: in the user's state directory)")
+
+    with_server(with_config(commands.add_parser("serve", help="run the service")))
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
-    with_config(commands.add_parser("check-config", help="validate the configuration and exit"))
+    check = commands.add_parser(
+        "check-config", help="check the configuration as serve would, without starting"
+    )
+    with_server(with_config(check))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    try:
+        try:
+            return _run(argv)
+        finally:  # argparse's exits too (--version, --help): their output goes out here
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever read stdout has gone (`aiosvc check-config | head -1`). Python's documented
+        # recipe: point stdout at devnull so that the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "chat":  # a client: no server configuration, no server logging
         return chat.run(args)
@@ -58,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"aiosvc: {line}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
+        found = preflight.problems(config)
+        for line in found:
+            print(f"aiosvc: {line}", file=sys.stderr)
+        if found:
+            return EXIT_FAILED
         print(describe_config(config))
         return 0
     configure_logging(config.log_format)
@@ -84,7 +109,11 @@ async def _migrate(config: Config) -> None:
         applied = await database.migrate()
     finally:
         await database.close()
-    print("\n".join(f"applied {name}" for name in applied) or "the database is up to date")
+    db = config.storage.db
+    for name in applied:
+        print(f"{db}: applied {name}")
+    if not applied:
+        print(f"{db}: up to date (schema version {schema_version()})")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
-"""Running ``aiosvc serve`` as a real process for end-to-end tests."""
+"""Running the installed ``aiosvc serve`` as a real process for end-to-end tests."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
 import aiohttp
+
+from tests import installed
 
 
 def free_port() -> int:
@@ -52,14 +52,11 @@ class Server:
 
     async def start(self, timeout: float = 20.0) -> None:
         """Start the process and wait until ``/health`` answers."""
-        argv = [sys.executable, "-m", "aiosvc", "serve", "--port", str(self.port)]
-        argv = argv if self.port_flag else argv[:-2]
-        argv += ["--db", str(self.db)]
+        port = ["--port", str(self.port)] if self.port_flag else []
+        argv = installed.argv("serve", *port, "--db", str(self.db))
         if self.config is not None:
             argv += ["--config", str(self.config)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
-        env["AIOSVC_LOG_FORMAT"] = "json"
-        env.update(self.extra_env)
+        env = installed.environ(AIOSVC_LOG_FORMAT="json", **self.extra_env)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=self._log, env=env)
         async with aiohttp.ClientSession() as http:

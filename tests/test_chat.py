@@ -4,9 +4,7 @@ approvals, cancel, history, exit codes, and reconnecting across a server restart
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,10 @@ from aiohttp.typedefs import Handler
 
 from aiosvc.app import create_app
 from aiosvc.config import Config
+from tests import installed
 from tests.conftest import ClientFactory
 from tests.serving import Server, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Bound on every wait for output; replies take milliseconds, a process start about a second.
 TIMEOUT = 30.0
 CREATED = re.compile(r"session (ses_[A-Za-z0-9_-]+) created \(agent (\S+)\)")
@@ -35,10 +33,7 @@ Match = str | re.Pattern[str] | Callable[[str], bool]
 
 def chat_env(url: str) -> dict[str, str]:
     """The test's environment without aiosvc's variables, pointing the client at ``url``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["AIOSVC_URL"] = url
-    return env
+    return installed.environ(AIOSVC_URL=url)
 
 
 def _matches(match: Match, line: str) -> bool:
@@ -50,7 +45,7 @@ def _matches(match: Match, line: str) -> bool:
 
 
 class Chat:
-    """One ``python -m aiosvc chat`` process with its stdin and stdout on pipes."""
+    """One installed ``aiosvc chat`` process with its stdin and stdout on pipes."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -113,7 +108,7 @@ async def start_chat() -> AsyncIterator[StartChat]:
 
     async def start(url: str, *args: str, env: dict[str, str] | None = None) -> Chat:
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "aiosvc", "chat", *args),
+            *installed.argv("chat", *args),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -17,34 +15,13 @@ import pytest
 from aiosvc import __version__
 from aiosvc.config import default_db_path
 from aiosvc.store.db import schema_version
+from tests import installed
 from tests.serving import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-#: Bound on every short-lived command; they take about a second.
-TIMEOUT = 60.0
-
-
-def clean_env() -> dict[str, str]:
-    """The test's environment without aiosvc's own variables or a supervisor's."""
-    supervisor = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "WATCHDOG_USEC", "WATCHDOG_PID")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_") and k not in supervisor
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 def aiosvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m aiosvc ARGS`` to completion in ``cwd``."""
-    return subprocess.run(
-        [sys.executable, "-m", "aiosvc", *args],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    """Run the installed ``aiosvc ARGS`` to completion in ``cwd``."""
+    return installed.run(*args, cwd=cwd)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -200,11 +177,11 @@ def test_migrate_applies_then_reports_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "state" / "new.db"
     first = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "applied 0001_initial.sql\n"
+    assert first.stdout == f"{db}: applied 0001_initial.sql\n"
     assert user_version(db) == schema_version() == 1
     again = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == "the database is up to date\n"
+    assert again.stdout == f"{db}: up to date (schema version 1)\n"
     assert user_version(db) == 1
 
 
@@ -320,11 +297,11 @@ async def test_serve_on_loopback_starts_and_stops_on_sigterm(
 ) -> None:
     port = free_port()
     db = tmp_path / "a.db"
-    argv = [sys.executable, "-m", "aiosvc", "serve", "--host", host, "--port", str(port)]
+    argv = installed.argv("serve", "--host", host, "--port", str(port))
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*argv, "--db", str(db)], cwd=tmp_path, env=clean_env(), stdout=out, stderr=out
+            [*argv, "--db", str(db)], cwd=tmp_path, env=installed.environ(), stdout=out, stderr=out
         )
     processes.append(process)
     await wait_for_health(process, f"http://127.0.0.1:{port}/health")

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import orjson
 import pytest
 
+from aiosvc.config import LimitsConfig
 from tests.serving import Server, free_port
 from tests.test_cli import aiosvc
 
@@ -184,9 +186,7 @@ async def test_a_broken_file_is_refused_with_the_check_config_messages_and_chang
         ],
         "unknown_key": [
             f"{config_file}: unknown key 'limits.max_page_sise', expected one of: "
-            "max_body_bytes, max_connections, max_connections_per_client, max_content_chars, "
-            "max_page_size, max_reply_chars, max_title_chars, max_ws_frame_bytes, write_burst, "
-            "write_rate_per_s, ws_burst, ws_messages_per_s"
+            + ", ".join(sorted(field.name for field in attrs.fields(LimitsConfig)))
         ],
         "bad_value": [
             f"{config_file}: limits.max_page_size: expected an integer >= 1, got 0",

@@ -21,12 +21,10 @@ import pytest
 
 from aiosvc import serve, systemd
 from aiosvc.config import load_config
+from tests import installed
 from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SUPERVISOR = frozenset(
-    ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
-)
 #: Runs ``argv[2:]`` with fd ``argv[1]`` moved to fd 3, as systemd hands over a socket.
 ON_FD_3 = (
     "import os, sys\n"
@@ -135,7 +133,8 @@ def test_listen_sockets_takes_the_passed_descriptors_from_fd_3() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        env = {**child_env(), "PORT": str(server.getsockname()[1])}
+        # this one tests the module in the source tree, not the installed program
+        env = installed.environ(PYTHONPATH=str(ROOT), PORT=str(server.getsockname()[1]))
         # what systemd does: the listening socket is the child's fd 3
         result = subprocess.run(
             [sys.executable, "-c", ON_FD_3, str(server.fileno()), sys.executable, "-c", code],
@@ -170,12 +169,9 @@ def test_watchdog_interval_is_half_the_period(env: dict[str, str], interval: flo
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The test's environment without aiosvc's or a supervisor's variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
-    env = {k: v for k, v in env.items() if k not in SUPERVISOR}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["AIOSVC_LOG_FORMAT"] = "json"
-    return env | extra
+    """The environment of the installed ``aiosvc serve``: the test's, without aiosvc's or a
+    supervisor's variables, logging JSON, plus ``extra``."""
+    return installed.environ(AIOSVC_LOG_FORMAT="json", **extra)
 
 
 def start(
@@ -189,8 +185,8 @@ def start(
 
 
 def serve_argv(db: Path, port: int) -> list[str]:
-    """The command line of ``aiosvc serve`` on ``db`` and loopback ``port``."""
-    return [sys.executable, "-m", "aiosvc", "serve", "--port", str(port), "--db", str(db)]
+    """The command line of the installed ``aiosvc serve`` on ``db`` and loopback ``port``."""
+    return installed.argv("serve", "--port", str(port), "--db", str(db))
 
 
 async def answers(http: aiohttp.ClientSession, url: str) -> bool:
@@ -312,7 +308,7 @@ async def test_serve_takes_a_socket_from_systemd_socket_activate(
     log = tmp_path / "activate.log"
     # systemd-socket-activate passes on only PATH, HOME, TERM, USER and what -E names
     argv = [SOCKET_ACTIVATE, "-l", f"127.0.0.1:{port}"]
-    argv += ["-E", f"PYTHONPATH={ROOT}", "-E", "AIOSVC_LOG_FORMAT=json"]
+    argv += ["-E", "AIOSVC_LOG_FORMAT=json"]
     argv += serve_argv(tmp_path / "a.db", unused)  # --port is moot with a passed socket
     process = start(argv, child_env(), log, processes)
     timeout = aiohttp.ClientTimeout(total=30)
