@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
+    migrate_cmd.add_argument(
+        "--create",
+        action="store_true",
+        help="create a new, empty database even where one was before (it was deleted or moved)",
+    )
     with_config(commands.add_parser("check-config", help="validate the configuration and exit"))
     return parser
 
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_format)
     try:
         if args.command == "migrate":
-            asyncio.run(_migrate(config))
+            asyncio.run(_migrate(config, create=args.create))
         else:
             asyncio.run(serve(config))
     except (RefusedToStart, StoreError) as exc:
@@ -72,9 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _migrate(config: Config) -> None:
+async def _migrate(config: Config, *, create: bool) -> None:
     database = Database(config.storage.db)
-    await database.open(migrate=False, require_current=False)
+    await database.open(migrate=False, require_current=False, create=create)
     try:
         applied = await database.migrate()
     finally:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -13,6 +15,7 @@ from aiosvc.agents import Agent, AgentError, Turn
 from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
+from aiosvc.commands import durable
 from aiosvc.commands.approvals import Gate
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
@@ -24,10 +27,11 @@ from aiosvc.models import (
     Message,
     MessageStatus,
     Role,
+    Session,
     SessionStatus,
     new_id,
 )
-from aiosvc.store import INTERRUPTED
+from aiosvc.store import INTERRUPTED, StoreError
 from aiosvc.store.db import Statement
 from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
 
@@ -104,9 +108,15 @@ async def send(service: CommandService, command: SendMessage) -> Accepted:
 
 async def run(service: CommandService, job: Job) -> None:
     """Produce one reply: mark it started, stream the agent, then record how it ended."""
-    reply = await _start(service, job)
-    if reply is None:
+    started: list[Message] = []
+    failure = await durable.retrying(service, lambda: _start(service, job, started))
+    if failure is not None:  # it never started, and cannot: it fails (or it will next start)
+        never = _never_started(job, utcnow())
+        await _finish(service, job, never, "", *_unstored(failure), started=False)
         return
+    if not started:
+        return
+    reply = started[0]
     chunks: list[str] = []
     status, error = MessageStatus.COMPLETE, None
     try:
@@ -126,6 +136,8 @@ async def run(service: CommandService, job: Job) -> None:
     except AgentError as exc:
         status = MessageStatus.FAILED
         error = ErrorInfo(code=clean_text(exc.code), message=clean_text(exc.message))
+    except StoreError as exc:  # one of its own writes (an approval, say) could not be made
+        status, error = _unstored(exc)
     except Exception as exc:
         log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
         status = MessageStatus.FAILED
@@ -135,11 +147,23 @@ async def run(service: CommandService, job: Job) -> None:
     await _finish(service, job, reply, "".join(chunks), status, error)
 
 
-async def _start(service: CommandService, job: Job) -> Message | None:
+def _unstored(exc: StoreError) -> tuple[MessageStatus, ErrorInfo]:
+    return MessageStatus.FAILED, durable.not_stored(exc)
+
+
+async def _start(service: CommandService, job: Job, started: list[Message]) -> None:
+    """Record that the reply started (into ``started``), unless it was stopped first: then
+    a cancelled one is recorded as never started, an interrupted one stays queued."""
     async with service.lock(job.session_id):
         session = service.cache.session(job.session_id)
-        if session is None or job.stop_reason is not None:
-            return None
+        if session is None:  # deleted: its rows are gone with it
+            _settle(job, _never_started(job, utcnow()))
+            return
+        if job.stop_reason == "cancelled":
+            await record_cancelled(service, session, [job])
+            return
+        if job.stop_reason is not None:
+            return  # stopping: it stays journaled for the next start
         now = utcnow()
         reply = Message(
             id=job.reply_id,
@@ -149,7 +173,7 @@ async def _start(service: CommandService, job: Job) -> Message | None:
             status=MessageStatus.STREAMING,
             created_at=now,
         )
-        job.command = attrs.evolve(job.command, status=CommandStatus.RUNNING)
+        command = attrs.evolve(job.command, status=CommandStatus.RUNNING)
         session = attrs.evolve(
             session,
             status=SessionStatus.RUNNING,
@@ -158,13 +182,14 @@ async def _start(service: CommandService, job: Job) -> Message | None:
             updated_at=now,
         )
         await service.store.write(
-            [MESSAGES.save(reply), COMMANDS.save(job.command), SESSIONS.save(session)]
+            [MESSAGES.save(reply), COMMANDS.save(command), SESSIONS.save(session)]
         )
+        job.command = command
         service.cache.put_command(job.command)
         service.publish_message("message.started", reply)
         service.publish_status(session)
         service.publish_session("session.updated", session)
-    return reply
+    started.append(reply)
 
 
 async def _turn(service: CommandService, job: Job) -> Turn:
@@ -233,39 +258,89 @@ async def _finish(
     content: str,
     status: MessageStatus,
     error: ErrorInfo | None,
+    *,
+    started: bool = True,
 ) -> None:
+    """Record how the reply ended and tell whoever waits for it.
+
+    The write is retried while the storage fails. If it never lands, the reply is recorded as
+    failed without its text (a smaller write); if even that fails, it is shown failed at once
+    and recorded as soon as a write lands (or marked interrupted at the next start): memory
+    never keeps a reply running that the database cannot finish.
+    """
     now = utcnow()
     final = attrs.evolve(reply, content=content, status=status, completed_at=now, error=error)
-    job.command = _finished(job.command, final, now)
+    new = not started  # its row is written now, and counted in the session now
+
+    def record(final: Message, repair: bool = False) -> Callable[[], Awaitable[None]]:
+        return lambda: _record_end(service, job, final, new=new and not repair, repair=repair)
+
+    failure = await durable.retrying(service, record(final))
+    if failure is not None:
+        final = attrs.evolve(final, content="", status=MessageStatus.FAILED)
+        final = attrs.evolve(final, error=durable.not_stored(failure))
+        failure = await durable.retrying(service, record(final), for_s=0)
+    if failure is not None:
+        log.error("reply_not_stored", reply_id=job.reply_id, error=str(failure))
+        session = service.cache.session(job.session_id)
+        if session is not None:
+            _publish_end(service, job, final, _after(service, session, final, new))
+        _settle(job, final)
+        await durable.retrying(service, record(final, repair=True), for_s=math.inf)
+        return
+    _settle(job, final)
+
+
+async def _record_end(
+    service: CommandService, job: Job, final: Message, *, new: bool, repair: bool
+) -> None:
+    """Write the reply's end; a ``repair`` writes what memory already shows."""
     async with service.lock(job.session_id):
         session = service.cache.session(job.session_id)
         if session is None:  # deleted while it ran: nothing left to record
-            service.forget_lock(job.session_id)
-        else:
-            if session.status is not SessionStatus.ENDED:
-                busy = service.has_more(session.id)
-                session = attrs.evolve(
-                    session,
-                    status=SessionStatus.RUNNING if busy else SessionStatus.IDLE,
-                    updated_at=now,
-                )
-            await service.store.write(
-                [MESSAGES.save(final), COMMANDS.save(job.command), SESSIONS.save(session)]
-            )
-            service.cache.put_command(job.command)
-            service.publish_message(FINAL_EVENT[status], final)
-            service.publish_status(session)
-            service.publish_session("session.updated", session)
+            return
+        if not repair:
+            session = _after(service, session, final, new)
+        command = _finished(job.command, final)
+        await service.store.write(
+            [MESSAGES.save(final), COMMANDS.save(command), SESSIONS.save(session)]
+        )
+        if not repair:
+            _publish_end(service, job, final, session)
+
+
+def _after(service: CommandService, session: Session, final: Message, new: bool) -> Session:
+    """The session once a reply ended: running while more are queued, else idle; a reply
+    that never started is counted now."""
+    now = final.completed_at
+    changes: dict[str, Any] = {"updated_at": now}
+    if new:
+        changes.update(message_count=session.message_count + 1, last_message_at=now)
+    if session.status is not SessionStatus.ENDED:
+        busy = service.has_more(session.id)
+        changes["status"] = SessionStatus.RUNNING if busy else SessionStatus.IDLE
+    return attrs.evolve(session, **changes)
+
+
+def _publish_end(service: CommandService, job: Job, final: Message, session: Session) -> None:
+    job.command = _finished(job.command, final)
+    service.cache.put_command(job.command)
+    service.publish_message(FINAL_EVENT[final.status], final)
+    service.publish_status(session)
+    service.publish_session("session.updated", session)
+
+
+def _settle(job: Job, reply: Message) -> None:
     if not job.done.done():
-        job.done.set_result(final)
+        job.done.set_result(reply)
 
 
-def _finished(command: Command, reply: Message, now: str) -> Command:
+def _finished(command: Command, reply: Message) -> Command:
     ok = reply.status is MessageStatus.COMPLETE
     return attrs.evolve(
         command,
         status=CommandStatus.SUCCEEDED if ok else CommandStatus.FAILED,
-        finished_at=now,
+        finished_at=reply.completed_at,
         result={"message_id": reply.id, "status": reply.status.value},
         error=reply.error,
     )
@@ -279,41 +354,59 @@ async def cancel(service: CommandService, command: CancelReplies) -> Cancelled:
     return Cancelled(session_id=command.session_id, cancelled=tuple(stopped))
 
 
-async def cancel_jobs(service: CommandService, session_id: str) -> list[str]:
+async def cancel_jobs(
+    service: CommandService, session_id: str, *, ending: bool = False
+) -> list[str]:
     """Cancel a session's queued replies (recorded as cancelled messages) and stop its running
-    one; the caller holds the session's lock. Return the replies' ids."""
+    one; with ``ending``, the session is recorded ended in the same write. The caller holds
+    the session's lock. Return the replies' ids. If the write fails, nothing changed."""
+    session = service.session_or_404(session_id)
     lane = service.lanes.get(session_id)
-    if lane is None:
-        return []
-    queued = list(lane.jobs)
-    lane.jobs.clear()
+    queued = list(lane.jobs) if lane is not None else []
+    if lane is not None:
+        lane.jobs.clear()  # so the lane cannot start one while they are being recorded
+    try:
+        if queued or ending:
+            await record_cancelled(service, session, queued, ending=ending)
+    except BaseException:
+        for job in queued:  # nothing was recorded: they wait again, in order
+            service.enqueue(job)
+        raise
     stopped = [job.reply_id for job in queued]
-    if queued:
-        session = service.session_or_404(session_id)
-        now = utcnow()
-        finals = [_never_started(job, now) for job in queued]
-        for job, final in zip(queued, finals, strict=True):
-            job.command = _finished(job.command, final, now)
-        session = attrs.evolve(
-            session,
-            message_count=session.message_count + len(queued),
-            last_message_at=now,
-            updated_at=now,
-        )
-        statements: list[Statement] = [SESSIONS.save(session)]
-        for job, final in zip(queued, finals, strict=True):
-            statements += [MESSAGES.save(final), COMMANDS.save(job.command)]
-        await service.store.write(statements)
-        for job, final in zip(queued, finals, strict=True):
-            service.cache.put_command(job.command)
-            service.publish_message("message.cancelled", final)
-            if not job.done.done():
-                job.done.set_result(final)
-        service.publish_session("session.updated", session)
-    if lane.current is not None:
+    if lane is not None and lane.current is not None:
         stopped.append(lane.current.reply_id)
         lane.current.stop("cancelled")
     return stopped
+
+
+async def record_cancelled(
+    service: CommandService, session: Session, jobs: list[Job], *, ending: bool = False
+) -> None:
+    """Record replies that never started as cancelled (and the session ended, with
+    ``ending``), then tell whoever waits for them; the caller holds the session's lock."""
+    now = utcnow()
+    finals = [_never_started(job, now) for job in jobs]
+    commands = [_finished(job.command, final) for job, final in zip(jobs, finals, strict=True)]
+    changes: dict[str, Any] = {"updated_at": now}
+    if jobs:
+        changes.update(message_count=session.message_count + len(jobs), last_message_at=now)
+    if ending:
+        changes["status"] = SessionStatus.ENDED
+    session = attrs.evolve(session, **changes)
+    statements: list[Statement] = [SESSIONS.save(session)]
+    for final, command in zip(finals, commands, strict=True):
+        statements += [MESSAGES.save(final), COMMANDS.save(command)]
+    await service.store.write(statements)
+    for job, final, command in zip(jobs, finals, commands, strict=True):
+        job.command = command
+        service.cache.put_command(command)
+        service.publish_message("message.cancelled", final)
+        _settle(job, final)
+    if ending:
+        service.publish_session("session.ended", session)
+        service.publish_status(session)
+    else:
+        service.publish_session("session.updated", session)
 
 
 def _never_started(job: Job, now: str) -> Message:
