@@ -33,12 +33,15 @@ class Server:
         port: int | None = None,
         config: Path | None = None,
         env: Mapping[str, str] | None = None,
+        module: str = "aiosvc",
+        log_dir: Path | None = None,
     ) -> None:
         self.db = db
         self.extra_env = dict(env or {})
         self.port = port or free_port()
         self.config = config
-        self.log_path = db.with_suffix(f".{self.port}.log")
+        self.module = module  # what ``python -m`` runs: aiosvc, or a test wrapper around it
+        self.log_path = (log_dir or db.parent) / f"{db.stem}.{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -47,9 +50,9 @@ class Server:
         """The server's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 20.0) -> None:
-        """Start the process and wait until ``/health`` answers."""
-        argv = [sys.executable, "-m", "aiosvc", "serve", "--port", str(self.port)]
+    async def start(self, timeout: float = 20.0, *, status: int = 200) -> None:
+        """Start the process and wait until ``/health`` answers (with ``status``)."""
+        argv = [sys.executable, "-m", self.module, "serve", "--port", str(self.port)]
         argv += ["--db", str(self.db)]
         if self.config is not None:
             argv += ["--config", str(self.config)]
@@ -62,10 +65,11 @@ class Server:
             async with asyncio.timeout(timeout):
                 while True:
                     if self.process.poll() is not None:
+                        self._close_log()
                         raise RuntimeError(f"aiosvc exited early: {self.log()}")
                     try:
                         async with http.get(self.url + "/health") as response:
-                            if response.status == 200:
+                            if response.status == status:
                                 return
                     except aiohttp.ClientConnectionError:
                         pass

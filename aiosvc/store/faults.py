@@ -87,7 +87,9 @@ def free_space(path: Path) -> str:
 def cannot(path: Path, what: str, exc: sqlite3.Error) -> str:
     """The message for a file that cannot be opened or used, saying so if the disk is full."""
     name = getattr(exc, "sqlite_errorname", None)
-    text = f"{path}: {what}: {exc}"
-    if name and name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
-        text += f" ({name}; {free_space(path)}: free some space and start again)"
-    return text
+    if name and name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):  # the disk, not the file
+        return (
+            f"{path}: cannot use the database: {exc} ({name}; {free_space(path)}): "
+            "if the disk is full, free some space and start again"
+        )
+    return f"{path}: {what}: {exc}"
