@@ -360,7 +360,8 @@ class Database:
         if not await self.ping():
             return StorageUnavailable("the database does not answer")
         if files.file_id(self.path) != self._file:
-            self.problem = self._gone()
+            self.problem = self._gone()  # no write can land until the file is back
+            return self.problem
         if self.problem is not None:
             if self._probing is None:
                 self._probing = asyncio.get_running_loop().create_task(self._probe())
@@ -382,13 +383,15 @@ class Database:
         conn = self._reader_conn
         if conn is None:
             raise StorageUnavailable("the database is not open")
-        conn.row_factory = sqlite3.Row
         try:
+            conn.row_factory = sqlite3.Row
             return list(await conn.execute_fetchall(sql, params))
-        except (sqlite3.Error, ValueError) as exc:
+        except sqlite3.Error as exc:
             error = classify(exc, self.path, "read")
-            log.error("read_failed", error=str(error))
-            raise error from None
+        except ValueError as exc:  # aiosqlite's, once the connection is closed
+            error = StorageUnavailable(f"the database cannot be read now: {exc}")
+        log.error("read_failed", error=str(error))
+        raise error
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         """Run a query on the read connection and return its first row, if any."""
