@@ -110,7 +110,9 @@ async def run(service: CommandService, job: Job) -> None:
     """Produce one reply: mark it started, stream the agent, then record how it ended."""
     started: list[Message] = []
     failure = await durable.retrying(service, lambda: _start(service, job, started))
-    if failure is not None:  # it never started, and cannot: it fails (or it will next start)
+    if failure is not None and service.stopping.is_set():
+        return  # it stays journaled, and runs at the next start
+    if failure is not None:  # it cannot start: it fails, and says why
         never = _never_started(job, utcnow())
         await _finish(service, job, never, "", *_unstored(failure), started=False)
         return
