@@ -19,9 +19,11 @@ from tests.process_api import Api, wait_for_log
 from tests.serving import Server
 
 
-async def start(servers: list[Server], db: Path, **kwargs: object) -> Server:
+async def start(
+    servers: list[Server], db: Path, *, port: int | None = None, module: str = "aiosvc"
+) -> Server:
     """Start a server on ``db`` and register it for cleanup."""
-    server = Server(db, **kwargs)  # type: ignore[arg-type]
+    server = Server(db, port=port, module=module)
     servers.append(server)
     await server.start()
     return server

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
@@ -15,7 +13,7 @@ from aiosvc.agents import Agent, AgentError, Turn
 from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
-from aiosvc.commands import durable
+from aiosvc.commands import durable, endings
 from aiosvc.commands.approvals import Gate
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
@@ -27,25 +25,16 @@ from aiosvc.models import (
     Message,
     MessageStatus,
     Role,
-    Session,
     SessionStatus,
     new_id,
 )
 from aiosvc.store import INTERRUPTED, StoreError
-from aiosvc.store.db import Statement
 from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
 
 if TYPE_CHECKING:
     from aiosvc.commands.service import CommandService
 
 log = structlog.get_logger(__name__)
-
-CANCELLED = ErrorInfo(code="cancelled", message="the reply was cancelled")
-FINAL_EVENT = {
-    MessageStatus.COMPLETE: "message.completed",
-    MessageStatus.FAILED: "message.failed",
-    MessageStatus.CANCELLED: "message.cancelled",
-}
 
 
 def check_content(service: CommandService, content: str) -> None:
@@ -113,8 +102,8 @@ async def run(service: CommandService, job: Job) -> None:
     if failure is not None and service.stopping.is_set():
         return  # it stays journaled, and runs at the next start
     if failure is not None:  # it cannot start: it fails, and says why
-        never = _never_started(job, utcnow())
-        await _finish(service, job, never, "", *_unstored(failure), started=False)
+        never = endings.never_started(job, utcnow())
+        await endings.finish(service, job, never, "", *endings.unstored(failure), started=False)
         return
     if not started:
         return
@@ -134,23 +123,19 @@ async def run(service: CommandService, job: Job) -> None:
         if job.stop_reason is None:
             raise  # the lane itself is being cancelled
         status = MessageStatus.CANCELLED if job.stop_reason == "cancelled" else MessageStatus.FAILED
-        error = CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
+        error = endings.CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
     except AgentError as exc:
         status = MessageStatus.FAILED
         error = ErrorInfo(code=clean_text(exc.code), message=clean_text(exc.message))
     except StoreError as exc:  # one of its own writes (an approval, say) could not be made
-        status, error = _unstored(exc)
+        status, error = endings.unstored(exc)
     except Exception as exc:
         log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
         status = MessageStatus.FAILED
         error = ErrorInfo(code="agent_error", message=clean_text(str(exc) or type(exc).__name__))
     finally:
         job.task = None
-    await _finish(service, job, reply, "".join(chunks), status, error)
-
-
-def _unstored(exc: StoreError) -> tuple[MessageStatus, ErrorInfo]:
-    return MessageStatus.FAILED, durable.not_stored(exc)
+    await endings.finish(service, job, reply, "".join(chunks), status, error)
 
 
 async def _start(service: CommandService, job: Job, started: list[Message]) -> None:
@@ -159,10 +144,10 @@ async def _start(service: CommandService, job: Job, started: list[Message]) -> N
     async with service.lock(job.session_id):
         session = service.cache.session(job.session_id)
         if session is None:  # deleted: its rows are gone with it
-            _settle(job, _never_started(job, utcnow()))
+            endings.settle(job, endings.never_started(job, utcnow()))
             return
         if job.stop_reason == "cancelled":
-            await record_cancelled(service, session, [job])
+            await endings.record_cancelled(service, session, [job])
             return
         if job.stop_reason is not None:
             return  # stopping: it stays journaled for the next start
@@ -253,101 +238,6 @@ async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: lis
                 raise AgentError("reply_too_large", f"the reply passed {limit} characters")
 
 
-async def _finish(
-    service: CommandService,
-    job: Job,
-    reply: Message,
-    content: str,
-    status: MessageStatus,
-    error: ErrorInfo | None,
-    *,
-    started: bool = True,
-) -> None:
-    """Record how the reply ended and tell whoever waits for it.
-
-    The write is retried while the storage fails. If it never lands, the reply is recorded as
-    failed without its text (a smaller write); if even that fails, it is shown failed at once
-    and recorded as soon as a write lands (or marked interrupted at the next start): memory
-    never keeps a reply running that the database cannot finish.
-    """
-    now = utcnow()
-    final = attrs.evolve(reply, content=content, status=status, completed_at=now, error=error)
-    new = not started  # its row is written now, and counted in the session now
-
-    def record(final: Message, repair: bool = False) -> Callable[[], Awaitable[None]]:
-        return lambda: _record_end(service, job, final, new=new and not repair, repair=repair)
-
-    failure = await durable.retrying(service, record(final))
-    if failure is not None:
-        final = attrs.evolve(final, content="", status=MessageStatus.FAILED)
-        final = attrs.evolve(final, error=durable.not_stored(failure))
-        failure = await durable.retrying(service, record(final), for_s=0)
-    if failure is not None:
-        log.error("reply_not_stored", reply_id=job.reply_id, error=str(failure))
-        session = service.cache.session(job.session_id)
-        if session is not None:
-            _publish_end(service, job, final, _after(service, session, final, new))
-        _settle(job, final)
-        await durable.retrying(service, record(final, repair=True), for_s=math.inf)
-        return
-    _settle(job, final)
-
-
-async def _record_end(
-    service: CommandService, job: Job, final: Message, *, new: bool, repair: bool
-) -> None:
-    """Write the reply's end; a ``repair`` writes what memory already shows."""
-    async with service.lock(job.session_id):
-        session = service.cache.session(job.session_id)
-        if session is None:  # deleted while it ran: nothing left to record
-            return
-        if not repair:
-            session = _after(service, session, final, new)
-        command = _finished(job.command, final)
-        await service.store.write(
-            [MESSAGES.save(final), COMMANDS.save(command), SESSIONS.save(session)]
-        )
-        if not repair:
-            _publish_end(service, job, final, session)
-
-
-def _after(service: CommandService, session: Session, final: Message, new: bool) -> Session:
-    """The session once a reply ended: running while more are queued, else idle; a reply
-    that never started is counted now."""
-    now = final.completed_at
-    changes: dict[str, Any] = {"updated_at": now}
-    if new:
-        changes.update(message_count=session.message_count + 1, last_message_at=now)
-    if session.status is not SessionStatus.ENDED:
-        busy = service.has_more(session.id)
-        changes["status"] = SessionStatus.RUNNING if busy else SessionStatus.IDLE
-    return attrs.evolve(session, **changes)
-
-
-def _publish_end(service: CommandService, job: Job, final: Message, session: Session) -> None:
-    job.command = _finished(job.command, final)
-    service.cache.put_command(job.command)
-    service.publish_message(FINAL_EVENT[final.status], final)
-    service.publish_status(session)
-    service.publish_session("session.updated", session)
-
-
-def _settle(job: Job, reply: Message) -> None:
-    if not job.done.done():
-        job.done.set_result(reply)
-
-
-def _finished(command: Command, reply: Message) -> Command:
-    ok = reply.status is MessageStatus.COMPLETE
-    return attrs.evolve(
-        command,
-        status=CommandStatus.SUCCEEDED if ok else CommandStatus.FAILED,
-        finished_at=reply.completed_at,
-        result={"message_id": reply.id, "status": reply.status.value},
-        error=reply.error,
-    )
-
-
 async def cancel(service: CommandService, command: CancelReplies) -> Cancelled:
     """Stop the running reply and cancel the queued ones; say which replies that touched."""
     async with service.lock(command.session_id):
@@ -369,7 +259,7 @@ async def cancel_jobs(
         lane.jobs.clear()  # so the lane cannot start one while they are being recorded
     try:
         if queued or ending:
-            await record_cancelled(service, session, queued, ending=ending)
+            await endings.record_cancelled(service, session, queued, ending=ending)
     except BaseException:
         for job in queued:  # nothing was recorded: they wait again, in order
             service.enqueue(job)
@@ -381,50 +271,6 @@ async def cancel_jobs(
     return stopped
 
 
-async def record_cancelled(
-    service: CommandService, session: Session, jobs: list[Job], *, ending: bool = False
-) -> None:
-    """Record replies that never started as cancelled (and the session ended, with
-    ``ending``), then tell whoever waits for them; the caller holds the session's lock."""
-    now = utcnow()
-    finals = [_never_started(job, now) for job in jobs]
-    commands = [_finished(job.command, final) for job, final in zip(jobs, finals, strict=True)]
-    changes: dict[str, Any] = {"updated_at": now}
-    if jobs:
-        changes.update(message_count=session.message_count + len(jobs), last_message_at=now)
-    if ending:
-        changes["status"] = SessionStatus.ENDED
-    session = attrs.evolve(session, **changes)
-    statements: list[Statement] = [SESSIONS.save(session)]
-    for final, command in zip(finals, commands, strict=True):
-        statements += [MESSAGES.save(final), COMMANDS.save(command)]
-    await service.store.write(statements)
-    for job, final, command in zip(jobs, finals, commands, strict=True):
-        job.command = command
-        service.cache.put_command(command)
-        service.publish_message("message.cancelled", final)
-        _settle(job, final)
-    if ending:
-        service.publish_session("session.ended", session)
-        service.publish_status(session)
-    else:
-        service.publish_session("session.updated", session)
-
-
-def _never_started(job: Job, now: str) -> Message:
-    """The reply of a job cancelled before it started: empty, cancelled."""
-    return Message(
-        id=job.reply_id,
-        session_id=job.session_id,
-        role=Role.ASSISTANT,
-        content="",
-        status=MessageStatus.CANCELLED,
-        created_at=now,
-        completed_at=now,
-        error=CANCELLED,
-    )
-
-
 def drop_jobs(service: CommandService, session_id: str) -> None:
     """Forget a deleted session's queued replies and stop its running one (nothing recorded:
     the rows go with the session)."""
@@ -434,7 +280,7 @@ def drop_jobs(service: CommandService, session_id: str) -> None:
     now = utcnow()
     for job in lane.jobs:
         if not job.done.done():  # a waiting client gets the reply as it ended: never started
-            job.done.set_result(_never_started(job, now))
+            job.done.set_result(endings.never_started(job, now))
     lane.jobs.clear()
     if lane.current is not None:
         lane.current.stop("cancelled")
