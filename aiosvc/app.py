@@ -12,8 +12,8 @@ from aiohttp import web
 from aiosvc.agents import AgentRegistry
 from aiosvc.bus import Bus
 from aiosvc.cache import Cache
-from aiosvc.clock import utcnow
 from aiosvc.commands.service import CommandService
+from aiosvc.commands.startup import Startup
 from aiosvc.config import Config, Settings
 from aiosvc.keys import (
     AGENTS,
@@ -114,21 +114,12 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     """Open the store, number events, load the cache, resume work; undo it all in reverse."""
     database, store, bus, cache = app[DATABASE], app[STORE], app[BUS], app[CACHE]
     await database.open()
+    startup = Startup(store, bus, cache, app[COMMANDS], block=EVENT_ID_BLOCK)
     try:
-        recovery = await store.recover(utcnow())
-        if recovery.failed_replies or recovery.expired_approvals:
-            log.warning(
-                "recovered_interrupted_work",
-                failed_replies=recovery.failed_replies,
-                expired_approvals=recovery.expired_approvals,
-            )
-        first_id, reserved = await store.reserve_event_ids(EVENT_ID_BLOCK)
-        bus.start_at(first_id, reserved, store.set_event_ids_reserved)
-        await cache.load()
-        app[COMMANDS].resume(recovery)
-        log.info("service_started", db=str(database.path), first_event_id=first_id)
+        await startup.begin()  # settles the previous run, or serves reads until it can
         yield
     finally:
+        await startup.close()
         await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
         await app[AGENTS].close()
         cache.close()

@@ -43,7 +43,8 @@ class Cache:
         self._commands_kept = commands_kept
         self._sessions: dict[str, Session] = {}  # oldest first
         self._histories: OrderedDict[str, dict[str, Message]] = OrderedDict()
-        self._loading: dict[str, tuple[asyncio.Future[None], list[Message]]] = {}
+        # Histories being loaded, with the events that arrived meanwhile (applied after).
+        self._loading: dict[str, tuple[asyncio.Task[dict[str, Message]], list[Message]]] = {}
         self._live: dict[str, list[str]] = {}  # streaming message id -> deltas so far
         self._commands: OrderedDict[str, Command] = OrderedDict()
         self._approvals: dict[str, Approval] = {}
@@ -56,12 +57,7 @@ class Cache:
 
     async def load(self) -> None:
         """Load sessions and approvals from the store and start following the bus."""
-        sessions = await self._store.sessions()
-        self._sessions = {s.id: s for s in reversed(sessions)}
-        for session in sessions:
-            self._json[session.id] = (session, dumps(session))
-        self._sessions_changed()
-        self._approvals = {a.id: a for a in await self._store.approvals()}
+        await self._load_snapshots()
         self._subscription = self._bus.subscribe(self._apply, [ALL])
 
     def reconfigure(self, first_page_size: int) -> None:
@@ -69,6 +65,22 @@ class Cache:
         if first_page_size != self._first_page_size:
             self._first_page_size = first_page_size
             self._sessions_changed()
+
+    async def reload(self) -> None:
+        """Forget everything and load it again from the store (once startup has settled what
+        the previous run left, which changed rows without publishing events)."""
+        await self._load_snapshots()
+        self._histories.clear()
+        self._live.clear()
+        self._commands.clear()
+
+    async def _load_snapshots(self) -> None:
+        sessions = await self._store.sessions()
+        approvals = await self._store.approvals()
+        self._json = {session.id: (session, dumps(session)) for session in sessions}
+        self._sessions = {s.id: s for s in reversed(sessions)}
+        self._sessions_changed()
+        self._approvals = {a.id: a for a in approvals}
 
     def close(self) -> None:
         """Stop following the bus."""
@@ -126,18 +138,23 @@ class Cache:
         return [self._with_live_text(m) for m in messages.values()]
 
     async def _load_history(self, session_id: str) -> dict[str, Message]:
+        """Load a history once however many read it meanwhile: every reader gets the result,
+        or the error (never an empty history for a failed load). The load is a task of its
+        own, so a reader that goes away does not cut it short for the others."""
         pending = self._loading.get(session_id)
-        if pending is not None:
-            await asyncio.shield(pending[0])
-            return self._histories.get(session_id) or {}
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        buffered: list[Message] = []
-        self._loading[session_id] = (done, buffered)
+        if pending is None:
+            task = asyncio.get_running_loop().create_task(
+                self._load_from_store(session_id), name=f"aiosvc-history-{session_id}"
+            )
+            task.add_done_callback(_retrieve)
+            pending = self._loading[session_id] = (task, [])
+        return await asyncio.shield(pending[0])
+
+    async def _load_from_store(self, session_id: str) -> dict[str, Message]:
         try:
             loaded = await self._store.messages(session_id)
         finally:
-            del self._loading[session_id]
-            done.set_result(None)
+            _, buffered = self._loading.pop(session_id)
         messages = {m.id: m for m in loaded}
         for message in buffered:
             messages[message.id] = message
@@ -246,6 +263,12 @@ class Cache:
     def _on_approval(self, event: Event) -> None:
         approval: Approval = event.obj
         self._approvals[approval.id] = approval
+
+
+def _retrieve(task: asyncio.Task[dict[str, Message]]) -> None:
+    """Mark a failed load's error as seen: its readers raise it, and there may be none."""
+    if not task.cancelled():
+        task.exception()
 
 
 _HANDLERS: dict[str, Callable[[Cache, Event], None]] = {

@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
+    migrate_cmd.add_argument(
+        "--create",
+        action="store_true",
+        help="create a new, empty database even where one was before (it was deleted or moved)",
+    )
     check = commands.add_parser(
         "check-config", help="check the configuration as serve would, without starting"
     )
@@ -88,7 +93,7 @@ def _run(argv: Sequence[str] | None) -> int:
     configure_logging(config.log_format)
     try:
         if args.command == "migrate":
-            asyncio.run(_migrate(config))
+            asyncio.run(_migrate(config, create=args.create))
         else:
             # a reload reads the same file with the environment and flags of this start
             env = dict(os.environ)
@@ -102,9 +107,9 @@ def _run(argv: Sequence[str] | None) -> int:
     return 0
 
 
-async def _migrate(config: Config) -> None:
+async def _migrate(config: Config, *, create: bool) -> None:
     database = Database(config.storage.db)
-    await database.open(migrate=False, require_current=False)
+    await database.open(migrate=False, require_current=False, create=create)
     try:
         applied = await database.migrate()
     finally:

@@ -161,3 +161,11 @@ class Unavailable(AppError):
 
     status = 503
     code = "unavailable"
+
+
+class InsufficientStorage(AppError):
+    """A change could not be made durable because the disk (or the database) is full; nothing
+    of it was stored."""
+
+    status = 507
+    code = "insufficient_storage"

@@ -13,7 +13,9 @@ import pytest
 
 from aiosvc.app import create_app
 from aiosvc.config import AgentsConfig, Config, EchoAgentConfig, load_config
+from tests.disks import Disk, mounted_disk
 from tests.helpers import Client
+from tests.serving import Server
 
 ClientFactory = Callable[..., Awaitable[Client]]
 
@@ -64,3 +66,19 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    """A 16 MiB disk of the test's own (a tmpfs; skipped where it cannot be mounted)."""
+    yield from mounted_disk(tmp_path)
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Server]]:
+    """Servers the test starts; any still running at the end are killed."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()

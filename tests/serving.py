@@ -34,6 +34,8 @@ class Server:
         config: Path | None = None,
         env: Mapping[str, str] | None = None,
         port_flag: bool = True,
+        wrapper: Path | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.db = db
         self.extra_env = dict(env or {})
@@ -41,7 +43,9 @@ class Server:
         self.config = config
         #: False: no --port on the command line (the config file sets ``port``).
         self.port_flag = port_flag
-        self.log_path = db.with_suffix(f".{self.port}.log")
+        #: A test's script around the installed aiosvc's command line, run in its environment.
+        self.wrapper = wrapper
+        self.log_path = (log_dir or db.parent) / f"{db.stem}.{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -50,10 +54,12 @@ class Server:
         """The server's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 20.0) -> None:
-        """Start the process and wait until ``/health`` answers."""
+    async def start(self, timeout: float = 20.0, *, status: int = 200) -> None:
+        """Start the process and wait until ``/health`` answers (with ``status``)."""
         port = ["--port", str(self.port)] if self.port_flag else []
         argv = installed.argv("serve", *port, "--db", str(self.db))
+        if self.wrapper is not None:
+            argv = [str(installed.install_dir() / "bin" / "python"), str(self.wrapper), *argv[1:]]
         if self.config is not None:
             argv += ["--config", str(self.config)]
         env = installed.environ(AIOSVC_LOG_FORMAT="json", **self.extra_env)
@@ -63,10 +69,11 @@ class Server:
             async with asyncio.timeout(timeout):
                 while True:
                     if self.process.poll() is not None:
+                        self._close_log()
                         raise RuntimeError(f"aiosvc exited early: {self.log()}")
                     try:
                         async with http.get(self.url + "/health") as response:
-                            if response.status == 200:
+                            if response.status == status:
                                 return
                     except aiohttp.ClientConnectionError:
                         pass

@@ -47,6 +47,9 @@ class Gate:
         service.approval_waiters[approval.id] = waiter
         try:
             await self._set_waiting(approval)
+            job.waiting_for = approval.id
+            if service.stopping.is_set():  # nobody can decide any more: stop it now (and
+                job.stop("interrupted")  # service.stop stops those already waiting)
             try:
                 async with asyncio.timeout(service.approval_timeout_s):
                     approved = await waiter
@@ -56,6 +59,7 @@ class Gate:
                 await asyncio.shield(self._expire(approval.id))
                 raise
         finally:
+            job.waiting_for = None
             service.approval_waiters.pop(approval.id, None)
         await self._set_running()
         return approved

@@ -21,6 +21,7 @@ class Job:
     prompt: str | None = None  # the user message's text, when known (not after a restart)
     stop_reason: str | None = None  # "cancelled" by a client, or "interrupted" by shutdown
     task: asyncio.Task[None] | None = None  # the agent's stream, while it runs
+    waiting_for: str | None = None  # the approval it waits for, if it does
 
     @property
     def session_id(self) -> str:

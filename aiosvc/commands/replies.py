@@ -13,6 +13,7 @@ from aiosvc.agents import Agent, AgentError, Turn
 from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
+from aiosvc.commands import durable, endings
 from aiosvc.commands.approvals import Gate
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
@@ -27,21 +28,13 @@ from aiosvc.models import (
     SessionStatus,
     new_id,
 )
-from aiosvc.store import INTERRUPTED
-from aiosvc.store.db import Statement
+from aiosvc.store import INTERRUPTED, StoreError
 from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
 
 if TYPE_CHECKING:
     from aiosvc.commands.service import CommandService
 
 log = structlog.get_logger(__name__)
-
-CANCELLED = ErrorInfo(code="cancelled", message="the reply was cancelled")
-FINAL_EVENT = {
-    MessageStatus.COMPLETE: "message.completed",
-    MessageStatus.FAILED: "message.failed",
-    MessageStatus.CANCELLED: "message.cancelled",
-}
 
 
 def check_content(service: CommandService, content: str) -> None:
@@ -104,9 +97,17 @@ async def send(service: CommandService, command: SendMessage) -> Accepted:
 
 async def run(service: CommandService, job: Job) -> None:
     """Produce one reply: mark it started, stream the agent, then record how it ended."""
-    reply = await _start(service, job)
-    if reply is None:
+    started: list[Message] = []
+    failure = await durable.retrying(service, lambda: _start(service, job, started))
+    if failure is not None and service.stopping.is_set():
+        return  # it stays journaled, and runs at the next start
+    if failure is not None:  # it cannot start: it fails, and says why
+        never = endings.never_started(job, utcnow())
+        await endings.finish(service, job, never, "", *endings.unstored(failure), started=False)
         return
+    if not started:
+        return
+    reply = started[0]
     chunks: list[str] = []
     status, error = MessageStatus.COMPLETE, None
     agent: Agent | None = None
@@ -128,10 +129,12 @@ async def run(service: CommandService, job: Job) -> None:
         if job.stop_reason is None:
             raise  # the lane itself is being cancelled
         status = MessageStatus.CANCELLED if job.stop_reason == "cancelled" else MessageStatus.FAILED
-        error = CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
+        error = endings.CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
     except AgentError as exc:
         status = MessageStatus.FAILED
         error = ErrorInfo(code=clean_text(exc.code), message=clean_text(exc.message))
+    except StoreError as exc:  # one of its own writes (an approval, say) could not be made
+        status, error = endings.unstored(exc)
     except Exception as exc:
         log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
         status = MessageStatus.FAILED
@@ -140,14 +143,22 @@ async def run(service: CommandService, job: Job) -> None:
         job.task = None
         if agent is not None:
             await service.agents.release(agent)
-    await _finish(service, job, reply, "".join(chunks), status, error)
+    await endings.finish(service, job, reply, "".join(chunks), status, error)
 
 
-async def _start(service: CommandService, job: Job) -> Message | None:
+async def _start(service: CommandService, job: Job, started: list[Message]) -> None:
+    """Record that the reply started (into ``started``), unless it was stopped first: then
+    a cancelled one is recorded as never started, an interrupted one stays queued."""
     async with service.lock(job.session_id):
         session = service.cache.session(job.session_id)
-        if session is None or job.stop_reason is not None:
-            return None
+        if session is None:  # deleted: its rows are gone with it
+            endings.settle(job, endings.never_started(job, utcnow()))
+            return
+        if job.stop_reason == "cancelled":
+            await endings.record_cancelled(service, session, [job])
+            return
+        if job.stop_reason is not None:
+            return  # stopping: it stays journaled for the next start
         now = utcnow()
         reply = Message(
             id=job.reply_id,
@@ -157,7 +168,7 @@ async def _start(service: CommandService, job: Job) -> Message | None:
             status=MessageStatus.STREAMING,
             created_at=now,
         )
-        job.command = attrs.evolve(job.command, status=CommandStatus.RUNNING)
+        command = attrs.evolve(job.command, status=CommandStatus.RUNNING)
         session = attrs.evolve(
             session,
             status=SessionStatus.RUNNING,
@@ -166,13 +177,14 @@ async def _start(service: CommandService, job: Job) -> Message | None:
             updated_at=now,
         )
         await service.store.write(
-            [MESSAGES.save(reply), COMMANDS.save(job.command), SESSIONS.save(session)]
+            [MESSAGES.save(reply), COMMANDS.save(command), SESSIONS.save(session)]
         )
+        job.command = command
         service.cache.put_command(job.command)
         service.publish_message("message.started", reply)
         service.publish_status(session)
         service.publish_session("session.updated", session)
-    return reply
+    started.append(reply)
 
 
 async def _turn(service: CommandService, job: Job) -> Turn:
@@ -234,51 +246,6 @@ async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: lis
                 raise AgentError("reply_too_large", f"the reply passed {limit} characters")
 
 
-async def _finish(
-    service: CommandService,
-    job: Job,
-    reply: Message,
-    content: str,
-    status: MessageStatus,
-    error: ErrorInfo | None,
-) -> None:
-    now = utcnow()
-    final = attrs.evolve(reply, content=content, status=status, completed_at=now, error=error)
-    job.command = _finished(job.command, final, now)
-    async with service.lock(job.session_id):
-        session = service.cache.session(job.session_id)
-        if session is None:  # deleted while it ran: nothing left to record
-            service.forget_lock(job.session_id)
-        else:
-            if session.status is not SessionStatus.ENDED:
-                busy = service.has_more(session.id)
-                session = attrs.evolve(
-                    session,
-                    status=SessionStatus.RUNNING if busy else SessionStatus.IDLE,
-                    updated_at=now,
-                )
-            await service.store.write(
-                [MESSAGES.save(final), COMMANDS.save(job.command), SESSIONS.save(session)]
-            )
-            service.cache.put_command(job.command)
-            service.publish_message(FINAL_EVENT[status], final)
-            service.publish_status(session)
-            service.publish_session("session.updated", session)
-    if not job.done.done():
-        job.done.set_result(final)
-
-
-def _finished(command: Command, reply: Message, now: str) -> Command:
-    ok = reply.status is MessageStatus.COMPLETE
-    return attrs.evolve(
-        command,
-        status=CommandStatus.SUCCEEDED if ok else CommandStatus.FAILED,
-        finished_at=now,
-        result={"message_id": reply.id, "status": reply.status.value},
-        error=reply.error,
-    )
-
-
 async def cancel(service: CommandService, command: CancelReplies) -> Cancelled:
     """Stop the running reply and cancel the queued ones; say which replies that touched."""
     async with service.lock(command.session_id):
@@ -287,55 +254,29 @@ async def cancel(service: CommandService, command: CancelReplies) -> Cancelled:
     return Cancelled(session_id=command.session_id, cancelled=tuple(stopped))
 
 
-async def cancel_jobs(service: CommandService, session_id: str) -> list[str]:
+async def cancel_jobs(
+    service: CommandService, session_id: str, *, ending: bool = False
+) -> list[str]:
     """Cancel a session's queued replies (recorded as cancelled messages) and stop its running
-    one; the caller holds the session's lock. Return the replies' ids."""
+    one; with ``ending``, the session is recorded ended in the same write. The caller holds
+    the session's lock. Return the replies' ids. If the write fails, nothing changed."""
+    session = service.session_or_404(session_id)
     lane = service.lanes.get(session_id)
-    if lane is None:
-        return []
-    queued = list(lane.jobs)
-    lane.jobs.clear()
+    queued = list(lane.jobs) if lane is not None else []
+    if lane is not None:
+        lane.jobs.clear()  # so the lane cannot start one while they are being recorded
+    try:
+        if queued or ending:
+            await endings.record_cancelled(service, session, queued, ending=ending)
+    except BaseException:
+        for job in queued:  # nothing was recorded: they wait again, in order
+            service.enqueue(job)
+        raise
     stopped = [job.reply_id for job in queued]
-    if queued:
-        session = service.session_or_404(session_id)
-        now = utcnow()
-        finals = [_never_started(job, now) for job in queued]
-        for job, final in zip(queued, finals, strict=True):
-            job.command = _finished(job.command, final, now)
-        session = attrs.evolve(
-            session,
-            message_count=session.message_count + len(queued),
-            last_message_at=now,
-            updated_at=now,
-        )
-        statements: list[Statement] = [SESSIONS.save(session)]
-        for job, final in zip(queued, finals, strict=True):
-            statements += [MESSAGES.save(final), COMMANDS.save(job.command)]
-        await service.store.write(statements)
-        for job, final in zip(queued, finals, strict=True):
-            service.cache.put_command(job.command)
-            service.publish_message("message.cancelled", final)
-            if not job.done.done():
-                job.done.set_result(final)
-        service.publish_session("session.updated", session)
-    if lane.current is not None:
+    if lane is not None and lane.current is not None:
         stopped.append(lane.current.reply_id)
         lane.current.stop("cancelled")
     return stopped
-
-
-def _never_started(job: Job, now: str) -> Message:
-    """The reply of a job cancelled before it started: empty, cancelled."""
-    return Message(
-        id=job.reply_id,
-        session_id=job.session_id,
-        role=Role.ASSISTANT,
-        content="",
-        status=MessageStatus.CANCELLED,
-        created_at=now,
-        completed_at=now,
-        error=CANCELLED,
-    )
 
 
 def drop_jobs(service: CommandService, session_id: str) -> None:
@@ -347,7 +288,7 @@ def drop_jobs(service: CommandService, session_id: str) -> None:
     now = utcnow()
     for job in lane.jobs:
         if not job.done.done():  # a waiting client gets the reply as it ended: never started
-            job.done.set_result(_never_started(job, now))
+            job.done.set_result(endings.never_started(job, now))
     lane.jobs.clear()
     if lane.current is not None:
         lane.current.stop("cancelled")

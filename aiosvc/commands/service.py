@@ -22,6 +22,7 @@ from aiosvc.bus import Bus, session_topic
 from aiosvc.cache import Cache
 from aiosvc.commands import approvals, hooks, replies, sessions
 from aiosvc.commands.jobs import Job, Lane
+from aiosvc.commands.locks import Held, KeyedLocks
 from aiosvc.commands.types import (
     AnyCommand,
     CancelReplies,
@@ -36,7 +37,7 @@ from aiosvc.commands.types import (
 from aiosvc.config import LimitsConfig
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.models import Message, Session, is_valid_id
-from aiosvc.store import Recovery, Store
+from aiosvc.store import Recovery, Store, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -81,8 +82,14 @@ class CommandService:
         self.approval_timeout_s = approval_timeout_s
         self.lanes: dict[str, Lane] = {}
         self.approval_waiters: dict[str, asyncio.Future[bool]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks = KeyedLocks()
         self.accepting = True
+        #: Set when stopping begins: wakes replies that wait (for a decision, or for room
+        #: on the disk) so they end at once.
+        self.stopping = asyncio.Event()
+        #: Why commands are refused for now: startup could not yet record what the previous
+        #: run left unfinished (see :mod:`aiosvc.commands.startup`).
+        self.not_ready: StoreError | None = None
 
     def reconfigure(self, limits: LimitsConfig, approval_timeout_s: float | None) -> None:
         """Apply new limits and approval timeout (a reload) to what starts from now on."""
@@ -93,24 +100,17 @@ class CommandService:
         """Run one command and return its result; domain errors propagate to the caller."""
         if not self.accepting:
             raise Unavailable("the server is shutting down", code="shutting_down")
+        if self.not_ready is not None:
+            raise type(self.not_ready)(str(self.not_ready))  # a fresh one: 507 or 503
         # Shielded: a client that goes away mid-command must not leave it half done (stored
         # but not queued, say). Its outcome still lands; only the answer goes unheard.
         return await asyncio.shield(_HANDLERS[type(command)](self, command))
 
     # Shared helpers for the handlers -----------------------------------------------------------
 
-    def lock(self, session_id: str) -> asyncio.Lock:
-        """The lock that serialises changes to one session."""
-        lock = self._locks.get(session_id)
-        if lock is None:
-            lock = self._locks[session_id] = asyncio.Lock()
-        return lock
-
-    def forget_lock(self, session_id: str) -> None:
-        """Drop a deleted session's lock once nothing can still want it."""
-        lock = self._locks.get(session_id)
-        if lock is not None and not lock.locked() and session_id not in self.lanes:
-            del self._locks[session_id]
+    def lock(self, session_id: str) -> Held:
+        """Hold the lock that serialises changes to one session (``async with``)."""
+        return self.locks.hold(session_id)
 
     def session_or_404(self, session_id: str) -> Session:
         """The session, or :class:`NotFound` (a malformed id is simply not found)."""
@@ -194,6 +194,10 @@ class CommandService:
         """Take no more commands, let running replies finish for up to ``grace_s``, then stop
         them (they end ``failed``: interrupted); queued replies stay journaled for next start."""
         self.accepting = False
+        self.stopping.set()
+        for lane in self.lanes.values():  # nobody can decide any more: they end now
+            if lane.current is not None and lane.current.waiting_for is not None:
+                lane.current.stop("interrupted")
         tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
         if not tasks:
             return

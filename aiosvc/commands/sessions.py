@@ -72,22 +72,18 @@ async def end(service: CommandService, command: EndSession) -> Session:
         session = service.session_or_404(command.session_id)
         if session.status is SessionStatus.ENDED:
             return session
-        await replies.cancel_jobs(service, session.id)
-        session = service.session_or_404(command.session_id)
-        session = attrs.evolve(session, status=SessionStatus.ENDED, updated_at=utcnow())
-        await service.store.write([SESSIONS.save(session)])
-        service.publish_session("session.ended", session)
-        service.publish_status(session)
-    return session
+        # One write: its queued replies cancelled and the session ended, or nothing changed.
+        await replies.cancel_jobs(service, session.id, ending=True)
+        return service.session_or_404(command.session_id)
 
 
 async def delete(service: CommandService, command: DeleteSession) -> None:
     """Delete a session with its messages, commands and approvals."""
     async with service.lock(command.session_id):
         session = service.session_or_404(command.session_id)
-        replies.drop_jobs(service, session.id)
         await service.store.write([SESSIONS.delete(session.id)])
+        # Only once it is gone for good (a failed write leaves it, and its replies, as they were)
+        replies.drop_jobs(service, session.id)
         service.bus.publish(
             "session.deleted", ("sessions", session_topic(session.id)), {"id": session.id}
         )
-    service.forget_lock(session.id)

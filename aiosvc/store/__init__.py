@@ -21,6 +21,7 @@ from aiosvc.models import (
 )
 from aiosvc.store.db import Database, Statement
 from aiosvc.store.errors import StoreError
+from aiosvc.store.faults import StorageFull, StorageUnavailable
 from aiosvc.store.lock import DatabaseLock, DatabaseLocked
 from aiosvc.store.tables import APPROVALS, COMMANDS, MESSAGES, SESSIONS
 
@@ -30,6 +31,8 @@ __all__ = [
     "DatabaseLocked",
     "Recovery",
     "Statement",
+    "StorageFull",
+    "StorageUnavailable",
     "Store",
     "StoreError",
 ]
@@ -44,6 +47,9 @@ class Recovery:
     failed_replies: int
     expired_approvals: int
     requeued: list[tuple[Command, dict[str, Any]]]
+    #: The first event id of this run, and the last one reserved for it.
+    first_event_id: int = 1
+    event_ids_reserved: int = 0
 
 
 class Store:
@@ -86,12 +92,14 @@ class Store:
 
     # Startup -----------------------------------------------------------------------------------
 
-    async def recover(self, now: str) -> Recovery:
+    async def recover(self, now: str, event_id_block: int = 0) -> Recovery:
         """Settle what the previous run left unfinished.
 
         A reply that was streaming (its process died under it) is marked failed, never left
         streaming; its command fails with it. Pending approvals expire. Commands still queued
         are handed back to be run again, in order: their user messages were acknowledged.
+        With ``event_id_block``, this run's first block of event ids is reserved in the same
+        write: starting takes one small write, which can be retried whole.
         """
         db = self.db
         running = await db.fetchall(
@@ -135,13 +143,19 @@ class Store:
                 [SessionStatus.IDLE, now, SessionStatus.RUNNING, SessionStatus.WAITING_APPROVAL],
             )
         )
+        first_id = reserved = 0
+        if event_id_block:
+            row = await db.fetchone("SELECT value FROM meta WHERE key = 'event_id_reserved'")
+            previous = int(row["value"]) if row else 0
+            first_id, reserved = previous + 1, previous + event_id_block
+            statements.append(_reservation(reserved))
         await db.write(statements)
         columns = ", ".join((*COMMANDS.columns, "payload"))
         queued = await db.fetchall(
             f"SELECT {columns} FROM commands WHERE status = 'queued' ORDER BY seq"
         )
         requeued = [(COMMANDS.load(row), orjson.loads(row["payload"] or "{}")) for row in queued]
-        return Recovery(len(running), len(pending), requeued)
+        return Recovery(len(running), len(pending), requeued, first_id, reserved)
 
     async def reserve_event_ids(self, block: int) -> tuple[int, int]:
         """Reserve a fresh block of event ids; return (first id, last reserved id)."""
@@ -153,13 +167,14 @@ class Store:
 
     async def set_event_ids_reserved(self, until: int) -> None:
         """Record that every event id up to ``until`` may have been handed out."""
-        await self.db.write(
-            [
-                (
-                    "INSERT INTO meta (key, value) VALUES ('event_id_reserved', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
-                    "WHERE CAST(excluded.value AS INTEGER) > CAST(value AS INTEGER)",
-                    [str(until)],
-                )
-            ]
-        )
+        await self.db.write([_reservation(until)])
+
+
+def _reservation(until: int) -> Statement:
+    """The statement that records every event id up to ``until`` as reserved (never lower)."""
+    return (
+        "INSERT INTO meta (key, value) VALUES ('event_id_reserved', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+        "WHERE CAST(excluded.value AS INTEGER) > CAST(value AS INTEGER)",
+        [str(until)],
+    )

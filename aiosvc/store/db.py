@@ -4,14 +4,20 @@ aiosqlite runs every call of a connection on that connection's own thread, and t
 connection share its transaction. So there is exactly one write connection, driven by one writer
 task that groups whatever writes are waiting into a single transaction (group commit), and a
 separate read connection that sees committed data only (WAL).
+
+A write is acknowledged only once it is durable in the file the path names: whatever goes
+wrong (a full disk, the file deleted, the connection lost, a bug), every waiting write gets an
+error (:mod:`aiosvc.store.faults`) and the writer goes on. The last failure stays in
+:attr:`Database.problem`, for ``/health``, until a write lands again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +25,31 @@ import aiosqlite
 import attrs
 import structlog
 
+from aiosvc.clock import utcnow
+from aiosvc.store import files
 from aiosvc.store.errors import StoreError
+from aiosvc.store.faults import (
+    StorageFull,
+    StorageUnavailable,
+    cannot,
+    classify,
+    lost_connection,
+)
 from aiosvc.store.lock import DatabaseLock
+from aiosvc.store.schema import migrations, schema_version, split_sql
 
 log = structlog.get_logger(__name__)
+
+__all__ = [
+    "Database",
+    "Params",
+    "Statement",
+    "StorageFull",
+    "StorageUnavailable",
+    "StoreError",
+    "migrations",
+    "schema_version",
+]
 
 Params = Sequence[Any]
 Statement = tuple[str, Params]
@@ -30,27 +57,18 @@ Statement = tuple[str, Params]
 #: How many queued write requests one transaction takes at most.
 MAX_BATCH = 512
 
+#: A small write that must reach the file (SQLite skips a row that does not change, so it
+#: stores the time): it proves that writes land again.
+_PROBE = (
+    "INSERT INTO meta (key, value) VALUES ('write_probe', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
 
 @attrs.define
 class _WriteRequest:
     statements: Sequence[Statement]
     done: asyncio.Future[None]
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """Return the numbered SQL migrations shipped with the package, in order."""
-    folder = resources.files("aiosvc.store.migrations")
-    steps = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            number = int(entry.name.split("_", 1)[0])
-            steps.append((number, entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(steps)
-
-
-def schema_version() -> int:
-    """The schema version this code writes."""
-    return migrations()[-1][0]
 
 
 class Database:
@@ -64,15 +82,32 @@ class Database:
         self._reader_conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_WriteRequest | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._file: files.FileId | None = None  # what the path named when it was opened
+        self._probing: asyncio.Task[None] | None = None
+        #: Why the last write failed, while no write has landed since (for ``/health``).
+        self.problem: StoreError | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    async def open(self, *, migrate: bool = True, require_current: bool = True) -> None:
-        """Take the database's lock, open it (creating if new), check, migrate, and start the
-        writer. Another process holding the lock is :class:`DatabaseLocked`, nothing touched."""
+    async def open(
+        self, *, migrate: bool = True, require_current: bool = True, create: bool = False
+    ) -> None:
+        """Take the database's lock, open it, check, migrate, and start the writer.
+
+        Another process holding the lock is :class:`DatabaseLocked`, nothing touched. A missing
+        file is created on a first run; where a database was before (its marker or its
+        write-ahead log is beside the path) it is refused unless ``create`` asks for a new one
+        (see :mod:`aiosvc.store.files`).
+        """
         self.lock.acquire()  # creates the folder too
+        creating = not self.path.exists()
+        trace = files.trace_of_previous(self.path) if creating else None
+        if trace is not None and not create:
+            self.lock.release()
+            raise StoreError(files.missing_message(self.path, trace))
         try:
-            self._writer_conn = await self._connect()
+            self._writer_conn = await self._connect(create=creating)
+            self._file = files.file_id(self.path)
             await self._check(self._writer_conn)
             if migrate:
                 await self.migrate()
@@ -82,27 +117,32 @@ class Database:
         except BaseException:
             await self.close()
             raise
+        files.mark(self.path, utcnow())
         self._writer_task = asyncio.get_running_loop().create_task(
             self._write_loop(), name="aiosvc-db-writer"
         )
 
-    async def _connect(self, *, readonly: bool = False) -> aiosqlite.Connection:
-        target = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}?mode=rwc"
+    async def _connect(
+        self, *, readonly: bool = False, create: bool = False
+    ) -> aiosqlite.Connection:
+        mode = "ro" if readonly else "rwc" if create else "rw"
         try:
-            conn = await aiosqlite.connect(target, uri=True, isolation_level=None)
+            conn = await aiosqlite.connect(
+                f"file:{self.path}?mode={mode}", uri=True, isolation_level=None
+            )
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
+            raise StoreError(cannot(self.path, "cannot open the database", exc)) from None
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
             if not readonly:
-                mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
-                if mode is None or mode[0] != "wal":
+                row = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+                if row is None or row[0] != "wal":
                     raise StoreError(f"{self.path}: cannot switch the database to WAL mode")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             await conn.close()
-            raise StoreError(f"{self.path}: not a usable SQLite database: {exc}") from None
+            raise StoreError(cannot(self.path, "not a usable SQLite database", exc)) from None
         except BaseException:
             await conn.close()
             raise
@@ -114,7 +154,7 @@ class Database:
             row = await (await conn.execute("PRAGMA quick_check")).fetchone()
             version = await self._user_version(conn)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a usable SQLite database: {exc}") from None
+            raise StoreError(cannot(self.path, "not a usable SQLite database", exc)) from None
         if row is None or row[0] != "ok":
             raise StoreError(f"{self.path}: the database is corrupt: {row[0] if row else '?'}")
         if version > schema_version():
@@ -138,13 +178,14 @@ class Database:
                 continue
             try:
                 await conn.execute("BEGIN IMMEDIATE")
-                for statement in _split_sql(sql):
+                for statement in split_sql(sql):
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {number:d}")
                 await conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                await conn.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: migration {name} failed: {exc}") from None
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise StoreError(cannot(self.path, f"migration {name} failed", exc)) from None
             log.info("migration_applied", migration=name)
             applied.append(name)
         return applied
@@ -159,9 +200,11 @@ class Database:
 
     async def close(self) -> None:
         """Finish queued writes, stop the writer and close both connections."""
+        if self._probing is not None:
+            await asyncio.wait([self._probing])
         if self._writer_task is not None:
             self._queue.put_nowait(None)
-            await self._writer_task
+            await asyncio.wait([self._writer_task])
             self._writer_task = None
         try:
             for conn in (self._reader_conn, self._writer_conn):
@@ -180,54 +223,101 @@ class Database:
 
     async def write(self, statements: Iterable[Statement]) -> None:
         """Run ``statements`` in one transaction (shared with other waiting writes); wait for
-        the commit."""
+        the commit. Raises a :class:`StoreError` (nothing of it stored) if it did not land."""
         if self._writer_task is None or self._writer_task.done():
-            raise StoreError("the database writer is not running")
+            raise StorageUnavailable("the database is closed")
         request = _WriteRequest(tuple(statements), asyncio.get_running_loop().create_future())
         self._queue.put_nowait(request)
         await request.done
 
     async def _write_loop(self) -> None:
-        conn = self._require_writer()
-        while True:
-            first = await self._queue.get()
-            batch: list[_WriteRequest] = []
-            stopping = first is None
-            if first is not None:
-                batch.append(first)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-            if batch:
-                await self._commit(conn, batch)
-            if stopping:
-                return
-
-    async def _commit(self, conn: aiosqlite.Connection, batch: list[_WriteRequest]) -> None:
-        """Commit the batch as one transaction; if it fails, retry each request on its own so
-        only the faulty one fails."""
+        batch: list[_WriteRequest] = []
         try:
-            await self._run(conn, batch)
-        except sqlite3.Error as exc:
-            if len(batch) == 1:
-                self._fail(batch[0], exc)
-                return
+            while True:
+                first = await self._queue.get()
+                stopping = first is None
+                if first is not None:
+                    batch.append(first)
+                while len(batch) < MAX_BATCH and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stopping = True
+                    else:
+                        batch.append(item)
+                if batch:
+                    await self._commit(batch)
+                    batch = []
+                if stopping:
+                    return
+        finally:
+            # However the loop ends (closed, cancelled, a bug), no write is left waiting.
+            gone = StorageUnavailable("the database writer has stopped")
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
             for request in batch:
-                try:
-                    await self._run(conn, [request])
-                except sqlite3.Error as one:
-                    self._fail(request, one)
-                else:
-                    _resolve(request.done, None)
-            return
-        for request in batch:
-            _resolve(request.done, None)
+                _settle(request.done, gone)
 
-    @staticmethod
-    async def _run(conn: aiosqlite.Connection, batch: list[_WriteRequest]) -> None:
+    async def _commit(self, batch: list[_WriteRequest]) -> None:
+        """Commit the batch as one transaction; if it fails, retry each request on its own so
+        only the faulty one fails. Never raises: each request gets its outcome."""
+        try:
+            await self._run(batch)
+        except Exception as exc:
+            error = await self._failure(exc)
+            if len(batch) > 1 and error is None:
+                for request in batch:
+                    await self._commit([request])
+            else:
+                self._fail(batch, error or classify(exc, self.path))
+            return
+        if files.file_id(self.path) != self._file:
+            # Committed into a file the path no longer names: nobody will ever read it back.
+            self._fail(batch, self._gone())
+            return
+        self.problem = None
+        for request in batch:
+            _settle(request.done, None)
+
+    async def _failure(self, exc: Exception) -> StoreError | None:
+        """What a failed transaction says about the database as a whole (None: it may be the
+        request itself). A connection that stopped working is dropped, to be opened again."""
+        if isinstance(exc, StoreError):
+            return exc
+        if not isinstance(exc, sqlite3.Error):
+            conn, self._writer_conn = self._writer_conn, None
+            try:
+                if conn is not None:
+                    await conn.execute("SELECT 1")
+            except Exception:
+                with contextlib.suppress(Exception):  # its thread must not outlive it
+                    await conn.close()  # type: ignore[union-attr]
+                return lost_connection(exc)
+            self._writer_conn = conn  # it still works: the request was at fault
+            return None
+        error = classify(exc, self.path)
+        return error if isinstance(error, StorageFull | StorageUnavailable) else None
+
+    async def _writer(self) -> aiosqlite.Connection:
+        """The write connection, opened again if it was lost and the file is still ours."""
+        if self._writer_conn is None:
+            if files.file_id(self.path) != self._file:
+                raise self._gone()
+            try:
+                self._writer_conn = await self._connect()
+            except StoreError as exc:
+                raise StorageUnavailable(str(exc)) from None
+            log.warning("database_reconnected", db=str(self.path))
+        return self._writer_conn
+
+    def _gone(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"the database file {self.path} was deleted or replaced while in use: nothing more "
+            "is stored. Restore it, or stop aiosvc and see 'aiosvc migrate --create'"
+        )
+
+    async def _run(self, batch: list[_WriteRequest]) -> None:
         """One transaction for the batch, with one ``executemany`` per distinct statement.
 
         Every call to aiosqlite is a round trip to its thread, so rows of the same shape go
@@ -237,6 +327,7 @@ class Database:
         their relative order: each save writes a whole row, and a deleted session is never
         written again.
         """
+        conn = await self._writer()
         groups: dict[str, list[Params]] = {}
         for request in batch:
             for sql, params in request.statements:
@@ -255,11 +346,40 @@ class Database:
                 await conn.execute("ROLLBACK")
             raise
 
-    @staticmethod
-    def _fail(request: _WriteRequest, exc: sqlite3.Error) -> None:
-        log.error("write_failed", error=str(exc))
-        if not request.done.done():
-            request.done.set_exception(StoreError(f"write failed: {exc}"))
+    def _fail(self, batch: list[_WriteRequest], error: StoreError) -> None:
+        if isinstance(error, StorageFull | StorageUnavailable):
+            self.problem = error
+        log.error("write_failed", error=str(error), code=getattr(error, "code", None))
+        for request in batch:
+            _settle(request.done, error)
+
+    # Health ------------------------------------------------------------------------------------
+
+    async def check(self) -> StoreError | None:
+        """Why the database cannot take writes now, or None when it can.
+
+        While a failure is outstanding, a small write that changes nothing tells whether
+        writes land again (the disk got room, the file came back): so the daemon notices
+        recovery by itself, without waiting for a client's write.
+        """
+        if not await self.ping():
+            return StorageUnavailable("the database does not answer")
+        if files.file_id(self.path) != self._file:
+            self.problem = self._gone()  # no write can land until the file is back
+            return self.problem
+        if self.problem is not None:
+            if self._probing is None:
+                self._probing = asyncio.get_running_loop().create_task(self._probe())
+            await asyncio.shield(self._probing)
+        return self.problem
+
+    async def _probe(self) -> None:
+        try:
+            await self.write([(_PROBE, [str(time.time_ns())])])
+        except StoreError:
+            pass  # the failure is in self.problem
+        finally:
+            self._probing = None
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -267,9 +387,16 @@ class Database:
         """Run a query on the read connection and return every row."""
         conn = self._reader_conn
         if conn is None:
-            raise StoreError("the database is not open")
-        conn.row_factory = sqlite3.Row
-        return list(await conn.execute_fetchall(sql, params))
+            raise StorageUnavailable("the database is not open")
+        try:
+            conn.row_factory = sqlite3.Row
+            return list(await conn.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            error = classify(exc, self.path, "read")
+        except ValueError as exc:  # aiosqlite's, once the connection is closed
+            error = StorageUnavailable(f"the database cannot be read now: {exc}")
+        log.error("read_failed", error=str(error))
+        raise error
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         """Run a query on the read connection and return its first row, if any."""
@@ -277,20 +404,18 @@ class Database:
         return rows[0] if rows else None
 
     async def ping(self) -> bool:
-        """Tell whether the database answers a trivial query."""
+        """Tell whether the database answers a trivial query and its writer runs."""
         try:
             await self.fetchone("SELECT 1")
-        except (sqlite3.Error, StoreError, ValueError):
+        except StoreError:
             return False
         return self._writer_task is not None and not self._writer_task.done()
 
 
-def _resolve(future: asyncio.Future[None], value: None) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (our migrations have no ';' in literals)."""
-    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+def _settle(future: asyncio.Future[None], error: StoreError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

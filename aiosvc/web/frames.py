@@ -14,8 +14,10 @@ from aiosvc.models import Event
 class Framing(Protocol):
     """How one transport writes events and notices."""
 
-    def event(self, event: Event, topic: str) -> bytes:
-        """The frame carrying ``event`` as seen on ``topic``."""
+    def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
+        """The frame carrying ``event`` as seen on ``topic``; ``keep`` it on the event for
+        the other clients of a fan-out (a replay must not: the event stays in the ring
+        buffer, which keeps events only)."""
         ...
 
     def dropped(self, count: int) -> bytes:
@@ -56,12 +58,14 @@ class WebSocketFraming:
 
     name = "ws"
 
-    def event(self, event: Event, topic: str) -> bytes:
+    def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
         """``{"type": "event", "event": {"id", "type", "topic", "ts", "data"}}``."""
         key = ("ws", topic)
         frame = event.frames.get(key)  # built once per event, whatever the number of clients
         if frame is None:
-            frame = event.frames[key] = b'{"type":"event","event":%s}' % event.envelope_json(topic)
+            frame = b'{"type":"event","event":%s}' % event.envelope_json(topic)
+            if keep:
+                event.frames[key] = frame
         return frame
 
     def dropped(self, count: int) -> bytes:
@@ -87,21 +91,20 @@ class SSEFraming:
 
     name = "sse"
 
-    def event(self, event: Event, topic: str) -> bytes:
+    def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
         """One SSE event block, its id the event's id."""
         key = ("sse", topic)
         frame = event.frames.get(key)  # built once per event, whatever the number of clients
         if frame is None:
-            frame = event.frames[key] = (
-                b'id: %d\nevent: %s\ndata: {"topic":%s,"ts":"%s","data":%s}\n\n'
-                % (
-                    event.id,
-                    event.type.encode(),
-                    orjson.dumps(topic),
-                    event.ts.encode(),
-                    event.data_json,
-                )
+            frame = b'id: %d\nevent: %s\ndata: {"topic":%s,"ts":"%s","data":%s}\n\n' % (
+                event.id,
+                event.type.encode(),
+                orjson.dumps(topic),
+                event.ts.encode(),
+                event.data_json,
             )
+            if keep:
+                event.frames[key] = frame
         return frame
 
     def dropped(self, count: int) -> bytes:

@@ -298,7 +298,7 @@ class Outbox:
                 event, topic = head.popleft()
                 if not head:
                     queue.popleft()
-                frame = self._framing.event(event, topic)
+                frame = self._framing.event(event, topic, keep=False)  # see Bus.publish
             batch.append(frame)
             size += len(frame)
         self.sent += len(batch)

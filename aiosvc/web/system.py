@@ -13,6 +13,7 @@ from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.keys import AGENTS, CACHE, COMMANDS, DATABASE, GATE, SETTINGS, STARTED_AT
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
+from aiosvc.store import StorageFull
 from aiosvc.web import openapi, requests
 from aiosvc.web.openapi import PAGING, Page, Param, Raw, operation
 from aiosvc.web.responses import JSON, ok, page
@@ -27,16 +28,20 @@ AGENT = {"name": str, "kind": str, "default": bool, "config": dict[str, Any]}
 @routes.get("/api/v1/health")
 @operation(responses={200: HEALTH}, errors={503: "unavailable"})
 async def health(request: web.Request) -> web.Response:
-    """Liveness and readiness: 200 when the database answers, else 503."""
-    report = {
+    """Liveness and readiness: 200 when the database takes writes, else 503 saying why
+    (``db``: ``degraded`` when it is full and reads still work, ``error`` otherwise)."""
+    report: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
         "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
         "db": "ok",
     }
-    if not await request.app[DATABASE].ping():
-        report.update(status="unavailable", db="error")
-        raise Unavailable("the database is not usable", details=report)
+    problem = await request.app[DATABASE].check() or request.app[COMMANDS].not_ready
+    if problem is not None:
+        degraded = isinstance(problem, StorageFull)
+        report.update(status="unavailable", db="degraded" if degraded else "error")
+        report["db_error"] = str(problem)
+        raise Unavailable("the database cannot store changes now", details=report)
     return ok(report)
 
 
