@@ -110,3 +110,15 @@ class Server:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def slow_echo_config(tmp_path: Path, *, delay_ms: int = 0, shutdown_timeout_s: float = 10) -> Path:
+    """A config file whose default agent is an echo agent ``delay_ms`` slow."""
+    path = tmp_path / "aiosvc.toml"
+    path.write_text(
+        f"[server]\nshutdown_timeout_s = {shutdown_timeout_s}\n\n"
+        '[agents]\ndefault = "slow"\n\n'
+        f'[agents.slow]\nkind = "echo"\ndelay_ms = {delay_ms}\n',
+        encoding="utf-8",
+    )
+    return path

@@ -5,42 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 
-from tests.serving import Server
+from tests.serving import Server, slow_echo_config
 
 INTERRUPTED = {
     "code": "interrupted",
     "message": "the server stopped before the reply finished",
 }
-
-
-def write_config(tmp_path: Path, *, shutdown_timeout_s: float, delay_ms: int) -> Path:
-    """A config whose default agent is an echo agent ``delay_ms`` slow."""
-    path = tmp_path / "aiosvc.toml"
-    path.write_text(
-        f"[server]\nshutdown_timeout_s = {shutdown_timeout_s}\n\n"
-        '[agents]\ndefault = "slow"\n\n'
-        f'[agents.slow]\nkind = "echo"\ndelay_ms = {delay_ms}\n',
-        encoding="utf-8",
-    )
-    return path
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Server]]:
-    """Servers the test starts; any still running at the end are killed."""
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.process is not None and server.process.poll() is None:
-            server.kill()
 
 
 class Api:
@@ -107,7 +84,7 @@ async def start(servers: list[Server], db: Path, config: Path) -> Server:
 async def test_a_running_reply_finishes_within_the_shutdown_timeout(
     tmp_path: Path, db_path: Path, servers: list[Server]
 ) -> None:
-    config = write_config(tmp_path, shutdown_timeout_s=10, delay_ms=150)
+    config = slow_echo_config(tmp_path, shutdown_timeout_s=10, delay_ms=150)
     text = "one two three four five six seven eight"  # eight deltas, 150 ms apart
     server = await start(servers, db_path, config)
     async with aiohttp.ClientSession() as http:
@@ -148,7 +125,7 @@ async def test_a_running_reply_finishes_within_the_shutdown_timeout(
 async def test_a_reply_over_the_timeout_is_interrupted_and_the_queued_one_runs_after_restart(
     tmp_path: Path, db_path: Path, servers: list[Server]
 ) -> None:
-    config = write_config(tmp_path, shutdown_timeout_s=0.5, delay_ms=2000)
+    config = slow_echo_config(tmp_path, shutdown_timeout_s=0.5, delay_ms=2000)
     long_text = "alpha beta gamma delta"  # four deltas, 2 s apart: far over the timeout
     server = await start(servers, db_path, config)
     async with aiohttp.ClientSession() as http:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.disks import Disk
 from tests.process_api import Api, wait_for_log
-from tests.serving import Server
+from tests.serving import Server, slow_echo_config
 
 WORDS = 30_000  # a message of about 240 KB: no room for it on a full disk
 
@@ -25,18 +25,6 @@ WORDS = 30_000  # a message of about 240 KB: no room for it on a full disk
 def big_text(tag: str) -> str:
     """A message far larger than what a full disk has room for, in many words."""
     return " ".join(f"{tag}{n:06d}" for n in range(WORDS))
-
-
-def write_config(tmp_path: Path, *, delay_ms: int = 0, shutdown_timeout_s: float = 10) -> Path:
-    """A config whose default agent is an echo agent ``delay_ms`` slow."""
-    path = tmp_path / "aiosvc.toml"
-    path.write_text(
-        f"[server]\nshutdown_timeout_s = {shutdown_timeout_s}\n\n"
-        '[agents]\ndefault = "slow"\n\n'
-        f'[agents.slow]\nkind = "echo"\ndelay_ms = {delay_ms}\n',
-        encoding="utf-8",
-    )
-    return path
 
 
 def on_disk(disk: Disk, tmp_path: Path, servers: list[Server], **kwargs: Any) -> Server:
@@ -100,7 +88,7 @@ async def test_disk_full_is_507_health_degraded_and_recovers_when_space_frees(
 async def test_a_final_write_that_fails_is_retried_and_lands_when_space_frees(
     disk: Disk, tmp_path: Path, servers: list[Server]
 ) -> None:
-    server = on_disk(disk, tmp_path, servers, config=write_config(tmp_path, delay_ms=300))
+    server = on_disk(disk, tmp_path, servers, config=slow_echo_config(tmp_path, delay_ms=300))
     await server.start()
     text = big_text("b")
     async with aiohttp.ClientSession() as http:
@@ -125,7 +113,7 @@ async def test_a_final_write_that_fails_is_retried_and_lands_when_space_frees(
 async def test_a_reply_that_cannot_be_stored_fails_in_memory_and_in_the_database(
     disk: Disk, tmp_path: Path, servers: list[Server]
 ) -> None:
-    config = write_config(tmp_path, delay_ms=300)
+    config = slow_echo_config(tmp_path, delay_ms=300)
     server = on_disk(disk, tmp_path, servers, config=config)
     await server.start()
     async with aiohttp.ClientSession() as http:
@@ -177,7 +165,7 @@ async def test_a_reply_that_cannot_be_stored_fails_in_memory_and_in_the_database
 async def test_a_restart_on_a_full_disk_serves_reads_and_settles_once_there_is_room(
     disk: Disk, tmp_path: Path, servers: list[Server]
 ) -> None:
-    config = write_config(tmp_path, delay_ms=400)
+    config = slow_echo_config(tmp_path, delay_ms=400)
     server = on_disk(disk, tmp_path, servers, config=config)
     await server.start()
     async with aiohttp.ClientSession() as http:
