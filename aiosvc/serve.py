@@ -12,9 +12,10 @@ import signal
 import structlog
 from aiohttp import web
 
-from aiosvc import systemd
+from aiosvc import logthrottle, systemd
 from aiosvc.app import create_app
 from aiosvc.config import Config
+from aiosvc.web.server import make_runner
 
 log = structlog.get_logger(__name__)
 
@@ -55,16 +56,10 @@ async def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     check_exposure(config)
     raise_open_files_limit()
+    logthrottle.install(asyncio.get_running_loop())  # storms of loop errors: a line a spell
     app = create_app(config)
-    # A client that goes away cancels its handler: streams end at once instead of when a
-    # write finally fails. Commands are shielded, so a write still completes.
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.server.shutdown_timeout_s,
-        handler_cancellation=True,
-    )
+    # Connections capped when accepted, deadlines on each (aiosvc.web.server)
+    runner = make_runner(app, config)
     await runner.setup()
     # Everything made at startup lives as long as the process: keep it out of the collector's
     # full passes, which otherwise walk it all and pause every stream (tens of ms).
