@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
+from aiosvc.web.limits import ConnectionCounter
+from aiosvc.web.server import descriptor_budget
 from tests.rawhttp import (
     Clock,
     answer,
@@ -209,3 +211,25 @@ async def test_a_storm_of_accept_errors_is_logged_in_a_few_lines(db_path: Path) 
         for writer in waiting:
             writer.close()
         assert await server.stop() == 0
+
+
+def test_the_cap_stays_below_the_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        # 128 descriptors for the daemon's own use, 64 (1/16) for lingering sockets
+        assert descriptor_budget(4096) == (1024 - 128 - 64, 64)
+        assert descriptor_budget(100) == (100, 64)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_connections_are_counted_in_all_and_per_address() -> None:
+    counter = ConnectionCounter(3, 2)
+    assert [counter.admit() for _ in range(4)] == [True, True, True, False]
+    assert [counter.enter("a"), counter.enter("a"), counter.enter("a")] == [True, True, False]
+    counter.leave(None)  # the third, refused for its address, closes
+    assert counter.admit()
+    assert counter.enter("b")
+    counter.leave("a")
+    assert (counter.total, counter.per_client) == (2, {"a": 1, "b": 1})
