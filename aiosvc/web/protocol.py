@@ -186,13 +186,14 @@ class GuardedProtocol(RequestHandler):
         """Parse, then hold an unfinished head to its deadline and its size bound."""
         if self._refused:
             return
+        # aiohttp-internals: _request_count counts the heads parsed so far.
+        in_head = self._request_count == self._bodies_done
         super().data_received(data)
         # aiohttp-internals: _upgraded (bytes after an upgrade request wait for the socket)
         if self._websocket or self._upgraded:
             return
-        # aiohttp-internals: _request_count counts the heads parsed so far.
-        if self._request_count != self._bodies_done:
-            # A head is complete: these bytes finished it, or belong to its body.
+        if not in_head or self._request_count != self._bodies_done:
+            # These bytes finished a head, or belong to a body (maybe ending it).
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
