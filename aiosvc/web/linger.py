@@ -11,7 +11,9 @@ past that a socket is closed at once.
 How it keeps the socket: when asyncio tells the protocol the connection is lost
 (``connection_lost``), the socket is still open (asyncio closes it right after the
 callback); :meth:`Lingering.adopt` duplicates its descriptor then, so the connection lives on
-in the duplicate when asyncio closes its own. A test pins that order.
+in the duplicate when asyncio closes its own. That order is asyncio's, not a promise of its
+API: the places that rely on it are marked ``# asyncio-internals:`` and
+``tests/test_aiohttp_pins.py`` pins it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Lingering:
     def __len__(self) -> int:
         return len(self._socks)
 
+    # asyncio-internals: called from connection_lost, before asyncio closes the socket.
     def adopt(self, fd: int) -> bool:
         """Keep the connection on ``fd`` (about to be closed by asyncio) lingering; False when
         it cannot (too many lingering, the server stopping, the socket gone)."""

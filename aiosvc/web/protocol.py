@@ -15,7 +15,7 @@ aiohttp's :class:`~aiohttp.web_protocol.RequestHandler` parses requests and runs
   (:mod:`aiosvc.web.linger`), so the client gets what it was sent instead of a reset.
 
 Couplings to aiohttp's internals, each marked ``# aiohttp-internals:`` where it is used and
-pinned by ``tests/test_aiohttp_pins.py``:
+pinned by ``tests/test_aiohttp_pins.py`` (the last by ``tests/test_deadlines_process.py``):
 
 - ``RequestHandler._request_count`` counts the request heads parsed on the connection
   (refused ones too): how :meth:`GuardedProtocol.data_received` tells a head is complete;
@@ -54,10 +54,12 @@ from aiosvc.web.responses import error_response
 
 log = structlog.get_logger(__name__)
 
-# A frame with a reserved opcode (3): aiohttp's reader refuses it as a protocol error (1002).
+# aiohttp-internals: a frame with a reserved opcode (3), which aiohttp's reader refuses as a
+# protocol error (1002).
 _PROTOCOL_ERROR_FRAME = b"\x83\x80\x00\x00\x00\x00"
 
 
+# aiohttp-internals: its lingering read of an unread body stops quietly on a TimeoutError.
 class BodyTimedOut(AppError, TimeoutError):
     """The request's body did not arrive in time (a ``TimeoutError`` too, which ends
     aiohttp's reading of an unread body quietly)."""
@@ -263,6 +265,7 @@ class GuardedProtocol(RequestHandler):
 
     # WebSocket and parser errors --------------------------------------------------------------
 
+    # aiohttp-internals: set_parser is how a WebSocket takes the connection's input.
     def set_parser(self, parser: Any, data_received_cb: Any = None) -> None:
         """The connection became a WebSocket: its frames go to ``parser``, masked ones only."""
         self._websocket = True
@@ -275,6 +278,7 @@ class GuardedProtocol(RequestHandler):
     def _frames_failed(self) -> None:
         self._linger = True  # the client may be in the middle of a large frame
 
+    # aiohttp-internals: handle_error answers a head the parser refused (and logs it raw).
     def handle_error(
         self,
         request: BaseRequest,
