@@ -20,8 +20,9 @@ from aiohttp.http_websocket import WebSocketError, WebSocketReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from aiosvc.web import protocol
-from aiosvc.web.protocol import GuardedProtocol, MaskedFramesOnly
+from aiosvc.web import masked
+from aiosvc.web.masked import MaskedFramesOnly
+from aiosvc.web.protocol import GuardedProtocol
 from aiosvc.web.server import GuardedRunner, GuardedServer, make_runner
 
 
@@ -153,7 +154,7 @@ async def read_all(queue: WebSocketDataQueue) -> tuple[list[str], BaseException 
 
 async def test_a_reserved_opcode_fails_the_websocket_reader_with_1002() -> None:
     reader, queue = websocket_reader()
-    assert reader.feed_data(protocol._PROTOCOL_ERROR_FRAME) == (True, b"")
+    assert reader.feed_data(masked._PROTOCOL_ERROR_FRAME) == (True, b"")
     messages, error = await read_all(queue)
     assert messages == []
     assert isinstance(error, WebSocketError)
