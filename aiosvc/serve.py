@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 import structlog
 from aiohttp import web
 
-from aiosvc import systemd
+from aiosvc import logthrottle, systemd
 from aiosvc.app import create_app
 from aiosvc.config import Config, ConfigError, Settings
 from aiosvc.keys import DATABASE, SETTINGS
+from aiosvc.web.server import make_runner
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +144,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
         else:
             check_exposure(config)
         raise_open_files_limit()
+        logthrottle.install(loop)  # storms of loop errors: a line a spell
         app = create_app(config, load)
         # Caught from now on (its default action ends the process); it waits for the startup
         reloads = _Reloads(app[SETTINGS])
@@ -202,15 +204,8 @@ async def _run(
     app: web.Application, sockets: list[socket.socket], config: Config, reloads: _Reloads
 ) -> None:
     """Open the app (database, recovery) and serve it on the bound sockets until a signal."""
-    # A client that goes away cancels its handler: streams end at once instead of when a
-    # write finally fails. Commands are shielded, so a write still completes.
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.server.shutdown_timeout_s,
-        handler_cancellation=True,
-    )
+    # Connections capped when accepted, deadlines on each (aiosvc.web.server)
+    runner = make_runner(app, config)
     await runner.setup()
     # Everything made at startup lives as long as the process: keep it out of the collector's
     # full passes, which otherwise walk it all and pause every stream (tens of ms).

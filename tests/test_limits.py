@@ -37,33 +37,6 @@ async def test_writes_are_rate_limited_with_retry_after(
     assert (await (await client.get("/api/v1/sessions")).json())["total"] == 3
 
 
-async def test_connections_over_the_limit_get_503_or_close_1013(
-    aiohttp_client: ClientFactory, config: Config
-) -> None:
-    client = await aiohttp_client(create_app(limited(config, max_connections_per_client=2)))
-    first = await client.ws_connect("/api/v1/ws")
-    second = await client.get("/api/v1/events")
-    try:
-        response = await client.get("/api/v1/sessions")
-        assert response.status == 503
-        assert response.headers["Retry-After"] == "1"
-        assert (await response.json())["error"]["code"] == "too_many_connections"
-        ws = await client.ws_connect("/api/v1/ws")
-        message = await ws.receive()
-        assert (message.type, message.data) == (WSMsgType.CLOSE, 1013)
-        await ws.close()
-    finally:
-        await first.close()
-        second.close()
-
-    async def freed() -> bool:
-        return (await client.get("/api/v1/sessions")).status == 200
-
-    async with asyncio.timeout(10):
-        while not await freed():
-            await asyncio.sleep(0.05)
-
-
 async def test_websocket_message_rate_errors_then_close_1008(
     aiohttp_client: ClientFactory, config: Config
 ) -> None:

@@ -157,9 +157,20 @@ class LimitsConfig(_Checked):
     max_page_size: int = attrs.field(default=500, metadata=_bounds(1))
     # An agent's reply longer than this fails (reply_too_large) with the text cut there.
     max_reply_chars: int = attrs.field(default=4 * 1024 * 1024, metadata=_bounds(1))
-    # Requests and streams open at once, in all and per client address (503 / close 1013).
+    # TCP connections open at once, in all and per client address, counted when accepted:
+    # one over is answered 503 and closed before anything reads it. The total is also kept
+    # below the process's descriptor limit.
     max_connections: int = attrs.field(default=4096, metadata=_bounds(1))
     max_connections_per_client: int = attrs.field(default=2048, metadata=_bounds(1))
+    # Deadlines on a connection: a request's line and headers (from the connection's start,
+    # or from the first byte of a later request), its declared body (from the end of its
+    # headers; 408 past it), and the wait for a next request on an idle keep-alive connection.
+    header_timeout_s: float = attrs.field(default=10.0, metadata=_bounds(0.0, above=True))
+    body_timeout_s: float = attrs.field(default=30.0, metadata=_bounds(0.0, above=True))
+    keepalive_timeout_s: float = attrs.field(default=15.0, metadata=_bounds(0.0, above=True))
+    # A request line and headers together (431 past it): what a connection may hold in
+    # memory before its request is complete.
+    max_header_bytes: int = attrs.field(default=32 * 1024, metadata=_bounds(1024))
     # Writes (POST, PATCH, DELETE) per API key, or per client address without keys (429).
     write_rate_per_s: float = attrs.field(default=500.0, metadata=_bounds(0.0, above=True))
     write_burst: int = attrs.field(default=1000, metadata=_bounds(1))

@@ -20,7 +20,7 @@ from time import perf_counter
 
 import attrs
 import structlog
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from multidict import istr
 
@@ -32,10 +32,9 @@ from aiosvc.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
-    Unavailable,
     UnsupportedMediaType,
 )
-from aiosvc.web.limits import ConnectionCounter, RateLimiter
+from aiosvc.web.limits import RateLimiter
 from aiosvc.web.responses import error_response
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, Gate, cors_headers
 
@@ -75,17 +74,12 @@ class FrontDoor:
         self.max_body_bytes = limits.max_body_bytes
         self.writes = RateLimiter(limits.write_rate_per_s, limits.write_burst)
         self.auth_failures = RateLimiter(limits.auth_failures_per_s, limits.auth_failure_burst)
-        self.connections = ConnectionCounter(
-            limits.max_connections, limits.max_connections_per_client
-        )
 
     def reconfigure(self, limits: LimitsConfig) -> None:
         """Apply new limits (a reload): requests and streams already open are not touched."""
         self.max_body_bytes = limits.max_body_bytes
         self.writes.reconfigure(limits.write_rate_per_s, limits.write_burst)
         self.auth_failures.reconfigure(limits.auth_failures_per_s, limits.auth_failure_burst)
-        self.connections.limit = limits.max_connections
-        self.connections.per_client_limit = limits.max_connections_per_client
 
     def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
         """Register every route of ``tables`` behind the door, then the catch-all."""
@@ -135,13 +129,7 @@ class FrontDoor:
                 if preflight is not None:
                     response = preflight
                     return preflight
-            if not self.connections.enter(client):
-                response = await _too_many(request)
-                return response
-            try:
-                response = await handler(request)
-            finally:
-                self.connections.leave(client)
+            response = await handler(request)
         except AppError as exc:
             response = error_response(exc)
         except web.HTTPException as exc:
@@ -253,22 +241,6 @@ def _stamp(response: web.StreamResponse, rid: str, origin: str) -> None:
         headers[hdrs.CACHE_CONTROL] = "no-store"
     if origin and hdrs.ACCESS_CONTROL_ALLOW_ORIGIN not in response.headers:
         response.headers.update(cors_headers(origin))
-
-
-async def _too_many(request: web.Request) -> web.StreamResponse:
-    """Over a connection limit: 503, or for a WebSocket an upgrade closed with 1013."""
-    if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
-        ws = web.WebSocketResponse()
-        if ws.can_prepare(request).ok:
-            stamp(ws)
-            await ws.prepare(request)
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too many connections")
-            return ws
-    raise Unavailable(
-        "too many connections: try again later",
-        code="too_many_connections",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _from_http(exc: web.HTTPException) -> AppError:

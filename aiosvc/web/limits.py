@@ -71,7 +71,8 @@ class RateLimiter:
 
 
 class ConnectionCounter:
-    """Requests and streams in progress, in total and per client address."""
+    """TCP connections open, in total (counted when accepted, before anything is read) and
+    per client address (counted once the address is known)."""
 
     def __init__(self, total: int, per_client: int) -> None:
         self.limit = total
@@ -79,18 +80,27 @@ class ConnectionCounter:
         self.total = 0
         self.per_client: dict[str, int] = {}
 
-    def enter(self, client: str) -> bool:
-        """Count one more for ``client``; False (and nothing counted) when over a limit."""
-        mine = self.per_client.get(client, 0)
-        if self.total >= self.limit or mine >= self.per_client_limit:
+    def admit(self) -> bool:
+        """Count one more connection; False (and nothing counted) when at the limit."""
+        if self.total >= self.limit:
             return False
         self.total += 1
+        return True
+
+    def enter(self, client: str) -> bool:
+        """Count an admitted connection for ``client``; False (nothing counted) when that
+        address is at its limit."""
+        mine = self.per_client.get(client, 0)
+        if mine >= self.per_client_limit:
+            return False
         self.per_client[client] = mine + 1
         return True
 
-    def leave(self, client: str) -> None:
-        """Count one fewer."""
+    def leave(self, client: str | None) -> None:
+        """Count one fewer (``client``: the address it was counted for, if it was)."""
         self.total -= 1
+        if client is None:
+            return
         left = self.per_client[client] - 1
         if left:
             self.per_client[client] = left

@@ -257,13 +257,15 @@ class _Builder:
     def errors(self, path: str, method: str, meta: Operation) -> dict[int, list[str]]:
         """Every error status the operation can answer, with its codes."""
         found = {401: ["unauthorized"], 403: ["forbidden_host"], 500: ["internal_error"]}
-        found |= {503: ["database_unavailable", "too_many_connections"]}
+        # (answered by the connection itself: a head over the size limit, no place left)
+        found |= {431: ["header_too_large"], 503: ["database_unavailable", "too_many_connections"]}
         writes = method.upper() in STATE_CHANGING
         if writes or meta.stream == "websocket":
             found[403].append("forbidden_origin")
         if writes:
             found |= {413: ["payload_too_large"], 415: ["unsupported_media_type"]}
-            found |= {429: ["rate_limited"], 507: ["insufficient_storage"]}
+            found |= {408: ["request_timeout"], 429: ["rate_limited"]}
+            found |= {507: ["insufficient_storage"]}
             found[503].append("shutting_down")
         if meta.body is not None:
             found[400] = ["invalid_json", "missing_body", "validation_error"]
