@@ -31,6 +31,7 @@ from aiosvc.store import Database, Store
 from aiosvc.web import configuration, requests, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.security import Gate
+from aiosvc.web.server import HANDLER_ARGS
 from aiosvc.web.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
@@ -51,9 +52,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     gate = Gate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
-        # A compressed request body is refused (415) rather than inflated: no decompression
-        # bombs, and no decoding error raised where no handler could answer it.
-        handler_args={"max_field_size": 16_384, "auto_decompress": False},
+        handler_args=dict(HANDLER_ARGS),
     )
     database = Database(config.storage.db)
     store = Store(database)

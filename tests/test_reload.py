@@ -362,3 +362,25 @@ async def test_a_running_reply_keeps_its_agent_and_the_next_one_finds_it_gone(
         "failed",
         {"code": "unknown_agent", "message": "the session's agent 'slow' is no longer configured"},
     )
+
+
+async def test_a_reload_lowers_the_connection_cap_for_connections_accepted_afterwards(
+    server: Server, config_file: Path
+) -> None:
+    config_file.write_text(BASE + "\n[limits]\nmax_connections_per_client = 2\n")
+    async with aiohttp.ClientSession(headers={"X-API-Key": KEY}) as reloader:
+        status, body = await call(reloader, "POST", server.url + "/api/v1/config/reload")
+    assert (status, body["data"]["changed"]) == (200, ["limits.max_connections_per_client"])
+    connector = aiohttp.TCPConnector(force_close=True)  # one connection a request
+    async with aiohttp.ClientSession(headers={"X-API-Key": KEY}, connector=connector) as http:
+        first = await http.get(server.url + "/api/v1/events")  # held open: one place
+        second = await http.get(server.url + "/api/v1/events")  # the second place
+        try:
+            status, body = await call(http, "GET", server.url + "/api/v1/sessions")
+            assert (status, body["error"]["code"]) == (503, "too_many_connections")
+        finally:
+            first.close()
+            second.close()
+        await asyncio.sleep(0.3)  # the server notices the two are gone
+        status, _ = await call(http, "GET", server.url + "/api/v1/sessions")
+        assert status == 200

@@ -47,6 +47,11 @@ log = structlog.get_logger(__name__)
 RESERVED_FDS = 128
 #: The longest header line; aiohttp's default request line limit is kept (8190).
 MAX_FIELD_SIZE = 16_384
+#: What every connection's request handler is made with, in ``aiosvc serve`` and in tests'
+#: servers alike (``create_app`` gives the same to aiohttp's own). A compressed request body
+#: is refused (415) rather than inflated: no decompression bombs, and no decoding error raised
+#: where no handler could answer it.
+HANDLER_ARGS: dict[str, Any] = {"max_field_size": MAX_FIELD_SIZE, "auto_decompress": False}
 
 
 def descriptor_budget(configured: int) -> tuple[int, int]:
@@ -169,7 +174,7 @@ def make_runner(app: web.Application, config: Config) -> GuardedRunner:
     )
     protocol_args: dict[str, Any] = {
         "keepalive_timeout": limits.keepalive_timeout_s,
-        "max_field_size": MAX_FIELD_SIZE,
+        **HANDLER_ARGS,
         "lingering_time": LINGER_S,  # an unread body after the answer: drained this long
         "access_log": None,  # the front door writes each request's line
     }
@@ -183,7 +188,8 @@ def make_runner(app: web.Application, config: Config) -> GuardedRunner:
         guard.counter.per_client_limit = limits.max_connections_per_client
         protocol_args["keepalive_timeout"] = limits.keepalive_timeout_s
 
-    app[SETTINGS].on_change(reconfigure)
+    if SETTINGS in app:  # (an app made by create_app; a bare one has no reloads)
+        app[SETTINGS].on_change(reconfigure)
     # A client that goes away cancels its handler: streams end at once instead of when a
     # write finally fails. Commands are shielded, so a write still completes.
     return GuardedRunner(
