@@ -22,10 +22,14 @@ from aiosvc.keys import (
     CONFIG,
     DATABASE,
     GATE,
+    METRICS,
+    METRICS_REGISTRY,
     STARTED_AT,
     STORE,
     STREAMS,
 )
+from aiosvc.metrics import Metrics
+from aiosvc.models import ApprovalStatus
 from aiosvc.store import Database, Store
 from aiosvc.web import requests, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
@@ -47,9 +51,10 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.limits.max_body_bytes,
         handler_args={"max_field_size": 16_384},
     )
-    database = Database(config.storage.db)
+    metrics = Metrics()
+    database = Database(config.storage.db, metrics)
     store = Store(database)
-    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK)
+    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK, metrics=metrics)
     first_page = min(requests.DEFAULT_LIMIT, config.limits.max_page_size)
     cache = Cache(store, bus, first_page_size=first_page)
     agents = AgentRegistry.from_config(config.agents)
@@ -67,12 +72,17 @@ def create_app(config: Config) -> web.Application:
         limits=config.limits,
         computer=config.server.computer,
         approval_timeout_s=config.approvals.timeout_s,
+        metrics=metrics,
     )
-    app[STREAMS] = OpenStreams()
+    streams = app[STREAMS] = OpenStreams()
     app[GATE] = gate
     app[STARTED_AT] = time.monotonic()
+    metrics.streams_open = streams.by_transport
+    metrics.approvals_pending = lambda: len(cache.approvals(status=ApprovalStatus.PENDING))
+    app[METRICS] = metrics
+    app[METRICS_REGISTRY] = metrics.registry()
     # Every route behind the front door (wrapped at registration: no middleware per request)
-    FrontDoor(config.limits, gate).add_routes(
+    FrontDoor(config.limits, gate, metrics).add_routes(
         app.router, [system.routes, sessions.routes, sse.routes, ws.routes]
     )
     app.cleanup_ctx.append(_core)
@@ -87,10 +97,12 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     try:
         recovery = await store.recover(utcnow())
         if recovery.failed_replies or recovery.expired_approvals:
+            # the previous run stopped without finishing these (a crash, a kill)
             log.warning(
                 "recovered_interrupted_work",
                 failed_replies=recovery.failed_replies,
                 expired_approvals=recovery.expired_approvals,
+                requeued_replies=len(recovery.requeued),
             )
         first_id, reserved = await store.reserve_event_ids(EVENT_ID_BLOCK)
         bus.start_at(first_id, reserved, store.set_event_ids_reserved)

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default 8420)")
     serve_cmd.add_argument("--db", help="SQLite file (default: in the user's state directory)")
+    serve_cmd.add_argument(
+        "--log-level", help="debug, info, warning or error (default info)", metavar="LEVEL"
+    )
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
@@ -48,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
         "db": getattr(args, "db", None),
+        "log_level": getattr(args, "log_level", None),
     }
     try:
         config = load_config(args.config, overrides=overrides)
@@ -58,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(describe_config(config))
         return 0
-    configure_logging(config.log_format)
+    configure_logging(config.log_format, config.server.log_level)
     try:
         if args.command == "migrate":
             asyncio.run(_migrate(config))

@@ -178,17 +178,32 @@ def _flush_at_exit() -> None:
             _binary.flush()
 
 
-def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info") -> None:
-    """Send structlog and stdlib logging to stderr as JSON lines or console lines.
+#: The levels an operator can choose, by name (``[server] log_level``, ``AIOSVC_LOG_LEVEL``).
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
-    ``fmt=None`` picks JSON unless stderr is a terminal. Calling it again reconfigures, but
-    loggers already used keep their first configuration (``cache_logger_on_first_use``).
-    """
-    if fmt is None:
-        fmt = "console" if _stderr_is_tty() else "json"
+
+def _numeric(level: str) -> int:
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
+    return numeric
+
+
+def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info") -> None:
+    """Send structlog and stdlib logging to stderr as JSON lines or console lines.
+
+    ``fmt=None`` picks JSON unless stderr is a terminal. Calling it again reconfigures; the
+    level can also change later, alone, with :func:`set_level`.
+    """
+    global _format
+    if fmt is None:
+        fmt = "console" if _stderr_is_tty() else "json"
+    numeric = _numeric(level)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         add_request_id,
@@ -216,13 +231,30 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
         logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, binary))
         if binary is not None
         else structlog.WriteLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a logger cached on first use keeps the level it was made with, and the
+        # level can change while the service runs (set_level). A line costs about 1 us more.
+        cache_logger_on_first_use=False,
     )
     _configure_stdlib(shared, tail, text_renderer, numeric)
-    global access
-    access = _json_access(binary) if fmt == "json" and binary is not None else _structlog_access
-    if numeric > logging.INFO:
-        access = _no_access
+    _format = (fmt, binary)
+    _apply_level(numeric)
+
+
+def set_level(level: str) -> None:
+    """Change the log level of the running process (``debug``, ``info``, ...), request lines
+    included, keeping the format."""
+    numeric = _numeric(level)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(numeric))
+    logging.getLogger().setLevel(numeric)
+    _apply_level(numeric)
+
+
+def current_level() -> str:
+    """The name of the level in force (as :func:`set_level` takes it)."""
+    numeric = logging.getLogger().level
+    return next(
+        (name for name, n in LEVELS.items() if n == numeric), logging.getLevelName(numeric).lower()
+    )
 
 
 # The per-request line -------------------------------------------------------------------------
@@ -242,32 +274,37 @@ AccessLine = Callable[[str, str, str, str | None, int, float, str | None], None]
 _access_logger = structlog.get_logger("aiosvc.access")
 
 
-def _structlog_access(
-    request_id: str,
-    method: str,
-    path: str,
-    route: str | None,
-    status: int,
-    duration_ms: float,
-    remote: str | None,
-) -> None:
-    _access_logger.info(
-        "request",
-        request_id=request_id,
-        method=method,
-        path=redact_query(path),  # a token or ticket may ride in the query string
-        route=route,
-        status=status,
-        duration_ms=duration_ms,
-        remote=remote,
-    )
+def _structlog_access(level: str) -> AccessLine:
+    method = getattr(_access_logger, level)
+
+    def line(
+        request_id: str,
+        method_: str,
+        path: str,
+        route: str | None,
+        status: int,
+        duration_ms: float,
+        remote: str | None,
+    ) -> None:
+        method(
+            "request",
+            request_id=request_id,
+            method=method_,
+            path=redact_query(path),  # a token or ticket may ride in the query string
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+            remote=remote,
+        )
+
+    return line
 
 
 def _no_access(*fields: object) -> None:
     pass
 
 
-def _json_access(stream: Any) -> AccessLine:
+def _json_access(stream: Any, level: str) -> AccessLine:
     """Request lines go into the (buffered) stream, which is flushed once the event loop's
     current turn is done: a busy loop handles several requests a turn and writes their lines
     with one system call (one per line cost as much as the rest of the line), and a line is
@@ -303,7 +340,7 @@ def _json_access(stream: Any) -> AccessLine:
             "duration_ms": duration_ms,
             "remote": remote,
             "event": "request",
-            "level": "info",
+            "level": level,
             "logger": "aiosvc.access",
             "timestamp": utcnow(),
         }
@@ -323,8 +360,47 @@ def _json_access(stream: Any) -> AccessLine:
     return line
 
 
-#: Write the canonical line of one request (replaced by :func:`configure_logging`).
-access: AccessLine = _structlog_access
+class AccessLog:
+    """The request lines of the routes logged at one level.
+
+    The front door picks a route's AccessLog when the route is registered and calls its
+    :attr:`write` for each request; :func:`configure_logging` and :func:`set_level` swap
+    ``write`` (for a writer of the format, or for nothing below the level), so choosing the
+    level costs nothing per request.
+    """
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+        self.write: AccessLine = _structlog_access(level)
+
+    def _apply(self, numeric: int) -> None:
+        if LEVELS[self.level] < numeric:
+            self.write = _no_access
+            return
+        fmt, binary = _format
+        json = fmt == "json" and binary is not None
+        self.write = _json_access(binary, self.level) if json else _structlog_access(self.level)
+
+
+#: Request lines at info (most routes) and at debug (polled ones: health, metrics).
+ACCESS_LOGS = {"info": AccessLog("info"), "debug": AccessLog("debug")}
+_format: tuple[str, _Stderr | None] = ("console", None)
+
+
+def access_log(level: str) -> AccessLog:
+    """The request lines written at ``level`` (``info`` or ``debug``)."""
+    return ACCESS_LOGS[level]
+
+
+def _apply_level(numeric: int) -> None:
+    global access
+    for channel in ACCESS_LOGS.values():
+        channel._apply(numeric)
+    access = ACCESS_LOGS["info"].write
+
+
+#: Write the canonical line of one request at info (replaced by :func:`configure_logging`).
+access: AccessLine = ACCESS_LOGS["info"].write
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]

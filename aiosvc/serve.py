@@ -12,7 +12,7 @@ import signal
 import structlog
 from aiohttp import web
 
-from aiosvc import systemd
+from aiosvc import __version__, systemd
 from aiosvc.app import create_app
 from aiosvc.config import Config
 
@@ -81,12 +81,28 @@ async def serve(config: Config) -> None:
                 await site.start()
             except OSError as exc:
                 raise RefusedToStart(f"cannot listen on {site.name}: {exc.strerror}") from None
-        log.info("listening", addresses=[site.name for site in sites])
+        log.info("listening", addresses=[site.name for site in sites], **startup_facts(config))
         systemd.notify("READY=1")
         await _wait_for_signal()
     finally:
         systemd.notify("STOPPING=1")
         await runner.cleanup()
+
+
+def startup_facts(config: Config) -> dict[str, object]:
+    """What the startup line says besides the addresses: version, files, agents, auth mode
+    (the number of keys, never the keys)."""
+    keys = len(config.server.api_keys)
+    return {
+        "version": __version__,
+        "config": str(config.source) if config.source is not None else None,
+        "db": str(config.storage.db),
+        "agents": {name: agent.kind for name, agent in config.agents.backends.items()},
+        "default_agent": config.agents.default,
+        "auth": "keys" if keys else "loopback_only",
+        "key_count": keys,
+        "log_level": config.server.log_level,
+    }
 
 
 async def _wait_for_signal() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import attrs
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 CANCELLED = ErrorInfo(code="cancelled", message="the reply was cancelled")
+#: Agent failures the operator must fix (configuration, a dependency down): logged as errors;
+#: any other (a program's exit status, a timeout) as warnings.
+OPERATOR_ERRORS = frozenset({"spawn_failed", "unknown_agent", "upstream_unreachable"})
 FINAL_EVENT = {
     MessageStatus.COMPLETE: "message.completed",
     MessageStatus.FAILED: "message.failed",
@@ -106,6 +111,10 @@ async def run(service: CommandService, job: Job) -> None:
     reply = await _start(service, job)
     if reply is None:
         return
+    started = time.monotonic()
+    session = service.cache.session(job.session_id)
+    agent_name = session.agent if session is not None else "unknown"
+    about = {"agent": agent_name, "session_id": job.session_id, "message_id": job.reply_id}
     chunks: list[str] = []
     status, error = MessageStatus.COMPLETE, None
     try:
@@ -124,13 +133,23 @@ async def run(service: CommandService, job: Job) -> None:
         error = CANCELLED if job.stop_reason == "cancelled" else INTERRUPTED
     except AgentError as exc:
         status, error = MessageStatus.FAILED, ErrorInfo(code=exc.code, message=exc.message)
+        level = logging.ERROR if exc.code in OPERATOR_ERRORS else logging.WARNING
+        log.log(level, "agent_failed", **about, code=exc.code, error=exc.message, **exc.details)
     except Exception as exc:
-        log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
+        log.exception("agent_failed", **about, code="agent_error")
         status = MessageStatus.FAILED
         error = ErrorInfo(code="agent_error", message=str(exc) or type(exc).__name__)
     finally:
         job.task = None
     await _finish(service, job, reply, "".join(chunks), status, error)
+    seconds = time.monotonic() - started
+    service.metrics.reply_finished(agent_name, status.value, seconds)
+    if error is CANCELLED:
+        log.info("reply_cancelled", **about, duration_s=round(seconds, 3))
+    elif error is INTERRUPTED:
+        log.warning("reply_interrupted", **about, duration_s=round(seconds, 3))
+    else:
+        log.debug("reply_finished", **about, status=status.value, duration_s=round(seconds, 3))
 
 
 async def _start(service: CommandService, job: Job) -> Message | None:
@@ -306,7 +325,14 @@ async def cancel_jobs(service: CommandService, session_id: str) -> list[str]:
             service.publish_message("message.cancelled", final)
             if not job.done.done():
                 job.done.set_result(final)
+            service.metrics.reply_finished(session.agent, MessageStatus.CANCELLED.value, None)
         service.publish_session("session.updated", session)
+        log.info(
+            "queued_replies_cancelled",
+            session_id=session_id,
+            count=len(queued),
+            message_ids=[job.reply_id for job in queued],
+        )
     if lane.current is not None:
         stopped.append(lane.current.reply_id)
         lane.current.stop("cancelled")

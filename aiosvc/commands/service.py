@@ -35,6 +35,7 @@ from aiosvc.commands.types import (
 )
 from aiosvc.config import LimitsConfig
 from aiosvc.errors import NotFound, Unavailable
+from aiosvc.metrics import Metrics
 from aiosvc.models import Message, Session, is_valid_id
 from aiosvc.store import Recovery, Store
 
@@ -71,6 +72,7 @@ class CommandService:
         limits: LimitsConfig,
         computer: str,
         approval_timeout_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -79,6 +81,7 @@ class CommandService:
         self.limits = limits
         self.computer = computer
         self.approval_timeout_s = approval_timeout_s
+        self.metrics = metrics or Metrics()
         self.lanes: dict[str, Lane] = {}
         self.approval_waiters: dict[str, asyncio.Future[bool]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -160,7 +163,7 @@ class CommandService:
                     await replies.run(self, job)
                 except Exception as exc:
                     log.exception(
-                        "reply_crashed", session_id=lane.session_id, reply_id=job.reply_id
+                        "reply_crashed", session_id=lane.session_id, message_id=job.reply_id
                     )
                     if not job.done.done():
                         job.done.set_exception(exc)

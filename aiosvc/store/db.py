@@ -13,11 +13,14 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import aiosqlite
 import attrs
 import structlog
+
+from aiosvc.metrics import Histogram, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +60,10 @@ def schema_version() -> int:
 class Database:
     """The one write connection (with its writer task) and one read connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metrics: Metrics | None = None) -> None:
         self.path = path
+        #: How long each write transaction took.
+        self.commit_seconds: Histogram = (metrics or Metrics()).db_commit_seconds
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_WriteRequest | None] = asyncio.Queue()
@@ -208,7 +213,9 @@ class Database:
         """Commit the batch as one transaction; if it fails, retry each request on its own so
         only the faulty one fails."""
         try:
+            started = perf_counter()
             await self._run(conn, batch)
+            self.commit_seconds.observe(perf_counter() - started)
         except sqlite3.Error as exc:
             if len(batch) == 1:
                 self._fail(batch[0], exc)
