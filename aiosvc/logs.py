@@ -423,6 +423,8 @@ def _configure_stdlib(
     root.setLevel(level)
     # aiohttp's access log only repeats our own per-request line (which redacts query strings)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters (messages' text) at debug
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
+import orjson
 
 
 def free_port() -> int:
@@ -25,10 +27,20 @@ def free_port() -> int:
 class Server:
     """One ``aiosvc serve`` process on a loopback port, with its log in a file."""
 
-    def __init__(self, db: Path, *, port: int | None = None, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        *,
+        port: int | None = None,
+        config: Path | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.db = db
         self.port = port or free_port()
         self.config = config
+        self.args = list(args)  # more arguments for ``serve``
+        self.env = dict(env or {})  # more environment (AIOSVC_LOG_FORMAT is json unless set)
         self.log_path = db.with_suffix(f".{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -44,8 +56,10 @@ class Server:
         argv += ["--db", str(self.db)]
         if self.config is not None:
             argv += ["--config", str(self.config)]
+        argv += self.args
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOSVC_")}
         env["AIOSVC_LOG_FORMAT"] = "json"
+        env.update(self.env)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=self._log, env=env)
         async with aiohttp.ClientSession() as http:
@@ -64,6 +78,14 @@ class Server:
     def log(self) -> str:
         """Everything the process has logged so far."""
         return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines so far, parsed (anything else the process wrote is skipped)."""
+        found = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                found.append(orjson.loads(line))
+        return found
 
     async def settled_log(self) -> str:
         """The log once the request lines of the responses seen so far are out (they are

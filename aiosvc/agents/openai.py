@@ -107,7 +107,7 @@ class OpenAIAgent(Agent):
                 "upstream_unreachable",
                 f"cannot connect to {self.url}: {exc.os_error}",
                 url=self.url,
-                os_error=str(exc.os_error),
+                os_error=os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc),
             ) from None
         except TimeoutError:
             raise AgentError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import contextvars
 import math
 import time
 from collections.abc import Sequence
@@ -49,6 +50,9 @@ class StreamConnection(abc.ABC):
         self.reason: str | None = None
         self._drops_unlogged = 0
         self._drops_logged_at = -math.inf
+        # The handler's context (its request id): lines about the stream written from the
+        # flusher, which runs in whichever context published the event, are written in it.
+        self._context = contextvars.copy_context()
 
     def end_reason(self, reason: str) -> None:
         """Record why the stream ends: the first reason given wins (a server that closes a
@@ -78,7 +82,8 @@ class StreamConnection(abc.ABC):
         self._drops_unlogged += count
         now = time.monotonic()
         if now - self._drops_logged_at >= DROP_LOG_INTERVAL_S:
-            log.warning(
+            self._context.run(
+                log.warning,
                 "stream_events_dropped",
                 transport=self.kind,
                 count=self._drops_unlogged,

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from aiosvc import __version__
 from aiosvc.bus import is_valid_topic, session_topic
@@ -117,10 +117,11 @@ class WebSocketStream(StreamConnection):
                     await self._close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames are refused")
                     return
                 else:  # closing, closed, or an error aiohttp already closed for (1009)
-                    self.end_reason(_why_closed(message))
+                    error = message.data if message.type is WSMsgType.ERROR else None
+                    self.end_reason(_why_closed(error))
                     return
         except asyncio.CancelledError:  # the connection was lost under the handler
-            self.end_reason("closed_by_client")
+            self.end_reason(_why_closed(self.ws.exception()))
             raise
         except Exception:
             self.end_reason("error")
@@ -202,18 +203,18 @@ class WebSocketStream(StreamConnection):
         return session_id
 
 
-def _why_closed(message: WSMessage) -> str:
-    """Why the socket ended, from the message that told the reader (when the server closed
-    it, the reason was recorded as it did: this is then the client's side closing)."""
-    if message.type is not WSMsgType.ERROR:
+def _why_closed(error: object) -> str:
+    """Why the socket ended, from the error aiohttp saw, if any (when the server closed it,
+    the reason was recorded as it did: this is then the client's side closing). A missed
+    pong closes the connection, which may cancel the handler before it reads the error."""
+    if error is None or isinstance(error, ConnectionError):
         return "closed_by_client"  # its close frame, or the connection ended
-    error = message.data
     if isinstance(error, WebSocketError):
         too_big = error.code == WSCloseCode.MESSAGE_TOO_BIG
         return "message_too_big" if too_big else "protocol_error"
     if isinstance(error, TimeoutError):  # no pong to the heartbeat's ping
         return "heartbeat_timeout"
-    return "closed_by_client" if isinstance(error, ConnectionError) else "error"
+    return "error"
 
 
 _ACKED = object()  # an op that queued its own ack (subscribe: the ack precedes the replay)
