@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -17,6 +15,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from aiosvc.clock import utcnow
+from aiosvc.log_output import Stderr, TextStderr, buffer_stderr
 
 REDACTED = "[redacted]"
 SECRET_KEYS = frozenset({"api_key", "token", "ticket", "authorization", "password"})
@@ -114,70 +113,6 @@ def _stderr_is_tty() -> bool:
     return bool(callable(isatty) and isatty())
 
 
-class _Stderr:
-    """stderr's bytes behind a buffer of our own. Python leaves a redirected stderr unbuffered
-    (one system call per line, as much as the rest of a request line cost); structlog and the
-    stdlib handler flush after every line, request lines at the end of the event loop's
-    turn, all through this one buffer so lines keep their order. (Not an io.BufferedWriter:
-    over a seekable file that seeks to where it thinks it is, over whatever else wrote.)"""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.pending: list[bytes] = []
-        #: Buffer bytes: the list's own append, so a line costs no Python call here.
-        self.write: Callable[[bytes], object] = self.pending.append
-
-    def flush(self) -> None:
-        """Write out everything buffered."""
-        if not self.pending:
-            return
-        view = memoryview(b"".join(self.pending))
-        self.pending.clear()
-        while view:  # a write to a pipe or file may take only part
-            view = view[self.raw.write(view) or 0 :]
-        self.raw.flush()
-
-
-class _TextStderr:
-    """The text side of :class:`_Stderr`, for the stdlib handler (a TextIOWrapper would warn
-    about the process's stderr as an unclosed file when it is replaced)."""
-
-    def __init__(self, binary: _Stderr) -> None:
-        self.binary = binary
-
-    def write(self, text: str) -> int:
-        """Encode and buffer ``text``."""
-        self.binary.write(text.encode("utf-8", "backslashreplace"))
-        return len(text)
-
-    def flush(self) -> None:
-        """Write out everything buffered."""
-        self.binary.flush()
-
-
-_binary: _Stderr | None = None
-_text: _TextStderr | None = None
-
-
-def _buffer_stderr() -> _Stderr | None:
-    """Put the current ``sys.stderr`` behind a :class:`_Stderr`."""
-    global _binary, _text
-    raw = getattr(sys.stderr, "buffer", None)
-    if raw is None:
-        _binary = _text = None
-        return None
-    _binary = _Stderr(raw)
-    _text = _TextStderr(_binary)
-    return _binary
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    if _binary is not None:
-        with contextlib.suppress(OSError, ValueError):
-            _binary.flush()
-
-
 #: The levels an operator can choose, by name (``[server] log_level``, ``AIOSVC_LOG_LEVEL``).
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -223,7 +158,8 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
         tail = []
         text_renderer = structlog.dev.ConsoleRenderer(colors=_stderr_is_tty())
         final = [text_renderer, _encode]  # BytesLogger wants bytes; it keeps the logger name
-    binary = _buffer_stderr()
+    buffered = buffer_stderr()
+    binary, text = buffered if buffered is not None else (None, None)
     structlog.configure(
         processors=[*shared[:2], _add_logger_name, *shared[2:], *tail, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -235,7 +171,7 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
         # level can change while the service runs (set_level). A line costs about 1 us more.
         cache_logger_on_first_use=False,
     )
-    _configure_stdlib(shared, tail, text_renderer, numeric)
+    _configure_stdlib(shared, tail, text_renderer, numeric, text)
     _format = (fmt, binary)
     _apply_level(numeric)
 
@@ -275,21 +211,20 @@ _access_logger = structlog.get_logger("aiosvc.access")
 
 
 def _structlog_access(level: str) -> AccessLine:
-    method = getattr(_access_logger, level)
-
     def line(
         request_id: str,
-        method_: str,
+        method: str,
         path: str,
         route: str | None,
         status: int,
         duration_ms: float,
         remote: str | None,
     ) -> None:
-        method(
+        # looked up per line: the logger follows the configuration in force (tests capture it)
+        getattr(_access_logger, level)(
             "request",
             request_id=request_id,
-            method=method_,
+            method=method,
             path=redact_query(path),  # a token or ticket may ride in the query string
             route=route,
             status=status,
@@ -384,7 +319,7 @@ class AccessLog:
 
 #: Request lines at info (most routes) and at debug (polled ones: health, metrics).
 ACCESS_LOGS = {"info": AccessLog("info"), "debug": AccessLog("debug")}
-_format: tuple[str, _Stderr | None] = ("console", None)
+_format: tuple[str, Stderr | None] = ("console", None)
 
 
 def access_log(level: str) -> AccessLog:
@@ -408,13 +343,17 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _configure_stdlib(
-    shared: list[Processor], tail: list[Processor], renderer: Processor, level: int
+    shared: list[Processor],
+    tail: list[Processor],
+    renderer: Processor,
+    level: int,
+    text: TextStderr | None,
 ) -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared[:2], structlog.stdlib.add_logger_name, *shared[2:]],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
     )
-    handler = _Handler(_text or sys.stderr)
+    handler = _Handler(text or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
