@@ -69,7 +69,9 @@ async def test_polled_routes_are_logged_at_debug_only(db_path: Path, tmp_path: P
     await quiet.start()  # it polls /health itself until the server answers
     try:
         assert await requests_logged(quiet) == {"/api/v1/sessions": "info"}
-        assert only(quiet, "listening")["log_level"] == "info"
+        started = only(quiet, "listening")
+        assert (started["log_level"], started["config"]) == ("info", None)
+        assert (started["auth"], started["key_count"]) == ("loopback_only", 0)
     finally:
         assert await quiet.stop() == 0
     for server in (
