@@ -134,7 +134,8 @@ async def run(service: CommandService, job: Job) -> None:
     except AgentError as exc:
         status, error = MessageStatus.FAILED, ErrorInfo(code=exc.code, message=exc.message)
         level = logging.ERROR if exc.code in OPERATOR_ERRORS else logging.WARNING
-        log.log(level, "agent_failed", **about, code=exc.code, error=exc.message, **exc.details)
+        facts = {**exc.details, **about, "code": exc.code, "error": exc.message}  # ours win
+        log.log(level, "agent_failed", **facts)
     except Exception as exc:
         log.exception("agent_failed", **about, code="agent_error")
         status = MessageStatus.FAILED
