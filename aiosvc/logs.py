@@ -163,7 +163,7 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
     structlog.configure(
         processors=[*shared[:2], _add_logger_name, *shared[2:], *tail, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # BytesLogger only writes and flushes, all a _Stderr does
+        # BytesLogger only writes and flushes, all a Stderr does
         logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, binary))
         if binary is not None
         else structlog.WriteLoggerFactory(sys.stderr),
