@@ -9,6 +9,7 @@ import attrs
 import structlog
 from aiohttp import web
 
+from aiosvc import logs
 from aiosvc.agents import AgentRegistry
 from aiosvc.bus import Bus
 from aiosvc.cache import Cache
@@ -22,11 +23,15 @@ from aiosvc.keys import (
     COMMANDS,
     DATABASE,
     GATE,
+    METRICS,
+    METRICS_REGISTRY,
     SETTINGS,
     STARTED_AT,
     STORE,
     STREAMS,
 )
+from aiosvc.metrics import Metrics
+from aiosvc.models import ApprovalStatus
 from aiosvc.store import Database, Store
 from aiosvc.web import configuration, requests, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
@@ -54,9 +59,10 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         client_max_size=config.limits.max_body_bytes,
         handler_args=dict(HANDLER_ARGS),
     )
-    database = Database(config.storage.db)
+    metrics = Metrics()
+    database = Database(config.storage.db, metrics)
     store = Store(database)
-    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK)
+    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK, metrics=metrics)
     cache = Cache(store, bus, first_page_size=_first_page(config))
     agents = AgentRegistry.from_config(config.agents)
     app[SETTINGS] = settings
@@ -73,12 +79,17 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         limits=config.limits,
         computer=config.server.computer,
         approval_timeout_s=config.approvals.timeout_s,
+        metrics=metrics,
     )
-    app[STREAMS] = OpenStreams()
+    streams = app[STREAMS] = OpenStreams()
     app[GATE] = gate
     app[STARTED_AT] = time.monotonic()
+    metrics.streams_open = streams.by_transport
+    metrics.approvals_pending = lambda: len(cache.approvals(status=ApprovalStatus.PENDING))
+    app[METRICS] = metrics
+    app[METRICS_REGISTRY] = metrics.registry()
     # Every route behind the front door (wrapped at registration: no middleware per request)
-    door = FrontDoor(config.limits, gate)
+    door = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
         [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
@@ -93,7 +104,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         cache.reconfigure(_first_page(new))
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
-        # server.log_level: apply it here once the logging can change its level live
+        logs.set_level(new.server.log_level)
 
     settings.on_change(apply)
     settings.on_reload(

@@ -24,6 +24,7 @@ import structlog
 
 from aiosvc.clock import utcnow
 from aiosvc.convert import unstructure
+from aiosvc.metrics import HOOKS, Metrics
 from aiosvc.models import Event, is_valid_id
 
 log = structlog.get_logger(__name__)
@@ -89,8 +90,12 @@ class Subscription:
 class Bus:
     """Numbers, buffers and fans out events to subscribers by topic."""
 
-    def __init__(self, *, buffer_size: int, block: int = 1 << 20) -> None:
+    def __init__(
+        self, *, buffer_size: int, block: int = 1 << 20, metrics: Metrics | None = None
+    ) -> None:
         self._buffer: deque[Event] = deque(maxlen=buffer_size)
+        #: Events published, by type (see :class:`aiosvc.metrics.Metrics`).
+        self._published = (metrics or Metrics()).events_published
         self._index: dict[str, set[Subscription]] = {}
         self._block = block
         self._reserve: Callable[[int], Awaitable[None]] | None = None
@@ -139,6 +144,10 @@ class Bus:
             obj=data,
         )
         self._next_id += 1
+        # hook types are chosen by clients: counted as one, or they would grow without bound
+        counted = HOOKS if type_.startswith("hook.") else type_
+        published = self._published
+        published[counted] = published.get(counted, 0) + 1
         self._check_reservation()
         if len(self._buffer) == self._buffer.maxlen:
             self._floor = self._buffer[0].id

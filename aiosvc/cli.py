@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", help="address to listen on (default 127.0.0.1)")
         sub.add_argument("--port", type=int, help="port to listen on (default 8420)")
         sub.add_argument("--db", help="SQLite file (default: in the user's state directory)")
+        sub.add_argument(
+            "--log-level", help="debug, info, warning or error (default info)", metavar="LEVEL"
+        )
 
     with_server(with_config(commands.add_parser("serve", help="run the service")))
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
@@ -75,6 +78,7 @@ def _run(argv: Sequence[str] | None) -> int:
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
         "db": getattr(args, "db", None),
+        "log_level": getattr(args, "log_level", None),
     }
     try:
         config = load_config(args.config, overrides=overrides)
@@ -90,7 +94,7 @@ def _run(argv: Sequence[str] | None) -> int:
             return EXIT_FAILED
         print(describe_config(config))
         return 0
-    configure_logging(config.log_format)
+    configure_logging(config.log_format, config.server.log_level)
     try:
         if args.command == "migrate":
             asyncio.run(_migrate(config, create=args.create))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from aiosvc.agents import AgentRegistry
 from aiosvc.bus import Bus
 from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
 from aiosvc.config import Settings
+from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
 from aiosvc.web.security import Gate
 from aiosvc.web.streams import OpenStreams
@@ -24,3 +26,5 @@ COMMANDS = web.AppKey("commands", CommandService)
 STREAMS = web.AppKey("streams", OpenStreams)
 GATE = web.AppKey("gate", Gate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
+METRICS = web.AppKey("metrics", Metrics)
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)  # what /metrics shows

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -17,6 +15,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from aiosvc.clock import utcnow
+from aiosvc.log_output import Stderr, TextStderr, buffer_stderr
 
 REDACTED = "[redacted]"
 SECRET_KEYS = frozenset({"api_key", "token", "ticket", "authorization", "password"})
@@ -114,81 +113,32 @@ def _stderr_is_tty() -> bool:
     return bool(callable(isatty) and isatty())
 
 
-class _Stderr:
-    """stderr's bytes behind a buffer of our own. Python leaves a redirected stderr unbuffered
-    (one system call per line, as much as the rest of a request line cost); structlog and the
-    stdlib handler flush after every line, request lines at the end of the event loop's
-    turn, all through this one buffer so lines keep their order. (Not an io.BufferedWriter:
-    over a seekable file that seeks to where it thinks it is, over whatever else wrote.)"""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.pending: list[bytes] = []
-        #: Buffer bytes: the list's own append, so a line costs no Python call here.
-        self.write: Callable[[bytes], object] = self.pending.append
-
-    def flush(self) -> None:
-        """Write out everything buffered."""
-        if not self.pending:
-            return
-        view = memoryview(b"".join(self.pending))
-        self.pending.clear()
-        while view:  # a write to a pipe or file may take only part
-            view = view[self.raw.write(view) or 0 :]
-        self.raw.flush()
+#: The levels an operator can choose, by name (``[server] log_level``, ``AIOSVC_LOG_LEVEL``).
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
-class _TextStderr:
-    """The text side of :class:`_Stderr`, for the stdlib handler (a TextIOWrapper would warn
-    about the process's stderr as an unclosed file when it is replaced)."""
-
-    def __init__(self, binary: _Stderr) -> None:
-        self.binary = binary
-
-    def write(self, text: str) -> int:
-        """Encode and buffer ``text``."""
-        self.binary.write(text.encode("utf-8", "backslashreplace"))
-        return len(text)
-
-    def flush(self) -> None:
-        """Write out everything buffered."""
-        self.binary.flush()
-
-
-_binary: _Stderr | None = None
-_text: _TextStderr | None = None
-
-
-def _buffer_stderr() -> _Stderr | None:
-    """Put the current ``sys.stderr`` behind a :class:`_Stderr`."""
-    global _binary, _text
-    raw = getattr(sys.stderr, "buffer", None)
-    if raw is None:
-        _binary = _text = None
-        return None
-    _binary = _Stderr(raw)
-    _text = _TextStderr(_binary)
-    return _binary
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    if _binary is not None:
-        with contextlib.suppress(OSError, ValueError):
-            _binary.flush()
+def _numeric(level: str) -> int:
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    return numeric
 
 
 def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info") -> None:
     """Send structlog and stdlib logging to stderr as JSON lines or console lines.
 
-    ``fmt=None`` picks JSON unless stderr is a terminal. Calling it again reconfigures, but
-    loggers already used keep their first configuration (``cache_logger_on_first_use``).
+    ``fmt=None`` picks JSON unless stderr is a terminal. Calling it again reconfigures; the
+    level can also change later, alone, with :func:`set_level`.
     """
+    global _format
     if fmt is None:
         fmt = "console" if _stderr_is_tty() else "json"
-    numeric = logging.getLevelNamesMapping().get(level.upper())
-    if numeric is None:
-        raise ValueError(f"unknown log level {level!r}")
+    numeric = _numeric(level)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         add_request_id,
@@ -208,21 +158,39 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
         tail = []
         text_renderer = structlog.dev.ConsoleRenderer(colors=_stderr_is_tty())
         final = [text_renderer, _encode]  # BytesLogger wants bytes; it keeps the logger name
-    binary = _buffer_stderr()
+    buffered = buffer_stderr()
+    binary, text = buffered if buffered is not None else (None, None)
     structlog.configure(
         processors=[*shared[:2], _add_logger_name, *shared[2:], *tail, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # BytesLogger only writes and flushes, all a _Stderr does
+        # BytesLogger only writes and flushes, all a Stderr does
         logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, binary))
         if binary is not None
         else structlog.WriteLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a logger cached on first use keeps the level it was made with, and the
+        # level can change while the service runs (set_level). A line costs about 1 us more.
+        cache_logger_on_first_use=False,
     )
-    _configure_stdlib(shared, tail, text_renderer, numeric)
-    global access
-    access = _json_access(binary) if fmt == "json" and binary is not None else _structlog_access
-    if numeric > logging.INFO:
-        access = _no_access
+    _configure_stdlib(shared, tail, text_renderer, numeric, text)
+    _format = (fmt, binary)
+    _apply_level(numeric)
+
+
+def set_level(level: str) -> None:
+    """Change the log level of the running process (``debug``, ``info``, ...), request lines
+    included, keeping the format."""
+    numeric = _numeric(level)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(numeric))
+    logging.getLogger().setLevel(numeric)
+    _apply_level(numeric)
+
+
+def current_level() -> str:
+    """The name of the level in force (as :func:`set_level` takes it)."""
+    numeric = logging.getLogger().level
+    return next(
+        (name for name, n in LEVELS.items() if n == numeric), logging.getLevelName(numeric).lower()
+    )
 
 
 # The per-request line -------------------------------------------------------------------------
@@ -242,32 +210,36 @@ AccessLine = Callable[[str, str, str, str | None, int, float, str | None], None]
 _access_logger = structlog.get_logger("aiosvc.access")
 
 
-def _structlog_access(
-    request_id: str,
-    method: str,
-    path: str,
-    route: str | None,
-    status: int,
-    duration_ms: float,
-    remote: str | None,
-) -> None:
-    _access_logger.info(
-        "request",
-        request_id=request_id,
-        method=method,
-        path=redact_query(path),  # a token or ticket may ride in the query string
-        route=route,
-        status=status,
-        duration_ms=duration_ms,
-        remote=remote,
-    )
+def _structlog_access(level: str) -> AccessLine:
+    def line(
+        request_id: str,
+        method: str,
+        path: str,
+        route: str | None,
+        status: int,
+        duration_ms: float,
+        remote: str | None,
+    ) -> None:
+        # looked up per line: the logger follows the configuration in force (tests capture it)
+        getattr(_access_logger, level)(
+            "request",
+            request_id=request_id,
+            method=method,
+            path=redact_query(path),  # a token or ticket may ride in the query string
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+            remote=remote,
+        )
+
+    return line
 
 
 def _no_access(*fields: object) -> None:
     pass
 
 
-def _json_access(stream: Any) -> AccessLine:
+def _json_access(stream: Any, level: str) -> AccessLine:
     """Request lines go into the (buffered) stream, which is flushed once the event loop's
     current turn is done: a busy loop handles several requests a turn and writes their lines
     with one system call (one per line cost as much as the rest of the line), and a line is
@@ -303,7 +275,7 @@ def _json_access(stream: Any) -> AccessLine:
             "duration_ms": duration_ms,
             "remote": remote,
             "event": "request",
-            "level": "info",
+            "level": level,
             "logger": "aiosvc.access",
             "timestamp": utcnow(),
         }
@@ -323,8 +295,47 @@ def _json_access(stream: Any) -> AccessLine:
     return line
 
 
-#: Write the canonical line of one request (replaced by :func:`configure_logging`).
-access: AccessLine = _structlog_access
+class AccessLog:
+    """The request lines of the routes logged at one level.
+
+    The front door picks a route's AccessLog when the route is registered and calls its
+    :attr:`write` for each request; :func:`configure_logging` and :func:`set_level` swap
+    ``write`` (for a writer of the format, or for nothing below the level), so choosing the
+    level costs nothing per request.
+    """
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+        self.write: AccessLine = _structlog_access(level)
+
+    def _apply(self, numeric: int) -> None:
+        if LEVELS[self.level] < numeric:
+            self.write = _no_access
+            return
+        fmt, binary = _format
+        json = fmt == "json" and binary is not None
+        self.write = _json_access(binary, self.level) if json else _structlog_access(self.level)
+
+
+#: Request lines at info (most routes) and at debug (polled ones: health, metrics).
+ACCESS_LOGS = {"info": AccessLog("info"), "debug": AccessLog("debug")}
+_format: tuple[str, Stderr | None] = ("console", None)
+
+
+def access_log(level: str) -> AccessLog:
+    """The request lines written at ``level`` (``info`` or ``debug``)."""
+    return ACCESS_LOGS[level]
+
+
+def _apply_level(numeric: int) -> None:
+    global access
+    for channel in ACCESS_LOGS.values():
+        channel._apply(numeric)
+    access = ACCESS_LOGS["info"].write
+
+
+#: Write the canonical line of one request at info (replaced by :func:`configure_logging`).
+access: AccessLine = ACCESS_LOGS["info"].write
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -332,13 +343,17 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _configure_stdlib(
-    shared: list[Processor], tail: list[Processor], renderer: Processor, level: int
+    shared: list[Processor],
+    tail: list[Processor],
+    renderer: Processor,
+    level: int,
+    text: TextStderr | None,
 ) -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared[:2], structlog.stdlib.add_logger_name, *shared[2:]],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
     )
-    handler = _Handler(_text or sys.stderr)
+    handler = _Handler(text or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
@@ -347,6 +362,8 @@ def _configure_stdlib(
     root.setLevel(level)
     # aiohttp's access log only repeats our own per-request line (which redacts query strings)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters (messages' text) at debug
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from aiohttp import web
 
-from aiosvc import logthrottle, systemd
+from aiosvc import __version__, logthrottle, systemd
 from aiosvc.app import create_app
 from aiosvc.config import Config, ConfigError, Settings
 from aiosvc.keys import DATABASE, SETTINGS
@@ -219,7 +219,7 @@ async def _run(
         sites = [web.SockSite(runner, sock) for sock in sockets]
         for site in sites:
             await site.start()
-        log.info("listening", addresses=[site.name for site in sites])
+        log.info("listening", addresses=[site.name for site in sites], **startup_facts(config))
         reloads.start()
         systemd.notify("READY=1")
         await _wait_for(stop)
@@ -228,6 +228,22 @@ async def _run(
             loop.remove_signal_handler(signum)
         systemd.notify("STOPPING=1")
         await runner.cleanup()
+
+
+def startup_facts(config: Config) -> dict[str, object]:
+    """What the startup line says besides the addresses: version, files, agents, auth mode
+    (the number of keys, never the keys)."""
+    keys = len(config.server.api_keys)
+    return {
+        "version": __version__,
+        "config": str(config.source) if config.source is not None else None,
+        "db": str(config.storage.db),
+        "agents": {name: agent.kind for name, agent in config.agents.backends.items()},
+        "default_agent": config.agents.default,
+        "auth": "keys" if keys else "loopback_only",
+        "key_count": keys,
+        "log_level": config.server.log_level,
+    }
 
 
 async def _wait_for(stop: asyncio.Event) -> None:

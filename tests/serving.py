@@ -6,11 +6,12 @@ import asyncio
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
+import orjson
 
 from tests import installed
 
@@ -32,6 +33,7 @@ class Server:
         *,
         port: int | None = None,
         config: Path | None = None,
+        args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         port_flag: bool = True,
         wrapper: Path | None = None,
@@ -45,6 +47,7 @@ class Server:
         self.port_flag = port_flag
         #: A test's script around the installed aiosvc's command line, run in its environment.
         self.wrapper = wrapper
+        self.args = list(args)  # more arguments for ``serve``
         self.log_path = (log_dir or db.parent) / f"{db.stem}.{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -62,6 +65,8 @@ class Server:
             argv = [str(installed.install_dir() / "bin" / "python"), str(self.wrapper), *argv[1:]]
         if self.config is not None:
             argv += ["--config", str(self.config)]
+        argv += self.args
+        # (AIOSVC_LOG_FORMAT is json unless the test's env sets it)
         env = installed.environ(AIOSVC_LOG_FORMAT="json", **self.extra_env)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=self._log, env=env)
@@ -82,6 +87,14 @@ class Server:
     def log(self) -> str:
         """Everything the process has logged so far."""
         return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines so far, parsed (anything else the process wrote is skipped)."""
+        found = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                found.append(orjson.loads(line))
+        return found
 
     async def settled_log(self) -> str:
         """The log once the request lines of the responses seen so far are out (they are

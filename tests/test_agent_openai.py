@@ -335,6 +335,33 @@ async def test_a_refused_connection_fails_the_reply(client: Client, upstream: Up
     assert upstream.fake.requests == []
 
 
+async def test_upstream_failures_are_logged_with_the_agent_and_the_upstream(
+    client: Client, upstream: Upstream
+) -> None:
+    with structlog.testing.capture_logs() as captured:
+        s1, overloaded = await ask(client, "gpt-http500", "are you up")
+        s2, refused = await ask(client, "gpt-refused", "hello?")
+        s3, silent = await ask(client, "gpt-timeout", "take your time")
+    lines = [line for line in captured if line["event"] == "agent_failed"]
+    about = [(line["agent"], line["session_id"], line["message_id"]) for line in lines]
+    assert about == [
+        ("gpt-http500", s1["id"], overloaded["id"]),
+        ("gpt-refused", s2["id"], refused["id"]),
+        ("gpt-timeout", s3["id"], silent["id"]),
+    ]
+    http_error, unreachable, timeout = lines
+    assert (http_error["log_level"], http_error["code"]) == ("warning", "upstream_http_error")
+    assert (http_error["url"], http_error["upstream_status"]) == (upstream.completions, 500)
+    assert http_error["error"] == overloaded["error"]["message"]
+    assert (unreachable["log_level"], unreachable["code"]) == ("error", "upstream_unreachable")
+    assert unreachable["url"] == upstream.refused_url + "/chat/completions"
+    assert "refused" in unreachable["os_error"].lower()
+    assert (timeout["log_level"], timeout["code"]) == ("warning", "upstream_timeout")
+    assert (timeout["url"], timeout["timeout_s"]) == (upstream.completions, SHORT_TIMEOUT_S)
+    for record in upstream.fake.requests:
+        await finished(record)
+
+
 async def test_a_silent_upstream_times_out(client: Client, upstream: Upstream) -> None:
     _, reply = await ask(client, "gpt-timeout", "take your time")
     message = failure(reply, "upstream_timeout")

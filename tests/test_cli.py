@@ -44,6 +44,7 @@ def test_check_config_without_a_file_prints_the_defaults(tmp_path: Path) -> None
         f"database: {default_db_path()}",
         "agents: echo (echo, default)",
         "log format: auto (json unless stderr is a terminal)",
+        "log level: info",
     ]
     assert result.stderr == ""
 

@@ -28,8 +28,8 @@ from aiosvc.config import (
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "aiosvc.example.toml"
 
 SERVER_KEYS = (
-    "expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, port, "
-    "shutdown_timeout_s"
+    "expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, log_level, "
+    "port, shutdown_timeout_s"
 )
 TOP_KEYS = (
     "expected one of: agents, approvals, events, limits, log_format, peers, projects, server, "
@@ -607,6 +607,7 @@ def test_describe_config_summary() -> None:
         "database: /var/lib/aiosvc/aiosvc.db",
         "agents: echo (echo, default), slow-echo (echo), shell (command), local-llm (openai)",
         "log format: auto (json unless stderr is a terminal)",
+        "log level: info",
         "projects: website",
         "peers: desktop",
     ]

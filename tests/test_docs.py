@@ -34,12 +34,6 @@ from tests.serving import Server
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "api.rst"
 PACKAGE = Path(aiosvc.__file__).resolve().parent
 ROUTE_TITLE = re.compile(r"(GET|POST|PUT|PATCH|DELETE) (/\S*)")
-# TODO(reconcile): routes and event types documented ahead of their merge; empty these once
-# they are in the code (from then on they are checked like every other).
-ROUTES_NOT_YET_MERGED = frozenset(
-    {"GET /metrics", "GET /api/v1/config", "POST /api/v1/config/reload"}
-)
-EVENTS_NOT_YET_MERGED = frozenset({"config.reloaded"})
 
 
 # Reading the reference -------------------------------------------------------------------------
@@ -267,7 +261,7 @@ def test_every_route_is_documented_and_nothing_stale(
     assert len(documented) == len(set(documented)), "a route has two sections"
     routes = api_routes(config)
     assert sorted(routes - set(documented)) == []  # in the code, not in the reference
-    assert sorted(set(documented) - routes - ROUTES_NOT_YET_MERGED) == []  # documented, gone
+    assert sorted(set(documented) - routes) == []  # documented, gone
 
 
 def test_every_published_event_type_is_documented_and_nothing_stale(
@@ -277,7 +271,7 @@ def test_every_published_event_type_is_documented_and_nothing_stale(
     assert len(documented) == len(set(documented)), "an event type has two sections"
     published = published_types(PACKAGE)
     assert sorted(published - set(documented)) == []  # in the code, not in the reference
-    assert sorted(set(documented) - published - EVENTS_NOT_YET_MERGED) == []  # documented, gone
+    assert sorted(set(documented) - published) == []  # documented, gone
 
 
 def test_every_websocket_op_is_documented_and_nothing_stale(reference: nodes.document) -> None:

@@ -23,9 +23,14 @@ def clean_logging() -> Iterator[None]:
     access = logging.getLogger("aiohttp.access")
     saved = (root.handlers[:], root.level, access.level)
     saved_access = logs.access
+    saved_writers = {level: channel.write for level, channel in logs.ACCESS_LOGS.items()}
+    saved_format = logs._format
     structlog.reset_defaults()
     yield
     logs.access = saved_access
+    for level, write in saved_writers.items():
+        logs.ACCESS_LOGS[level].write = write
+    logs._format = saved_format
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     root.handlers[:], root.level = saved[0], saved[1]
@@ -287,3 +292,50 @@ async def test_request_lines_of_one_loop_turn_share_one_write_and_keep_their_ord
         "other",
         "stdlib",
     ]
+
+
+def test_the_level_changes_while_running_request_lines_included(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", level="info")
+    log = get_logger("aiosvc.test")
+    quiet, loud = logs.access_log("debug"), logs.access_log("info")
+    log.debug("hidden")
+    quiet.write("r1", "GET", "/health", "/health", 200, 1.0, None)
+    loud.write("r2", "GET", "/", "/", 200, 1.0, None)
+    log.info("shown")
+    assert [
+        line.get("request_id", line["event"]) for line in json_lines(capsys.readouterr().err)
+    ] == [
+        "r2",
+        "shown",
+    ]
+    logs.set_level("debug")
+    assert logs.current_level() == "debug"
+    log.debug("now shown")
+    quiet.write("r3", "GET", "/health", "/health", 200, 1.0, None)
+    logging.getLogger("aiohttp.server").debug("stdlib too")
+    first, second, third = json_lines(capsys.readouterr().err)
+    assert (first["event"], first["level"]) == ("now shown", "debug")
+    assert (second["request_id"], second["level"], second["event"]) == ("r3", "debug", "request")
+    assert (third["event"], third["level"]) == ("stdlib too", "debug")
+    logs.set_level("warning")
+    log.info("hidden again")
+    loud.write("r4", "GET", "/", "/", 200, 1.0, None)
+    log.warning("warned")
+    assert [line["event"] for line in json_lines(capsys.readouterr().err)] == ["warned"]
+    with pytest.raises(ValueError, match="unknown log level 'chatty'"):
+        logs.set_level("chatty")
+    assert logs.current_level() == "warning"
+
+
+def test_console_request_lines_follow_the_level_too(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("console", level="info")
+    logs.access_log("debug").write("r1", "GET", "/health", "/health", 200, 1.0, None)
+    assert capsys.readouterr().err == ""
+    logs.set_level("debug")
+    logs.access_log("debug").write("r2", "GET", "/health", "/health", 200, 1.0, None)
+    err = capsys.readouterr().err
+    assert "request" in err
+    assert "request_id=r2" in err
+    assert "debug" in err

@@ -384,3 +384,19 @@ async def test_a_reload_lowers_the_connection_cap_for_connections_accepted_after
         await asyncio.sleep(0.3)  # the server notices the two are gone
         status, _ = await call(http, "GET", server.url + "/api/v1/sessions")
         assert status == 200
+
+
+async def test_a_reload_changes_the_log_level_at_once(server: Server, config_file: Path) -> None:
+    async with aiohttp.ClientSession(headers={"X-API-Key": KEY}) as http:
+        await call(http, "GET", server.url + "/health")  # at info: a debug line, not written
+        config_file.write_text(BASE.replace("[server]\n", '[server]\nlog_level = "debug"\n'))
+        status, body = await call(http, "POST", server.url + "/api/v1/config/reload")
+        assert (status, body["data"]["changed"]) == (200, ["server.log_level"])
+        async with http.get(server.url + "/health", headers={"X-Request-ID": "after-1"}) as r:
+            assert r.status == 200
+    await server.settled_log()
+    health = [line["request_id"] for line in log_lines(server, "request")]
+    assert "after-1" in health
+    assert [line for line in log_lines(server, "request") if line["path"] == "/health"] == [
+        line for line in log_lines(server, "request") if line["request_id"] == "after-1"
+    ]

@@ -17,12 +17,17 @@ from aiosvc.models import Message, Session
 
 
 class AgentError(Exception):
-    """A reply failed for a reason the agent can name; the message ends ``failed``."""
+    """A reply failed for a reason the agent can name; the message ends ``failed``.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``details`` are facts for the operator's log (an exit status, the upstream's URL), not
+    shown to clients.
+    """
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 class ApprovalGate(Protocol):

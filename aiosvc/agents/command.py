@@ -63,7 +63,12 @@ class CommandAgent(Agent):
                 start_new_session=True,  # its own process group, to stop it whole
             )
         except OSError as exc:
-            raise AgentError("spawn_failed", f"cannot run {argv[0]!r}: {exc.strerror}") from None
+            raise AgentError(
+                "spawn_failed",
+                f"cannot run {argv[0]!r}: {exc.strerror}",
+                program=argv[0],
+                os_error=exc.strerror,
+            ) from None
         group = Group(process, config.kill_grace_s)
         try:
             async with asyncio.timeout(config.timeout_s):
@@ -74,12 +79,22 @@ class CommandAgent(Agent):
                 status = await process.wait()
         except TimeoutError:
             raise AgentError(
-                "timeout", f"the program did not finish within {config.timeout_s:g} s"
+                "timeout",
+                f"the program did not finish within {config.timeout_s:g} s",
+                program=argv[0],
+                timeout_s=config.timeout_s,
             ) from None
         finally:
             await asyncio.shield(group.stop())
         if status != 0:
-            raise AgentError("exit_status", _exit_message(status, group.stderr_tail()))
+            tail = group.stderr_tail()
+            raise AgentError(
+                "exit_status",
+                _exit_message(status, tail),
+                program=argv[0],
+                exit_status=status,
+                stderr_tail=tail,
+            )
 
 
 class Group:

@@ -87,6 +87,8 @@ class OpenAIAgent(Agent):
                     raise AgentError(
                         "upstream_http_error",
                         f"{self.url} answered {response.status}: {_error_text(raw)}",
+                        url=self.url,
+                        upstream_status=response.status,
                     )
                 if response.content_type == "application/json":  # a server that won't stream
                     text = _content(orjson.loads(await response.read()), "message")
@@ -102,18 +104,28 @@ class OpenAIAgent(Agent):
                     yield delta
         except aiohttp.ClientConnectorError as exc:
             raise AgentError(
-                "upstream_unreachable", f"cannot connect to {self.url}: {exc.os_error}"
+                "upstream_unreachable",
+                f"cannot connect to {self.url}: {exc.os_error}",
+                url=self.url,
+                os_error=os.strerror(exc.os_error.errno) if exc.os_error.errno else str(exc),
             ) from None
         except TimeoutError:
             raise AgentError(
-                "upstream_timeout", f"{self.url} sent nothing for {self.config.timeout_s:g} s"
+                "upstream_timeout",
+                f"{self.url} sent nothing for {self.config.timeout_s:g} s",
+                url=self.url,
+                timeout_s=self.config.timeout_s,
             ) from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise AgentError("upstream_disconnected", f"{self.url} cut the stream: {exc}") from None
+            raise AgentError(
+                "upstream_disconnected", f"{self.url} cut the stream: {exc}", url=self.url
+            ) from None
         except aiohttp.ClientError as exc:
-            raise AgentError("upstream_error", f"{self.url}: {exc}") from None
+            raise AgentError("upstream_error", f"{self.url}: {exc}", url=self.url) from None
         except orjson.JSONDecodeError as exc:
-            raise AgentError("malformed_stream", f"{self.url} sent malformed JSON: {exc}") from None
+            raise AgentError(
+                "malformed_stream", f"{self.url} sent malformed JSON: {exc}", url=self.url
+            ) from None
 
 
 def conversation(history: Sequence[Message], prompt: str) -> list[dict[str, str]]:

@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import structlog
 
 from aiosvc.agents.output import clean_text, clean_value
 from aiosvc.bus import session_topic
@@ -18,6 +19,8 @@ from aiosvc.store.tables import APPROVALS, SESSIONS
 
 if TYPE_CHECKING:
     from aiosvc.commands.service import CommandService
+
+log = structlog.get_logger(__name__)
 
 
 def _topics(approval: Approval) -> tuple[str, str]:
@@ -54,9 +57,9 @@ class Gate:
                 async with asyncio.timeout(service.approval_timeout_s):
                     approved = await waiter
             except TimeoutError:
-                approved = await self._expire(approval.id)
+                approved = await self._expire(approval.id, "timeout")
             except asyncio.CancelledError:
-                await asyncio.shield(self._expire(approval.id))
+                await asyncio.shield(self._expire(approval.id, "reply_stopped"))
                 raise
         finally:
             job.waiting_for = None
@@ -64,10 +67,10 @@ class Gate:
         await self._set_running()
         return approved
 
-    async def _expire(self, approval_id: str) -> bool:
+    async def _expire(self, approval_id: str, why: str) -> bool:
         """Expire an unanswered approval; a decision that won the race still counts."""
         try:
-            await settle(self._service, approval_id, ApprovalStatus.EXPIRED)
+            await settle(self._service, approval_id, ApprovalStatus.EXPIRED, why=why)
         except (Conflict, NotFound):
             current = self._service.cache.approval(approval_id)
             return current is not None and current.status is ApprovalStatus.APPROVED
@@ -89,6 +92,14 @@ class Gate:
             service.bus.publish("approval.requested", _topics(approval), approval)
             service.publish_status(session, detail=f"waiting for approval of {approval.tool}")
             service.publish_session("session.updated", session)
+        log.info(
+            "approval_requested",
+            approval_id=approval.id,
+            session_id=approval.session_id,
+            message_id=approval.message_id,
+            tool=approval.tool,
+            timeout_s=service.approval_timeout_s,
+        )
 
     async def _set_running(self) -> None:
         service = self._service
@@ -102,8 +113,13 @@ class Gate:
             service.publish_session("session.updated", session)
 
 
-async def settle(service: CommandService, approval_id: str, status: ApprovalStatus) -> Approval:
-    """Record a pending approval's outcome exactly once; a second attempt is a conflict."""
+async def settle(
+    service: CommandService, approval_id: str, status: ApprovalStatus, *, why: str = "decided"
+) -> Approval:
+    """Record a pending approval's outcome exactly once; a second attempt is a conflict.
+
+    ``why`` an approval expires: ``timeout`` or ``reply_stopped`` (cancelled, or shutdown).
+    """
     found = service.cache.approval(approval_id) if is_valid_id(approval_id) else None
     if found is None:
         raise NotFound.of("approval", approval_id)
@@ -123,6 +139,11 @@ async def settle(service: CommandService, approval_id: str, status: ApprovalStat
         waiter = service.approval_waiters.get(approval_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(status is ApprovalStatus.APPROVED)
+    about = {"approval_id": approval_id, "session_id": resolved.session_id, "tool": resolved.tool}
+    if status is ApprovalStatus.EXPIRED:
+        log.warning("approval_expired", **about, reason=why, timeout_s=service.approval_timeout_s)
+    else:
+        log.info("approval_decided", **about, decision=status.value)
     return resolved
 
 

@@ -170,6 +170,14 @@ async def record_cancelled(
         service.cache.put_command(command)
         service.publish_message("message.cancelled", final)
         settle(job, final)
+        service.metrics.reply_finished(session.agent, MessageStatus.CANCELLED.value, None)
+    if jobs:
+        log.info(
+            "queued_replies_cancelled",
+            session_id=session.id,
+            count=len(jobs),
+            message_ids=[job.reply_id for job in jobs],
+        )
     if ending:
         service.publish_session("session.ended", session)
         service.publish_status(session)

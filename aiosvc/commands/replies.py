@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import attrs
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from aiosvc.commands.service import CommandService
 
 log = structlog.get_logger(__name__)
+
+#: Agent failures the operator must fix (configuration, a dependency down): logged as errors;
+#: any other (a program's exit status, a timeout) as warnings.
+OPERATOR_ERRORS = frozenset({"spawn_failed", "unknown_agent", "upstream_unreachable"})
 
 
 def check_content(service: CommandService, content: str) -> None:
@@ -108,6 +114,10 @@ async def run(service: CommandService, job: Job) -> None:
     if not started:
         return
     reply = started[0]
+    began = time.monotonic()
+    session = service.cache.session(job.session_id)
+    agent_name = session.agent if session is not None else "unknown"
+    about = {"agent": agent_name, "session_id": job.session_id, "message_id": job.reply_id}
     chunks: list[str] = []
     status, error = MessageStatus.COMPLETE, None
     agent: Agent | None = None
@@ -133,10 +143,13 @@ async def run(service: CommandService, job: Job) -> None:
     except AgentError as exc:
         status = MessageStatus.FAILED
         error = ErrorInfo(code=clean_text(exc.code), message=clean_text(exc.message))
+        level = logging.ERROR if exc.code in OPERATOR_ERRORS else logging.WARNING
+        facts = {**exc.details, **about, "code": error.code, "error": error.message}  # ours win
+        log.log(level, "agent_failed", **facts)
     except StoreError as exc:  # one of its own writes (an approval, say) could not be made
         status, error = endings.unstored(exc)
     except Exception as exc:
-        log.exception("agent_failed", session_id=job.session_id, reply_id=job.reply_id)
+        log.exception("agent_failed", **about, code="agent_error")
         status = MessageStatus.FAILED
         error = ErrorInfo(code="agent_error", message=clean_text(str(exc) or type(exc).__name__))
     finally:
@@ -144,6 +157,14 @@ async def run(service: CommandService, job: Job) -> None:
         if agent is not None:
             await service.agents.release(agent)
     await endings.finish(service, job, reply, "".join(chunks), status, error)
+    seconds = time.monotonic() - began
+    service.metrics.reply_finished(agent_name, status.value, seconds)
+    if error is endings.CANCELLED:
+        log.info("reply_cancelled", **about, duration_s=round(seconds, 3))
+    elif error is INTERRUPTED:
+        log.warning("reply_interrupted", **about, duration_s=round(seconds, 3))
+    else:
+        log.debug("reply_finished", **about, status=status.value, duration_s=round(seconds, 3))
 
 
 async def _start(service: CommandService, job: Job, started: list[Message]) -> None:

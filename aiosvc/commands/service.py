@@ -36,6 +36,7 @@ from aiosvc.commands.types import (
 )
 from aiosvc.config import LimitsConfig
 from aiosvc.errors import NotFound, Unavailable
+from aiosvc.metrics import Metrics
 from aiosvc.models import Message, Session, is_valid_id
 from aiosvc.store import Recovery, Store, StoreError
 
@@ -72,6 +73,7 @@ class CommandService:
         limits: LimitsConfig,
         computer: str,
         approval_timeout_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -80,6 +82,7 @@ class CommandService:
         self.limits = limits
         self.computer = computer
         self.approval_timeout_s = approval_timeout_s
+        self.metrics = metrics or Metrics()
         self.lanes: dict[str, Lane] = {}
         self.approval_waiters: dict[str, asyncio.Future[bool]] = {}
         self.locks = KeyedLocks()
@@ -165,7 +168,7 @@ class CommandService:
                     await replies.run(self, job)
                 except Exception as exc:
                     log.exception(
-                        "reply_crashed", session_id=lane.session_id, reply_id=job.reply_id
+                        "reply_crashed", session_id=lane.session_id, message_id=job.reply_id
                     )
                     if not job.done.done():
                         job.done.set_exception(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import attrs
+import structlog
 
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
@@ -16,6 +17,8 @@ from aiosvc.store.tables import SESSIONS
 
 if TYPE_CHECKING:
     from aiosvc.commands.service import CommandService
+
+log = structlog.get_logger(__name__)
 
 
 def check_title(service: CommandService, title: str | None) -> None:
@@ -48,6 +51,7 @@ async def create(service: CommandService, command: CreateSession) -> Session:
     )
     await service.store.write([SESSIONS.save(session)])
     service.publish_session("session.created", session)
+    log.info("session_created", session_id=session.id, agent=agent, project=session.project)
     return session
 
 
@@ -73,8 +77,10 @@ async def end(service: CommandService, command: EndSession) -> Session:
         if session.status is SessionStatus.ENDED:
             return session
         # One write: its queued replies cancelled and the session ended, or nothing changed.
-        await replies.cancel_jobs(service, session.id, ending=True)
-        return service.session_or_404(command.session_id)
+        stopped = await replies.cancel_jobs(service, session.id, ending=True)
+        session = service.session_or_404(command.session_id)
+    log.info("session_ended", session_id=session.id, replies_cancelled=len(stopped))
+    return session
 
 
 async def delete(service: CommandService, command: DeleteSession) -> None:
@@ -87,3 +93,4 @@ async def delete(service: CommandService, command: DeleteSession) -> None:
         service.bus.publish(
             "session.deleted", ("sessions", session_topic(session.id)), {"id": session.id}
         )
+    log.info("session_deleted", session_id=session.id, messages=session.message_count)

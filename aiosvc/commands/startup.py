@@ -62,10 +62,12 @@ class Startup:
     async def _settle(self, *, reload: bool) -> None:
         recovery = await self._store.recover(utcnow(), self._block)
         if recovery.failed_replies or recovery.expired_approvals:
+            # the previous run stopped without finishing these (a crash, a kill)
             log.warning(
                 "recovered_interrupted_work",
                 failed_replies=recovery.failed_replies,
                 expired_approvals=recovery.expired_approvals,
+                requeued_replies=len(recovery.requeued),
             )
         first_id, reserved = recovery.first_event_id, recovery.event_ids_reserved
         self._bus.start_at(first_id, reserved, self._store.set_event_ids_reserved)

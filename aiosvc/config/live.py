@@ -28,6 +28,7 @@ LIVE = frozenset(
         "server.api_keys",
         "server.allowed_hosts",
         "server.allowed_origins",
+        "server.log_level",
         "limits",
         "streams",
         "approvals",

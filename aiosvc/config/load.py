@@ -225,12 +225,14 @@ ENV_KEYS: dict[str, Key] = {
     "AIOSVC_DB": ("storage", "db"),
     "AIOSVC_API_KEYS": ("server", "api_keys"),
     "AIOSVC_LOG_FORMAT": ("log_format",),
+    "AIOSVC_LOG_LEVEL": ("server", "log_level"),
 }
 FLAGS: dict[str, Key] = {
     "host": ("server", "host"),
     "port": ("server", "port"),
     "db": ("storage", "db"),
     "log_format": ("log_format",),
+    "log_level": ("server", "log_level"),
 }
 
 
@@ -348,6 +350,7 @@ def describe_config(config: Config) -> str:
         f"database: {config.storage.db}",
         f"agents: {agents}",
         f"log format: {config.log_format or 'auto (json unless stderr is a terminal)'}",
+        f"log level: {server.log_level}",
     ]
     if config.projects:
         lines.append("projects: " + ", ".join(config.projects))

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import aiosqlite
@@ -26,6 +27,7 @@ import attrs
 import structlog
 
 from aiosvc.clock import utcnow
+from aiosvc.metrics import Histogram, Metrics
 from aiosvc.store import files
 from aiosvc.store.errors import StoreError
 from aiosvc.store.faults import (
@@ -74,10 +76,12 @@ class _WriteRequest:
 class Database:
     """The one write connection (with its writer task) and one read connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metrics: Metrics | None = None) -> None:
         self.path = path
         #: Held from :meth:`open` (or earlier, by whoever takes it first) to :meth:`close`.
         self.lock = DatabaseLock(path)
+        #: How long each write transaction took.
+        self.commit_seconds: Histogram = (metrics or Metrics()).db_commit_seconds
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_WriteRequest | None] = asyncio.Queue()
@@ -262,6 +266,7 @@ class Database:
     async def _commit(self, batch: list[_WriteRequest]) -> None:
         """Commit the batch as one transaction; if it fails, retry each request on its own so
         only the faulty one fails. Never raises: each request gets its outcome."""
+        started = perf_counter()
         try:
             await self._run(batch)
         except Exception as exc:
@@ -272,6 +277,7 @@ class Database:
             else:
                 self._fail(batch, error or classify(exc, self.path))
             return
+        self.commit_seconds.observe(perf_counter() - started)
         if files.file_id(self.path) != self._file:
             # Committed into a file the path no longer names: nobody will ever read it back.
             self._fail(batch, self._gone())

@@ -1,10 +1,12 @@
-"""The front door: request id and the canonical log line, the error envelope, request checks.
+"""The front door: request id, the canonical log line and the request metrics, the error
+envelope, request checks.
 
 Every handler is wrapped at registration (:meth:`FrontDoor.add_routes`) rather than behind an
 aiohttp middleware: with any middleware in the app, aiohttp builds a chain of partials and
 enters a context manager (``_fix_request_current_app``) on every request, which together cost
 more than the checks themselves. Requests no route matches reach :func:`FrontDoor.no_route`, a
 catch-all registered last, so 404 and 405 pass the same door and get the same envelope.
+What differs per route (its log level, its counters) is chosen at registration too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aiosvc.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from aiosvc.metrics import Metrics, RouteStats
 from aiosvc.web.limits import RateLimiter
 from aiosvc.web.responses import error_response
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, Gate, cors_headers
@@ -47,10 +50,16 @@ NO_ROUTE = "no_route"
 #: The Server header of every answer.
 SERVER = "aiosvc"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: Routes polled by supervisors and scrapers: their request lines are at debug, so that the
+#: polls do not fill the journal.
+QUIET_ROUTES = frozenset({"/health", "/api/v1/health", "/metrics"})
 
 request_id = logs.request_id
 #: The request's Origin when it is an allowed one (CORS headers go on its answer).
 cors_origin: ContextVar[str] = ContextVar("cors_origin", default="")
+#: The response a stream handler prepared: the status its request line shows when the handler
+#: is cancelled (its client left) instead of returning it.
+prepared_stream: ContextVar[web.StreamResponse | None] = ContextVar("prepared_stream", default=None)
 
 # Generated ids: a random prefix per process and a counter: unique, and no system call per
 # request (ids are for correlating log lines, not secrets). The counter starts at 2**32 so
@@ -69,8 +78,9 @@ class FrontDoor:
     """The checks every request passes before its handler: it gives the request an id, runs
     the checks, maps every failure to the error envelope, and writes the request's log line."""
 
-    def __init__(self, limits: LimitsConfig, gate: Gate) -> None:
+    def __init__(self, limits: LimitsConfig, gate: Gate, metrics: Metrics | None = None) -> None:
         self.gate = gate
+        self.metrics = metrics or Metrics()
         self.max_body_bytes = limits.max_body_bytes
         self.writes = RateLimiter(limits.write_rate_per_s, limits.write_burst)
         self.auth_failures = RateLimiter(limits.auth_failures_per_s, limits.auth_failure_burst)
@@ -95,14 +105,15 @@ class FrontDoor:
 
     def guard(self, handler: Handler, route: str | None) -> Handler:
         """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""
+        level = "debug" if route in QUIET_ROUTES else "info"
+        door = Door(route, logs.access_log(level), self.metrics.route(route))
         # A partial, not a wrapping coroutine: calling it makes serve's coroutine directly,
         # one coroutine a request instead of two.
-        return functools.update_wrapper(functools.partial(self.serve, handler, route), handler)
+        return functools.update_wrapper(functools.partial(self.serve, handler, door), handler)
 
-    async def serve(
-        self, handler: Handler, route: str | None, request: web.Request
-    ) -> web.StreamResponse:
-        """Run ``handler`` for ``request`` if it passes; answer and log it either way."""
+    async def serve(self, handler: Handler, door: Door, request: web.Request) -> web.StreamResponse:
+        """Run ``handler`` for ``request`` if it passes; answer, log and count it either way."""
+        route = door.route
         headers = request.headers
         given = headers.get(REQUEST_ID_HEADER)
         rid = given if given is not None and _CLIENT_ID.fullmatch(given) else new_request_id()
@@ -149,16 +160,25 @@ class FrontDoor:
         finally:
             if response is not None and not response.prepared:
                 _stamp(response, rid, allowed_origin)
-            logs.access(
+            elif response is None:
+                # The handler was cancelled (its client left, or shutdown): a stream it had
+                # started answered with its own status; anything else never answered.
+                response = prepared_stream.get()
+                if response is not None and not response.prepared:
+                    response = None
+            elapsed = perf_counter() - started
+            status = response.status if response is not None else 499
+            method = request.method
+            door.log.write(
                 rid,
-                request.method,
-                request.raw_path,  # as sent; logs.access redacts tokens and tickets
+                method,
+                request.raw_path,  # as sent; the line redacts tokens and tickets
                 route,
-                # No response: the handler was cancelled (the client left, or shutdown).
-                response.status if response is not None else 499,
-                int((perf_counter() - started) * 1e6) / 1000,  # ms to the microsecond
+                status,
+                int(elapsed * 1e6) / 1000,  # ms to the microsecond
                 remote,
             )
+            door.stats.observe(method, status, elapsed)
         return response
 
     def _check(
@@ -226,9 +246,19 @@ class FrontDoor:
         )
 
 
+@attrs.frozen
+class Door:
+    """What the front door does per route, chosen when the route is registered."""
+
+    route: str | None  # the canonical path (None: the catch-all)
+    log: logs.AccessLog  # the request lines, at the route's level
+    stats: RouteStats  # the route's request counts and durations
+
+
 def stamp(response: web.StreamResponse) -> None:
     """Give a stream its request id and CORS headers before the handler prepares it."""
     _stamp(response, request_id.get(), cors_origin.get())
+    prepared_stream.set(response)
 
 
 def _stamp(response: web.StreamResponse, rid: str, origin: str) -> None:

@@ -59,6 +59,13 @@ class Raw:
 
 
 @attrs.frozen
+class Text:
+    """An answer that is text of ``media_type``, not JSON."""
+
+    media_type: str
+
+
+@attrs.frozen
 class Param:
     """A query parameter or request header an operation reads."""
 
@@ -73,7 +80,7 @@ class Param:
 class Operation:
     """What the route table cannot say about a handler; used as a decorator, ``@operation``."""
 
-    responses: Mapping[int, Any]  # status: a type, a model, Page, Raw, {name: type} or None
+    responses: Mapping[int, Any]  # status: a type, a model, Page, Raw, Text, {name: type}, None
     body: type | None = None
     params: Sequence[Param] = ()
     errors: Mapping[int, str] = attrs.field(factory=dict)  # status: its codes, comma-separated
@@ -250,6 +257,8 @@ class _Builder:
         answer: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": headers}
         if meta.stream == "sse" and status == 200:
             answer["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        elif isinstance(shape, Text):
+            answer["content"] = {shape.media_type: {"schema": {"type": "string"}}}
         elif shape is not None:
             answer["content"] = {JSON: {"schema": self.answer(shape)}}
         return answer

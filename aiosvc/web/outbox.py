@@ -18,6 +18,9 @@ Memory per client is bounded by bytes, with priorities:
   notice with the count (the ``message.completed`` that follows carries the full text);
 - any other frame that would take the pending bytes over the limit disconnects the client,
   which resumes from its last event id: high-priority events are never silently lost.
+
+Frames that are not events (acknowledgements, notices) are queued in a 1-tuple, so that the
+events a client was sent can be told from them without a count per event.
 """
 
 from __future__ import annotations
@@ -109,19 +112,26 @@ class Outbox:
         self._low = limits.outbox_low_bytes
         self._high = limits.outbox_high_bytes
         self._limit = limits.outbox_limit_bytes
-        # Frames, and replays: a replay is a run of retained events turned into frames only
-        # as the writer reaches it (they are already in memory, in the bus's ring buffer).
-        self._queue: deque[bytes | deque[tuple[Event, str]]] = deque()
+        # Event frames, other frames (in a 1-tuple), and replays: a replay is a run of retained
+        # events turned into frames only as the writer reaches it (they are already in
+        # memory, in the bus's ring buffer).
+        self._queue: deque[bytes | tuple[bytes] | deque[tuple[Event, str]]] = deque()
         self._live_from: dict[str, int] = {}  # topic -> first event id delivered live
         self._wakeup = asyncio.Event()
         self.pending = 0  # bytes queued, not yet handed to the transport
         self.dropping = False
         self.dropped = 0  # low-priority events skipped since the last notice
+        self.dropped_total = 0  # low-priority events skipped in all
         self.sent = 0  # frames written, for metrics and tests
+        self.events_sent = 0  # of which events
+        self.overflow_bytes = 0  # what was pending when the client was given up on
         self.ending: Ending | None = None
         # Called (synchronously) when the client is given up on for being too slow, so the
         # stream can stop a writer that is stuck on it.
         self.on_overflow: Callable[[], None] | None = None
+        # Called with the count when a ``dropped`` notice is queued (skipped events are told
+        # in bulk, never one by one).
+        self.on_dropped: Callable[[int], None] | None = None
         self._subscription = bus.subscribe(self.deliver)
 
     @property
@@ -198,18 +208,23 @@ class Outbox:
         if event.low_priority and (self.dropping or self.pending + len(frame) > self._high):
             self.dropping = True
             self.dropped += 1
+            self.dropped_total += 1
             return
-        self.put(frame)
+        self._put(frame, len(frame))
 
     def put(self, frame: bytes) -> None:
+        """Queue a frame that is not an event (it must not be skipped either)."""
+        self._put((frame,), len(frame))
+
+    def _put(self, item: bytes | tuple[bytes], size: int) -> None:
         """Queue a frame that must not be skipped; past the limit the client is dropped."""
         if self.ending is not None:
             return
-        if self.pending + len(frame) > self._limit:
+        if self.pending + size > self._limit:
             self.end(Ending.OVERFLOW)
             return
-        self._queue.append(frame)
-        self.pending += len(frame)
+        self._queue.append(item)
+        self.pending += size
         if not self._idle:
             return  # the writer is busy, and takes the queue when it is done
         if self._direct is not None and self._flusher is not None:
@@ -246,6 +261,7 @@ class Outbox:
         self.ending = why
         self._subscription.close()
         if why is Ending.OVERFLOW:
+            self.overflow_bytes = self.pending
             self._queue.clear()  # give the memory back now
             self.pending = 0
             if self.on_overflow is not None:
@@ -253,7 +269,8 @@ class Outbox:
         elif why is Ending.SHUTDOWN:
             final = self._framing.shutdown()
             if final:
-                self._queue.append(final)
+                self._queue.append((final,))
+                self.pending += len(final)
         self._wake_writer()
 
     # Writing -----------------------------------------------------------------------------------
@@ -287,6 +304,7 @@ class Outbox:
         """Take frames, in order, up to about :data:`BATCH_BYTES`."""
         batch: list[bytes] = []
         size = 0
+        controls = 0
         queue = self._queue
         while queue and size < BATCH_BYTES:
             head = queue[0]
@@ -294,6 +312,11 @@ class Outbox:
                 queue.popleft()
                 self.pending -= len(head)
                 frame = head
+            elif isinstance(head, tuple):
+                queue.popleft()
+                frame = head[0]
+                self.pending -= len(frame)
+                controls += 1
             else:
                 event, topic = head.popleft()
                 if not head:
@@ -302,11 +325,14 @@ class Outbox:
             batch.append(frame)
             size += len(frame)
         self.sent += len(batch)
+        self.events_sent += len(batch) - controls
         if self.dropping and self.pending <= self._low:
             self.dropping = False
             if self.dropped:
                 notice = self._framing.dropped(self.dropped)
+                if self.on_dropped is not None:
+                    self.on_dropped(self.dropped)
                 self.dropped = 0
-                queue.append(notice)
+                queue.append((notice,))
                 self.pending += len(notice)
         return batch

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from aiohttp_sse import EventSourceResponse
 
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
-from aiosvc.keys import BUS, SETTINGS, STREAMS
+from aiosvc.keys import BUS, METRICS, SETTINGS, STREAMS
 from aiosvc.web.connection import StreamConnection
 from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
@@ -32,10 +33,12 @@ RESUME = (
 class SSEStream(StreamConnection):
     """One EventSource client."""
 
+    kind = "sse"
+
     def __init__(
         self, request: web.Request, response: EventSourceResponse, outbox: Outbox, low_mark: int
     ):
-        super().__init__(outbox, request.transport, low_mark)
+        super().__init__(outbox, request.transport, low_mark, request.app[METRICS])
         self.request = request
         self.response = response
         self.chunked = False  # known once the response is prepared
@@ -129,11 +132,18 @@ async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse
         streams.add(stream)
         stream.start_writer()
         assert stream.writer is not None
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError):  # the client left mid-write
             await stream.writer
+    except asyncio.CancelledError:  # the connection was lost under the handler
+        stream.end_reason("closed_by_client")
+        raise
+    except Exception:
+        stream.end_reason("error")
+        raise
     finally:
         streams.discard(stream)
         await stream.stop_writer()
         if response.prepared:
             response.stop_streaming()
+            stream.closed()
     return response

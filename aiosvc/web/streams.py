@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Protocol
 
 import structlog
@@ -14,6 +15,11 @@ log = structlog.get_logger(__name__)
 
 class Stream(Protocol):
     """An open stream that can be told the server is stopping."""
+
+    @property
+    def kind(self) -> str:
+        """Its transport: "ws" or "sse"."""
+        ...
 
     async def close_for_shutdown(self) -> None:
         """Send the stream's last word (1001, or a final SSE event) and end it."""
@@ -30,6 +36,10 @@ class OpenStreams:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def by_transport(self) -> Counter[str]:
+        """How many streams are open, by transport."""
+        return Counter(stream.kind for stream in self._streams)
 
     def add(self, stream: Stream) -> None:
         """Track a stream from when it is prepared."""

@@ -5,17 +5,27 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from aiosvc import __version__
 from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
-from aiosvc.keys import AGENTS, CACHE, COMMANDS, DATABASE, GATE, SETTINGS, STARTED_AT
+from aiosvc.keys import (
+    AGENTS,
+    CACHE,
+    COMMANDS,
+    DATABASE,
+    GATE,
+    METRICS_REGISTRY,
+    SETTINGS,
+    STARTED_AT,
+)
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
 from aiosvc.store import StorageFull
 from aiosvc.web import openapi, requests
-from aiosvc.web.openapi import PAGING, Page, Param, Raw, operation
+from aiosvc.web.openapi import PAGING, Page, Param, Raw, Text, operation
 from aiosvc.web.responses import JSON, ok, page
 
 routes = web.RouteTableDef()
@@ -43,6 +53,14 @@ async def health(request: web.Request) -> web.Response:
         report["db_error"] = str(problem)
         raise Unavailable("the database cannot store changes now", details=report)
     return ok(report)
+
+
+@routes.get("/metrics")
+@operation(responses={200: Text("text/plain")})
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics, in the text exposition format (version 0.0.4)."""
+    body = generate_latest(request.app[METRICS_REGISTRY])
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_PLAIN_0_0_4})
 
 
 @routes.get("/api/v1/agents")

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from aiosvc import __version__
 from aiosvc.bus import is_valid_topic, session_topic
@@ -26,7 +26,7 @@ from aiosvc.convert import (
     unstructure,
 )
 from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
-from aiosvc.keys import BUS, COMMANDS, SETTINGS, STREAMS
+from aiosvc.keys import BUS, COMMANDS, METRICS, SETTINGS, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming, websocket_text
 from aiosvc.web.front_door import stamp
@@ -46,12 +46,14 @@ MAX_LIMITED = 20  # messages refused in a row for the rate before the socket is 
 class WebSocketStream(StreamConnection):
     """One WebSocket client: reads ops, writes events through its outbox."""
 
+    kind = "ws"
+
     def __init__(
         self, request: web.Request, ws: web.WebSocketResponse, bound: str | None, config: Config
     ):
         app = request.app
         outbox = Outbox(app[BUS], FRAMING, config.streams, app[STREAMS].flusher)
-        super().__init__(outbox, request.transport, config.streams.outbox_low_bytes)
+        super().__init__(outbox, request.transport, config.streams.outbox_low_bytes, app[METRICS])
         self.app = app
         self.ws = ws
         self.bound = bound  # the session of /sessions/{id}/ws
@@ -115,10 +117,19 @@ class WebSocketStream(StreamConnection):
                 if message.type is WSMsgType.TEXT:
                     await self._on_text_safely(message.data)
                 elif message.type is WSMsgType.BINARY:
+                    self.end_reason("protocol_error")
                     await self._close(WSCloseCode.UNSUPPORTED_DATA, b"binary frames are refused")
                     return
                 else:  # closing, closed, or an error aiohttp already closed for (1009)
+                    error = message.data if message.type is WSMsgType.ERROR else None
+                    self.end_reason(_why_closed(error))
                     return
+        except asyncio.CancelledError:  # the connection was lost under the handler
+            self.end_reason(_why_closed(self.ws.exception()))
+            raise
+        except Exception:
+            self.end_reason("error")
+            raise
         finally:
             await self.stop_writer()
 
@@ -146,6 +157,7 @@ class WebSocketStream(StreamConnection):
         if self.bucket.take():
             self.limited += 1
             if self.limited > MAX_LIMITED:
+                self.end_reason("too_many_messages")
                 await self._close(WSCloseCode.POLICY_VIOLATION, b"too many messages")
                 return
             error = AppError("too many messages: slow down", code="rate_limited", status=429)
@@ -202,6 +214,20 @@ class WebSocketStream(StreamConnection):
         if session_id is None:
             raise ValidationFailed({"session_id": "required field is missing"})
         return session_id
+
+
+def _why_closed(error: object) -> str:
+    """Why the socket ended, from the error aiohttp saw, if any (when the server closed it,
+    the reason was recorded as it did: this is then the client's side closing). A missed
+    pong closes the connection, which may cancel the handler before it reads the error."""
+    if error is None or isinstance(error, ConnectionError):
+        return "closed_by_client"  # its close frame, or the connection ended
+    if isinstance(error, WebSocketError):
+        too_big = error.code == WSCloseCode.MESSAGE_TOO_BIG
+        return "message_too_big" if too_big else "protocol_error"
+    if isinstance(error, TimeoutError):  # no pong to the heartbeat's ping
+        return "heartbeat_timeout"
+    return "error"
 
 
 _ACKED = object()  # an op that queued its own ack (subscribe: the ack precedes the replay)
@@ -334,4 +360,5 @@ async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
         await stream.run()
     finally:
         streams.discard(stream)
+        stream.closed()
     return ws
