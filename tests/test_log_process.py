@@ -159,7 +159,7 @@ async def test_work_interrupted_by_a_crash_is_recovered_and_logged(
     await restarted.start()
     assert await restarted.stop() == 0
     recovered = only(restarted, "recovered_interrupted_work")
-    assert (recovered["level"], recovered["logger"]) == ("warning", "aiosvc.app")
+    assert (recovered["level"], recovered["logger"]) == ("warning", "aiosvc.commands.startup")
     assert (
         recovered["failed_replies"],
         recovered["expired_approvals"],

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiosvc.app import create_app
 from aiosvc.bus import Bus
-from aiosvc.config import Config
+from aiosvc.config import Config, StorageConfig
 from aiosvc.metrics import Histogram, Metrics
 from tests.conftest import ClientFactory
 from tests.helpers import Client
@@ -199,9 +200,12 @@ async def test_the_bus_counts_hooks_as_one_type() -> None:
     assert metrics.events_published == {"hook.*": 3, "status": 1}
 
 
-async def test_each_app_counts_for_itself(aiohttp_client: ClientFactory, config: Config) -> None:
+async def test_each_app_counts_for_itself(
+    aiohttp_client: ClientFactory, config: Config, tmp_path: Path
+) -> None:
     one: Client = await aiohttp_client(create_app(config))
-    other: Client = await aiohttp_client(create_app(config))
+    elsewhere = attrs.evolve(config, storage=StorageConfig(db=tmp_path / "other.db"))
+    other: Client = await aiohttp_client(create_app(elsewhere))  # one daemon per database
     for _ in range(2):
         assert (await one.get("/api/v1/agents")).status == 200
     series = (
