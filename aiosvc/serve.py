@@ -12,6 +12,7 @@ import resource
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -23,6 +24,9 @@ from aiosvc.keys import DATABASE, SETTINGS
 from aiosvc.web.server import make_runner
 
 log = structlog.get_logger(__name__)
+
+#: The longest listen backlog Linux grants (a longer one is cut to it, silently).
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 
 
 class RefusedToStart(Exception):
@@ -88,7 +92,7 @@ def _url(family: int, host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
-def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
+def bind(host: str, port: int, backlog: int = 4096) -> list[socket.socket]:
     """Listening sockets on every address ``host`` resolves to (as aiohttp's TCPSite would
     bind them), or :class:`RefusedToStart` with none left open."""
     try:
@@ -116,6 +120,22 @@ def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def check_backlog(backlog: int) -> None:
+    """Warn when the kernel grants a shorter listen backlog than ``backlog``: bursts past
+    its own limit wait for TCP's retransmission (a second or more)."""
+    try:
+        granted = int(SOMAXCONN.read_text())
+    except (OSError, ValueError):  # not Linux: nothing to read
+        return
+    if backlog > granted:
+        log.warning(
+            "listen_backlog_capped",
+            listen_backlog=backlog,
+            somaxconn=granted,
+            reason="the kernel's net.core.somaxconn is lower: raise it with sysctl",
+        )
 
 
 def raise_open_files_limit() -> None:
@@ -153,7 +173,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
         lock.acquire()
         try:
             if not passed:
-                sockets = bind(config.server.host, config.server.port)
+                sockets = bind(config.server.host, config.server.port, config.limits.listen_backlog)
             exposed = [socket_name(s) for s in sockets if not socket_is_loopback(s)]
             if exposed:
                 app[SETTINGS].add_check(functools.partial(_keys_kept, exposed))
@@ -216,7 +236,11 @@ async def _run(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        sites = [web.SockSite(runner, sock) for sock in sockets]
+        # (a site listens again with its backlog: systemd's sockets get ours too, once served)
+        backlog = config.limits.listen_backlog
+        check_backlog(backlog)
+        sites = [web.SockSite(runner, sock, backlog=backlog) for sock in sockets]
+        app[SETTINGS].on_change(_Relisten(sockets, backlog))
         for site in sites:
             await site.start()
         log.info("listening", addresses=[site.name for site in sites], **startup_facts(config))
@@ -228,6 +252,24 @@ async def _run(
             loop.remove_signal_handler(signum)
         systemd.notify("STOPPING=1")
         await runner.cleanup()
+
+
+class _Relisten:
+    """A reload that changes ``limits.listen_backlog``: listen again with it (Linux changes a
+    listening socket's backlog in place; connections already queued stay)."""
+
+    def __init__(self, sockets: list[socket.socket], backlog: int) -> None:
+        self.sockets = sockets
+        self.backlog = backlog
+
+    def __call__(self, config: Config) -> None:
+        backlog = config.limits.listen_backlog
+        if backlog == self.backlog:
+            return
+        self.backlog = backlog
+        check_backlog(backlog)
+        for sock in self.sockets:
+            sock.listen(backlog)
 
 
 def startup_facts(config: Config) -> dict[str, object]:

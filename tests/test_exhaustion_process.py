@@ -5,13 +5,16 @@ request's head is complete, storms of errors logged in a few lines. Through a re
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import resource
+import socket
+import struct
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from aiosvc.web.limits import ConnectionCounter
-from aiosvc.web.server import descriptor_budget
+from aiosvc.web.limits import ConnectionCounter, descriptor_budget
 from tests.rawhttp import (
     Clock,
     answer,
@@ -24,6 +27,7 @@ from tests.rawhttp import (
 )
 from tests.serving import Server
 
+HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 TOO_MANY = {
     "error": {
         "code": "too_many_connections",
@@ -98,24 +102,57 @@ async def test_connections_over_the_cap_are_refused_at_once_and_the_daemon_recov
         assert await server.stop() == 0
 
 
-async def test_connections_over_the_per_address_cap_are_refused(
+def outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (None: it has none)."""
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:  # SIOCGIFADDR: the interface's address
+                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()))
+            except OSError:  # no IPv4 address
+                continue
+        address = socket.inet_ntoa(packed[20:24])
+        if not address.startswith("127."):
+            return address
+    return None
+
+
+async def test_connections_over_the_per_address_cap_are_refused_local_ones_are_not_counted(
     db_path: Path, tmp_path: Path
 ) -> None:
+    outside = outside_address()
+    if outside is None:
+        pytest.skip("this machine has no address beyond loopback")
     config = limits_config(tmp_path, max_connections_per_client=3, header_timeout_s=60.0)
-    server = Server(db_path, config=config)
+    everywhere = ["--host", "0.0.0.0"]  # (with a key: it refuses to without one)
+    server = Server(db_path, config=config, args=everywhere, env={"AIOSVC_API_KEYS": "k"})
     await server.start()
-    idle = [(await connect(server.port))[1] for _ in range(3)]
+    idle = [(await asyncio.open_connection(outside, server.port))[1] for _ in range(3)]
+    # Local clients all come from 127.0.0.1: that address is not capped.
+    idle += [(await connect(server.port))[1] for _ in range(5)]
     try:
         await asyncio.sleep(0.2)
-        reader, writer = await connect(server.port)
+        reader, writer = await asyncio.open_connection(outside, server.port)
         status, _, body = answer(await until_closed(reader, 5))
         assert (status, body) == (503, TOO_MANY)
         writer.close()
-        for writer in idle:
+        assert await health(server) == 200
+        for writer in idle[:3]:
             writer.close()
-        async with asyncio.timeout(10):
-            while await health(server) != 200:
+        async with asyncio.timeout(10):  # a place of that address is free again
+            while True:
+                reader, writer = await asyncio.open_connection(outside, server.port)
+                writer.write(HEALTH)
+                status = answer(await until_closed(reader, 5))[0]
+                writer.close()
+                if status == 200:
+                    break
                 await asyncio.sleep(0.05)
+        refused = [
+            line
+            for line in log_lines(await server.settled_log())
+            if line["event"] == "connection_refused"
+        ]
+        assert (refused[0]["reason"], refused[0]["client"]) == ("per_client_limit", outside)
     finally:
         for writer in idle:
             writer.close()

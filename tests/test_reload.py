@@ -364,26 +364,48 @@ async def test_a_running_reply_keeps_its_agent_and_the_next_one_finds_it_gone(
     )
 
 
-async def test_a_reload_lowers_the_connection_cap_for_connections_accepted_afterwards(
+async def test_a_reload_lowers_the_caps_for_what_comes_afterwards(
     server: Server, config_file: Path
 ) -> None:
-    config_file.write_text(BASE + "\n[limits]\nmax_connections_per_client = 2\n")
+    # 6 connections, of which 3 for long-lived requests (the reserve is at most half), 2 a key
+    config_file.write_text(
+        BASE + "\n[limits]\nmax_connections = 6\nmax_streams_per_credential = 2\n"
+    )
     async with aiohttp.ClientSession(headers={"X-API-Key": KEY}) as reloader:
         status, body = await call(reloader, "POST", server.url + "/api/v1/config/reload")
-    assert (status, body["data"]["changed"]) == (200, ["limits.max_connections_per_client"])
+    assert (status, body["data"]["changed"]) == (
+        200,
+        ["limits.max_connections", "limits.max_streams_per_credential"],
+    )
     connector = aiohttp.TCPConnector(force_close=True)  # one connection a request
+    other = {"X-API-Key": "second-key"}
     async with aiohttp.ClientSession(headers={"X-API-Key": KEY}, connector=connector) as http:
-        first = await http.get(server.url + "/api/v1/events")  # held open: one place
-        second = await http.get(server.url + "/api/v1/events")  # the second place
+        held = [await http.get(server.url + "/api/v1/events") for _ in range(2)]
         try:
-            status, body = await call(http, "GET", server.url + "/api/v1/sessions")
-            assert (status, body["error"]["code"]) == (503, "too_many_connections")
+            assert [r.status for r in held] == [200, 200]
+            status, body = await call(http, "GET", server.url + "/api/v1/events")
+            assert (status, body["error"]["code"]) == (429, "too_many_streams")
+            held.append(await http.get(server.url + "/api/v1/events", headers=other))
+            assert held[-1].status == 200
+            status, body = await call(http, "GET", server.url + "/api/v1/events", headers=other)
+            assert (status, body["error"]["code"]) == (503, "too_many_streams")
+            # Short requests keep the other places, up to the connection cap.
+            status, _ = await call(http, "GET", server.url + "/api/v1/sessions")
+            assert status == 200
+            idle = [(await asyncio.open_connection("127.0.0.1", server.port))[1] for _ in range(3)]
+            try:
+                await asyncio.sleep(0.2)
+                status, body = await call(http, "GET", server.url + "/api/v1/sessions")
+                assert (status, body["error"]["code"]) == (503, "too_many_connections")
+            finally:
+                for writer in idle:
+                    writer.close()
         finally:
-            first.close()
-            second.close()
-        await asyncio.sleep(0.3)  # the server notices the two are gone
-        status, _ = await call(http, "GET", server.url + "/api/v1/sessions")
-        assert status == 200
+            for response in held:
+                response.close()
+        async with asyncio.timeout(10):  # the server notices they are gone
+            while (await call(http, "GET", server.url + "/api/v1/sessions"))[0] != 200:
+                await asyncio.sleep(0.05)
 
 
 async def test_a_reload_changes_the_log_level_at_once(server: Server, config_file: Path) -> None:

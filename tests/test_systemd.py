@@ -23,6 +23,7 @@ from aiosvc import serve, systemd
 from aiosvc.config import load_config
 from tests import installed
 from tests.serving import free_port
+from tests.test_backlog_process import listen_backlog, somaxconn
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Runs ``argv[2:]`` with fd ``argv[1]`` moved to fd 3, as systemd hands over a socket.
@@ -325,6 +326,8 @@ async def test_serve_takes_a_socket_from_systemd_socket_activate(
         assert body["data"]["status"] == "ok"
         assert body["data"]["db"] == "ok"
         assert not await answers(http, f"http://127.0.0.1:{unused}/health")
+        # systemd's socket queues connections while aiosvc starts; serving, it takes ours
+        assert listen_backlog(port) == min(4096, somaxconn())
     listening = [e for e in log_events(log) if e["event"] == "listening"]
     assert [e["addresses"] for e in listening] == [[f"http://127.0.0.1:{port}"]]
     process.send_signal(signal.SIGTERM)

@@ -159,11 +159,19 @@ class LimitsConfig(_Checked):
     max_page_size: int = attrs.field(default=500, metadata=_bounds(1))
     # An agent's reply longer than this fails (reply_too_large) with the text cut there.
     max_reply_chars: int = attrs.field(default=4 * 1024 * 1024, metadata=_bounds(1))
-    # TCP connections open at once, in all and per client address, counted when accepted:
-    # one over is answered 503 and closed before anything reads it. The total is also kept
-    # below the process's descriptor limit.
+    # TCP connections open at once, in all and per client address (loopback excepted: every
+    # local client is 127.0.0.1), counted when accepted: one over is answered 503 and closed
+    # before anything reads it. The total is also kept below the process's descriptor limit.
     max_connections: int = attrs.field(default=4096, metadata=_bounds(1))
     max_connections_per_client: int = attrs.field(default=2048, metadata=_bounds(1))
+    # The last places of max_connections (at most half of it) that long-lived requests
+    # (streams, ?wait=true) cannot take: kept for /health and short requests.
+    reserved_connections: int = attrs.field(default=128, metadata=_bounds(0))
+    # Long-lived requests one credential (an API key) may hold open at once (429 past it).
+    max_streams_per_credential: int = attrs.field(default=2048, metadata=_bounds(1))
+    # Connections the kernel queues until the daemon accepts them (capped by the kernel's
+    # net.core.somaxconn): a burst beyond it waits for TCP's retransmission, a second or more.
+    listen_backlog: int = attrs.field(default=4096, metadata=_bounds(1, 65535))
     # Deadlines on a connection: a request's line and headers (from the connection's start,
     # or from the first byte of a later request), its declared body (from the end of its
     # headers; 408 past it), and the wait for a next request on an idle keep-alive connection.

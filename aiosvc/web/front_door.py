@@ -6,7 +6,13 @@ aiohttp middleware: with any middleware in the app, aiohttp builds a chain of pa
 enters a context manager (``_fix_request_current_app``) on every request, which together cost
 more than the checks themselves. Requests no route matches reach :func:`FrontDoor.no_route`, a
 catch-all registered last, so 404 and 405 pass the same door and get the same envelope.
-What differs per route (its log level, its counters) is chosen at registration too.
+What differs per route (its log level, its counters, whether it is long-lived) is chosen at
+registration too.
+
+Long-lived requests (the event streams, and requests that wait for a reply) each hold a
+connection for as long as they last: they take a place (:class:`~aiosvc.web.limits.Places`)
+once their credential is known, within a cap per credential and a cap in all that leaves the
+last connections to ``/health`` and short requests.
 """
 
 from __future__ import annotations
@@ -36,10 +42,18 @@ from aiosvc.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from aiosvc.logthrottle import Throttled
 from aiosvc.metrics import Metrics, RouteStats
-from aiosvc.web.limits import RateLimiter
+from aiosvc.web import requests
+from aiosvc.web.limits import (
+    ConnectionRates,
+    Places,
+    RateLimiter,
+    descriptor_budget,
+    long_lived_places,
+)
 from aiosvc.web.responses import error_response
-from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, Gate, cors_headers
+from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES, Gate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -53,10 +67,16 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Routes polled by supervisors and scrapers: their request lines are at debug, so that the
 #: polls do not fill the journal.
 QUIET_ROUTES = frozenset({"/health", "/api/v1/health", "/metrics"})
+#: Routes whose requests last as long as a reply when asked to (``?wait=true``): like the
+#: stream routes, they hold a place while they wait.
+WAITING_ROUTES = frozenset({("POST", "/api/v1/sessions/{id}/messages")})
 
 request_id = logs.request_id
 #: The request's Origin when it is an allowed one (CORS headers go on its answer).
 cors_origin: ContextVar[str] = ContextVar("cors_origin", default="")
+#: The API key the request authenticated with (a ticket's: the key that asked for it); None
+#: without keys.
+credential: ContextVar[str | None] = ContextVar("credential", default=None)
 #: The response a stream handler prepared: the status its request line shows when the handler
 #: is cancelled (its client left) instead of returning it.
 prepared_stream: ContextVar[web.StreamResponse | None] = ContextVar("prepared_stream", default=None)
@@ -82,14 +102,22 @@ class FrontDoor:
         self.gate = gate
         self.metrics = metrics or Metrics()
         self.max_body_bytes = limits.max_body_bytes
+        # Writes are counted per API key; without keys, per connection (local clients all
+        # come from 127.0.0.1: per address, one busy script would hold up every other).
         self.writes = RateLimiter(limits.write_rate_per_s, limits.write_burst)
+        self.connection_writes = ConnectionRates(limits.write_rate_per_s, limits.write_burst)
         self.auth_failures = RateLimiter(limits.auth_failures_per_s, limits.auth_failure_burst)
+        self.places = Places(_long_lived(limits), limits.max_streams_per_credential)
+        self.refused = Throttled("stream_refused", level="warning", logger=log)
 
     def reconfigure(self, limits: LimitsConfig) -> None:
         """Apply new limits (a reload): requests and streams already open are not touched."""
         self.max_body_bytes = limits.max_body_bytes
         self.writes.reconfigure(limits.write_rate_per_s, limits.write_burst)
+        self.connection_writes.reconfigure(limits.write_rate_per_s, limits.write_burst)
         self.auth_failures.reconfigure(limits.auth_failures_per_s, limits.auth_failure_burst)
+        self.places.limit = _long_lived(limits)
+        self.places.per_credential_limit = limits.max_streams_per_credential
 
     def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
         """Register every route of ``tables`` behind the door, then the catch-all."""
@@ -97,14 +125,18 @@ class FrontDoor:
             for definition in table:
                 assert isinstance(definition, web.RouteDef), definition
                 route = router.add_resource(definition.path).canonical
-                guarded = self.guard(definition.handler, route)
+                guarded = self.guard(definition.handler, route, definition.method)
                 attrs.evolve(definition, handler=guarded).register(router)
         fallback = self.guard(self.no_route, None)
         # [\s\S], not ".": a path may hold an encoded newline (/x%0ay), which "." skips
         router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", fallback, name=NO_ROUTE)
 
-    def guard(self, handler: Handler, route: str | None) -> Handler:
+    def guard(self, handler: Handler, route: str | None, method: str = hdrs.METH_ANY) -> Handler:
         """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""
+        if route in STREAM_ROUTES:
+            handler = self.long_lived(handler, waits_only=False)
+        elif (method, route) in WAITING_ROUTES:
+            handler = self.long_lived(handler, waits_only=True)
         level = "debug" if route in QUIET_ROUTES else "info"
         door = Door(route, logs.access_log(level), self.metrics.route(route))
         # A partial, not a wrapping coroutine: calling it makes serve's coroutine directly,
@@ -197,8 +229,10 @@ class FrontDoor:
                 allowed_origin = origin
                 cors_origin.set(origin)  # (its default, "", stands for no origin)
         key = self._authenticate(request, route, client)
+        if key is not None:
+            credential.set(key)
         if request.method in STATE_CHANGING:
-            self._check_write(request, key or client)
+            self._check_write(request, key)
         return None, allowed_origin
 
     def _authenticate(self, request: web.Request, route: str | None, client: str) -> str | None:
@@ -219,14 +253,62 @@ class FrontDoor:
             self.auth_failures.take(client)
             raise
 
-    def _check_write(self, request: web.Request, client: str) -> None:
-        """The write rate limit, then the body's type and declared size."""
-        wait = self.writes.take(client)
+    def _check_write(self, request: web.Request, key: str | None) -> None:
+        """The write rate limit (of the key, else of the connection), then the body's type
+        and declared size."""
+        if key is not None:
+            wait = self.writes.take(key)
+        else:
+            transport = request.transport  # (None: the client is gone, nothing to answer)
+            wait = self.connection_writes.take(transport) if transport is not None else 0.0
         if wait:
             raise RateLimited(
                 "too many writes: slow down", headers={"Retry-After": str(math.ceil(wait))}
             )
         check_body(request, self.max_body_bytes)
+
+    def long_lived(self, handler: Handler, *, waits_only: bool) -> Handler:
+        """``handler`` holding a place while it runs (``waits_only``: only when asked to
+        wait, ``?wait=true``); refused when its credential's places, or all, are taken."""
+        places = self.places
+
+        async def held(request: web.Request) -> web.StreamResponse:
+            if waits_only and not requests.boolean(request, "wait"):
+                return await handler(request)
+            owner = credential.get()
+            over = places.take(owner)
+            if over is not None:
+                raise self._no_place(over)
+            try:
+                return await handler(request)
+            finally:
+                places.give_back(owner)
+
+        return functools.update_wrapper(held, handler)
+
+    def _no_place(self, over: str) -> AppError:
+        """The refusal of a long-lived request: 429 over its credential's limit, 503 when
+        every place is taken."""
+        places = self.places
+        retry = {"Retry-After": "1"}
+        if over == "credential":
+            limit = places.per_credential_limit
+            self.refused(reason="credential_limit", limit=limit)
+            return AppError(
+                "too many streams and waiting requests open with this credential: close some",
+                code="too_many_streams",
+                status=429,
+                headers=retry,
+                details={"limit": limit},
+            )
+        self.refused(reason="limit", limit=places.limit)
+        return AppError(
+            "too many streams and waiting requests open: try again later",
+            code="too_many_streams",
+            status=503,
+            headers=retry,
+            details={"limit": places.limit},
+        )
 
     @staticmethod
     async def no_route(request: web.Request) -> web.StreamResponse:
@@ -253,6 +335,13 @@ class Door:
     route: str | None  # the canonical path (None: the catch-all)
     log: logs.AccessLog  # the request lines, at the route's level
     stats: RouteStats  # the route's request counts and durations
+
+
+def _long_lived(limits: LimitsConfig) -> int:
+    """The places long-lived requests may take in all (the connection cap as ``serve``
+    applies it, less the reserve)."""
+    cap, _ = descriptor_budget(limits.max_connections)
+    return long_lived_places(cap, limits.reserved_connections)
 
 
 def stamp(response: web.StreamResponse) -> None:

@@ -27,7 +27,7 @@ from aiosvc.config import Config, LimitsConfig
 from aiosvc.convert import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.keys import SETTINGS
 from aiosvc.models import ID_PATTERN
-from aiosvc.web.front_door import NO_ROUTE
+from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
@@ -284,6 +284,10 @@ class _Builder:
             found[404] = ["not_found"]
         if meta.stream == "websocket":
             found[426] = ["upgrade_required"]
+        if path in STREAM_ROUTES or (method.upper(), path) in WAITING_ROUTES:
+            # long-lived: no place left for its credential (429), or for any (503)
+            found.setdefault(429, []).append("too_many_streams")
+            found[503].append("too_many_streams")
         for status, codes in meta.errors.items():
             found.setdefault(status, []).extend(c.strip() for c in codes.split(","))
         return {status: sorted(set(codes)) for status, codes in found.items()}

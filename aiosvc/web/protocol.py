@@ -48,7 +48,7 @@ from aiohttp.web_request import BaseRequest
 from aiosvc.errors import AppError
 from aiosvc.logthrottle import Throttled
 from aiosvc.web.front_door import REQUEST_ID_HEADER, new_request_id
-from aiosvc.web.limits import ConnectionCounter
+from aiosvc.web.limits import ConnectionCounter, is_local
 from aiosvc.web.linger import Lingering, unread_bytes
 from aiosvc.web.masked import MaskedFramesOnly
 from aiosvc.web.responses import error_response
@@ -126,6 +126,7 @@ class GuardedProtocol(RequestHandler):
         "_bodies_done",
         "_body_timer",
         "_client",
+        "_counted",
         "_fd",
         "_guard",
         "_head_bytes",
@@ -138,7 +139,8 @@ class GuardedProtocol(RequestHandler):
     def __init__(self, manager: web.Server, guard: Guard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
-        self._client: str | None = None  # counted per client address once accepted
+        self._client: str | None = None  # its address, once accepted
+        self._counted: str | None = None  # the address it is counted for, if it is
         self._fd = -1
         self._bodies_done = 0  # heads whose body (if any) has fully arrived
         self._head_bytes = 0  # bytes of the head being received
@@ -151,18 +153,24 @@ class GuardedProtocol(RequestHandler):
     # The connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Count the client's address, refuse it over its limit, start the head deadline."""
+        """Count the client's address, refuse it over its limit, start the head deadline.
+
+        Local clients are not counted per address: they all share it, so one of them would
+        keep out every other (they are told apart by credential once a request says which).
+        """
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else "local"
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
-        if not self._guard.counter.enter(client):
-            self._refused = True
-            self._guard.refused(reason="per_client_limit", client=client)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(TOO_MANY())
-            transport.close()
-            return
+        if not is_local(client):
+            if not self._guard.counter.enter(client):
+                self._refused = True
+                self._guard.refused(reason="per_client_limit", client=client)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(TOO_MANY())
+                transport.close()
+                return
+            self._counted = client
         self._client = client
         super().connection_made(transport)
         self._arm_head_timer()
@@ -177,7 +185,7 @@ class GuardedProtocol(RequestHandler):
         if exc is None and fd >= 0 and (self._linger or unread_bytes(fd)):
             self._guard.lingering.adopt(fd)
         if fd >= 0:  # (only once)
-            self._guard.counter.leave(self._client)
+            self._guard.counter.leave(self._counted)
         if not self._refused:
             super().connection_lost(exc)
 

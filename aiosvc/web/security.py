@@ -120,7 +120,8 @@ class Gate:
     # Credentials -------------------------------------------------------------------------------
 
     def authenticate(self, request: web.Request, route: str | None) -> str | None:
-        """Check the request's credentials; return the key it used (None when keys are off).
+        """Check the request's credentials; return the key it used (a ticket stands for the
+        key that asked for it), or None when keys are off.
 
         Headers work everywhere; ``?token=`` and ``?ticket=`` only on the stream routes.
         """
@@ -139,8 +140,9 @@ class Gate:
         if given is None and stream:
             ticket = query.get("ticket")
             if ticket is not None:
-                if self.tickets.redeem(ticket):
-                    return "ticket"
+                owner = self.tickets.redeem(ticket)
+                if owner is not None:
+                    return owner
                 raise Unauthorized("the ticket is unknown, used or expired", headers=_BEARER)
             given = query.get("token")
         if given is None:
@@ -187,25 +189,30 @@ def header_key(request: web.Request) -> str | None:
     return given.pop() if given else None
 
 
+#: What a ticket issued without a key stands for (keys were configured by a reload since).
+NO_KEY = "ticket"
+
+
 class Tickets:
-    """Single-use tickets for the stream routes, valid for :data:`TICKET_TTL_S`."""
+    """Single-use tickets for the stream routes, valid for :data:`TICKET_TTL_S`, each
+    standing for the key that asked for it (a stream opened with it counts as that key's)."""
 
     def __init__(self) -> None:
-        self._expiry: dict[str, float] = {}
+        self._issued: dict[str, tuple[float, str]] = {}
 
-    def issue(self) -> tuple[str, str]:
-        """A new ticket and its expiry time (RFC 3339)."""
+    def issue(self, key: str | None) -> tuple[str, str]:
+        """A new ticket for ``key`` and its expiry time (RFC 3339)."""
         self._prune()
         ticket = secrets.token_urlsafe(24)
-        self._expiry[ticket] = time.monotonic() + TICKET_TTL_S
+        self._issued[ticket] = (time.monotonic() + TICKET_TTL_S, key or NO_KEY)
         return ticket, format_time(datetime.now(UTC) + timedelta(seconds=TICKET_TTL_S))
 
-    def redeem(self, ticket: str) -> bool:
-        """Use a ticket up: True once, within its lifetime."""
-        expires = self._expiry.pop(ticket, None)
-        return expires is not None and expires > time.monotonic()
+    def redeem(self, ticket: str) -> str | None:
+        """Use a ticket up: the key it stands for, once, within its lifetime (else None)."""
+        expires, key = self._issued.pop(ticket, (0.0, ""))
+        return key if expires > time.monotonic() else None
 
     def _prune(self) -> None:
         now = time.monotonic()
-        for ticket in [t for t, e in self._expiry.items() if e <= now]:
-            del self._expiry[ticket]
+        for ticket in [t for t, (e, _) in self._issued.items() if e <= now]:
+            del self._issued[ticket]

@@ -9,7 +9,8 @@ application made, which
 - counts TCP connections when they are accepted and answers one over
   ``limits.max_connections`` with a canned 503 before anything reads it (no parser, no
   handler, no task): the cap is kept below the process's descriptor limit, so a flood of
-  idle sockets cannot take the descriptors the daemon needs;
+  idle sockets cannot take the descriptors the daemon needs (long-lived requests are held
+  below it by the front door, so that short ones always find a place);
 - makes a :class:`GuardedProtocol` for every other connection, which ends idle and slow
   ones (``header_timeout_s``, ``body_timeout_s``, ``keepalive_timeout_s``);
 - tells each protocol when a request starts (through the server's public
@@ -23,7 +24,6 @@ builds the server whose ``__call__`` the sites use as their protocol factory.
 from __future__ import annotations
 
 import asyncio
-import resource
 from typing import Any
 
 import structlog
@@ -36,15 +36,12 @@ from aiohttp.web_request import BaseRequest
 
 from aiosvc.config import Config, LimitsConfig
 from aiosvc.keys import SETTINGS
-from aiosvc.web.limits import ConnectionCounter
-from aiosvc.web.linger import LINGER_S, MAX_LINGERING, Lingering, unread_bytes
+from aiosvc.web.limits import ConnectionCounter, descriptor_budget
+from aiosvc.web.linger import LINGER_S, Lingering, unread_bytes
 from aiosvc.web.protocol import TOO_MANY, Guard, GuardedProtocol, Settings
 
 log = structlog.get_logger(__name__)
 
-#: Descriptors kept out of the connection cap: the database and its journal, the log,
-#: listening sockets, agents' pipes, outgoing connections.
-RESERVED_FDS = 128
 #: The longest header line; aiohttp's default request line limit is kept (8190).
 MAX_FIELD_SIZE = 16_384
 #: What every connection's request handler is made with, in ``aiosvc serve`` and in tests'
@@ -52,16 +49,6 @@ MAX_FIELD_SIZE = 16_384
 #: is refused (415) rather than inflated: no decompression bombs, and no decoding error raised
 #: where no handler could answer it.
 HANDLER_ARGS: dict[str, Any] = {"max_field_size": MAX_FIELD_SIZE, "auto_decompress": False}
-
-
-def descriptor_budget(configured: int) -> tuple[int, int]:
-    """The connection cap (``configured``, or less to stay below the descriptor limit) and
-    how many sockets may linger at once."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return configured, MAX_LINGERING
-    lingering = max(8, min(MAX_LINGERING, soft // 16))
-    return max(1, min(configured, soft - RESERVED_FDS - lingering)), lingering
 
 
 class RefusedConnection(asyncio.Protocol):

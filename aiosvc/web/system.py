@@ -25,6 +25,7 @@ from aiosvc.keys import (
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
 from aiosvc.store import StorageFull
 from aiosvc.web import openapi, requests
+from aiosvc.web.front_door import credential
 from aiosvc.web.openapi import PAGING, Page, Param, Raw, Text, operation
 from aiosvc.web.responses import JSON, ok, page
 
@@ -75,7 +76,7 @@ async def list_agents(request: web.Request) -> web.Response:
 @operation(responses={201: {"ticket": str, "expires_at": str}})
 async def issue_ticket(request: web.Request) -> web.Response:
     """A single-use ticket for a WebSocket or EventSource URL (``?ticket=``), valid 60 s."""
-    ticket, expires_at = request.app[GATE].tickets.issue()
+    ticket, expires_at = request.app[GATE].tickets.issue(credential.get())
     return ok({"ticket": ticket, "expires_at": expires_at}, status=201)
 
 
