@@ -13,20 +13,18 @@ one of two ways, never both at once, so their order holds:
 
 Memory per client is bounded by bytes, with priorities:
 
-- a client is behind when its writer waits for it, or its connection holds the low mark
-  unsent; otherwise whatever it has pending was queued in this turn, and the flusher writes it
-  at the turn's end. So low-priority events (``message.delta``, ``status``) are skipped for a
-  client that is behind, while the pending bytes are over the high mark, until they fall under
-  the low mark; the client then gets one ``dropped`` notice with the count (the
-  ``message.completed`` that follows carries the text). A client that keeps up takes them up
-  to half the limit in one turn (one big frame does not cost it the deltas beside it); one
-  that would take it past that is skipped alone and told at once;
+- a client is behind when its writer waits for it or its connection holds the low mark
+  unsent (else all it has pending is this turn's, which the flusher writes at the turn's end).
+  Low-priority events (``message.delta``, ``status``) are skipped for a client that is behind
+  while its pending bytes are over the high mark, until they fall under the low mark; it then
+  gets one ``dropped`` notice with the count (the ``message.completed`` that follows carries
+  the text). A client that keeps up takes them up to half the limit in a turn, so one big
+  frame does not cost it the deltas beside it; past that, one is skipped and told at once;
 - any other frame that would take the pending bytes over the limit disconnects the client,
   which resumes from its last event id: high-priority events are never silently lost;
 - an event whose data is over half the limit (a long reply's ``message.completed``) is sent
-  cut, marked ``"truncated": true`` (see :mod:`aiosvc.web.truncate`), to every client and in
-  replays alike, so that it never disconnects a client that keeps up; a low-priority one is
-  skipped instead.
+  cut and marked ``"truncated": true`` (:mod:`aiosvc.web.truncate`), live and replayed, so it
+  never disconnects a client that keeps up; a low-priority one is skipped instead.
 
 Frames that are not events (acknowledgements, notices) are queued in a 1-tuple, so that the
 events a client was sent can be told from them without a count per event.
