@@ -19,6 +19,8 @@ from aiosvc.config import Config
 from tests import installed
 from tests.conftest import ClientFactory
 from tests.serving import Server, free_port
+from tests.test_large_events_process import config as printer_config
+from tests.test_large_events_process import printed
 
 #: Bound on every wait for output; replies take milliseconds, a process start about a second.
 TIMEOUT = 30.0
@@ -461,6 +463,25 @@ async def test_a_dropped_connection_resumes_from_the_last_event_without_gap_or_r
     assert not any(line.startswith("[no answer") for line in chat.lines)
     # Resumed from its last event, not reset: the history was fetched once, at the start.
     assert (await server.settled_log()).count("/messages?limit=20") == 1
+
+
+async def test_a_reply_cut_for_the_stream_is_shown_whole_once(
+    db_path: Path, tmp_path: Path, start_chat: StartChat
+) -> None:
+    # outbox limit 256 KiB: a reply over 128 KiB comes cut, its content kept to 16 KiB
+    limits = "outbox_low_bytes = 16384\noutbox_high_bytes = 65536\noutbox_limit_bytes = 262144\n"
+    server = Server(db_path, config=printer_config(tmp_path, streams=limits))
+    await server.start()
+    try:
+        chat = await start_chat(server.url, "--agent", "printer")
+        await chat.expect(CREATED)
+        await chat.send("200000")
+        await chat.expect("[status idle]", timeout=60)
+        assert await chat.finish() == 0
+    finally:
+        assert await server.stop() == 0
+    assert replies(chat.lines) == printed(200_000).splitlines()
+    assert '"truncated":true' not in "".join(chat.lines)
 
 
 def server_url(client: Any) -> str:

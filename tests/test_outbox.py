@@ -281,3 +281,124 @@ async def test_an_outbox_that_ends_within_the_turn_is_left_to_its_writer(bus: Bu
     assert await writer is Ending.SHUTDOWN
     assert direct.writes == []
     assert client.sends == [[1]]
+
+
+# Large frames ----------------------------------------------------------------------------------
+# (LIMITS: low mark 1,000, high mark 4,000, limit 20,000; data over 10,000 bytes goes cut to
+# values of at most 1,250 bytes.)
+
+
+def delta(n: int) -> dict[str, object]:
+    return {"message_id": "m", "delta": f"{n:03d}" * 30}  # about 180 bytes of frame
+
+
+async def test_a_big_frame_does_not_cost_a_client_that_keeps_up_the_deltas_of_its_turn(
+    bus: Bus,
+) -> None:
+    outbox, client, direct, writer = await direct_outbox(bus)
+    bus.publish("hook.big", ["s"], {"pad": "b" * 4_500})  # over the high mark on its own
+    for n in range(10):
+        bus.publish("message.delta", ["s"], delta(n))
+    bus.publish("message.delta", ["s"], {"message_id": "m", "delta": "d" * 2_500})
+    assert outbox.dropped_total == 0
+    await asyncio.sleep(0)
+    assert direct.writes == [list(range(1, 13))]  # every one, in one write at the turn's end
+    assert [f["type"] for f in client.frames] == ["event"] * 12
+    outbox.end(Ending.CLOSED)
+    assert await writer is Ending.CLOSED
+
+
+async def test_a_client_behind_still_skips_deltas_past_the_high_mark(bus: Bus) -> None:
+    outbox, client, direct, writer = await direct_outbox(bus)
+    direct.room = False  # its connection holds the low mark unsent: behind
+    bus.publish("hook.big", ["s"], {"pad": "b" * 6_000})
+    for n in range(10):
+        bus.publish("message.delta", ["s"], delta(n))
+    assert outbox.dropping
+    assert outbox.dropped == 10
+    bus.publish("message.completed", ["s"], {"content": "all of it"})  # high priority: kept
+    direct.room = True
+    await settle()
+    assert client.frames[-1] == {"type": "dropped", "count": 10}
+    assert client.event_ids() == [1, 12]
+    outbox.end(Ending.CLOSED)
+    await writer
+
+
+async def test_a_client_that_keeps_up_takes_deltas_up_to_half_the_limit_in_a_turn(
+    bus: Bus,
+) -> None:
+    outbox, client, _direct, writer = await direct_outbox(bus)
+    for n in range(60):  # about 11,000 bytes: past 10,000 the rest are skipped, told at once
+        bus.publish("message.delta", ["s"], delta(n))
+    taken = outbox.sent + len([1 for _ in outbox._queue])
+    assert 0 < outbox.dropped_total < 60
+    assert outbox.dropped == 0  # already told
+    bus.publish("message.completed", ["s"], {"content": "x"})
+    await asyncio.sleep(0)
+    notices = [f for f in client.frames if f["type"] == "dropped"]
+    assert notices == [{"type": "dropped", "count": 1}] * outbox.dropped_total
+    assert len(client.event_ids()) == taken - len(notices) + 1
+    assert client.event_ids()[-1] == 61
+    outbox.end(Ending.CLOSED)
+    await writer
+
+
+async def test_a_delta_too_big_for_a_client_that_keeps_up_is_skipped_alone_and_told(
+    bus: Bus,
+) -> None:
+    outbox, client, _direct, writer = await direct_outbox(bus)
+    bus.publish("message.delta", ["s"], {"message_id": "m", "delta": "h" * 12_000})
+    bus.publish("message.delta", ["s"], delta(1))  # the next one is not skipped with it
+    await asyncio.sleep(0)
+    assert client.frames[0] == {"type": "dropped", "count": 1}
+    assert client.event_ids() == [2]
+    assert not outbox.dropping
+    outbox.end(Ending.CLOSED)
+    await writer
+
+
+def completed(content: str) -> dict[str, object]:
+    return {"id": "msg_1", "session_id": "ses_1", "role": "assistant", "content": content}
+
+
+async def test_an_event_over_half_the_limit_goes_cut_live_and_in_a_replay(bus: Bus) -> None:
+    outbox, client, _direct, writer = await direct_outbox(bus)
+    text = "word " * 20_000  # 100 KB: five times the limit
+    bus.publish("message.completed", ["s"], completed(text))
+    bus.publish("hook.big", ["s"], {"type": "big", "session_id": None, "data": {"p": text}})
+    bus.publish("message.delta", ["s"], {"message_id": "m", "delta": text})
+    await asyncio.sleep(0)
+    assert outbox.ending is None  # not disconnected
+    live = client.frames
+    assert [f["type"] for f in live] == ["event", "event", "dropped"]
+    message: dict[str, object] = live[0]["event"]["data"]  # type: ignore[index]
+    assert set(message) == {"id", "session_id", "role", "content", "truncated"}
+    assert message["truncated"] is True
+    content = message["content"]
+    assert isinstance(content, str) and text.startswith(content)
+    assert 1_000 < len(content) <= 1_248  # cut to 1,250 bytes of JSON
+    hook = live[1]["event"]["data"]  # type: ignore[index]
+    assert hook == {"type": "big", "session_id": None, "data": None, "truncated": True}
+    outbox.end(Ending.CLOSED)
+    await writer
+    # a client resuming from before them gets the same frames, and the skip told
+    again, replayed = Outbox(bus, WebSocketFraming(), LIMITS), Client()
+    again.subscribe(["s"], since=0)
+    task = await run(again, replayed)
+    await settle()
+    again.end(Ending.CLOSED)
+    await task
+    assert replayed.frames == live
+    assert again.dropped_total == 1
+
+
+async def test_a_replay_of_skipped_events_only_writes_nothing_empty(bus: Bus) -> None:
+    bus.publish("message.delta", ["s"], {"message_id": "m", "delta": "z" * 12_000})
+    outbox, client, _direct, writer = await direct_outbox(bus)
+    outbox.subscribe(["s"], since=0)
+    await settle()
+    assert client.frames == [{"type": "dropped", "count": 1}]
+    assert len(client.sends) == 1  # one send, of the notice: never one of nothing
+    outbox.end(Ending.CLOSED)
+    await writer

@@ -281,7 +281,9 @@ async def test_events_dropped_for_a_slow_client_are_told_in_bulk(
             stalled = await asyncio.to_thread(
                 stalled_sse, server.port, f"/api/v1/sessions/{sid}/events", "drops"
             )
-            text = " ".join(["word"] * 10_000)  # 50 KB: 8 deltas of 6 KB
+            # 250 KB: 8 deltas of 31 KB. A client counts as behind only once the kernel holds
+            # all it takes of the socket (MBs on loopback): 7.5 MB in all gets it there.
+            text = " ".join(["word"] * 50_000)
             for _ in range(MESSAGES):
                 async with http.post(
                     f"{server.url}/api/v1/sessions/{sid}/messages?wait=true",

@@ -156,6 +156,7 @@ class Link:
             if isinstance(event, dict):
                 if isinstance(event.get("id"), int) and self.last_event_id is not None:
                     self.last_event_id = max(self.last_event_id, event["id"])
+                await self._make_whole(event)
                 self.transcript.on_event(event)
         elif kind == "ack":
             op = self.outbox.answered(frame.get("id"))
@@ -172,6 +173,21 @@ class Link:
             await self._show_history()
         if self.transcript.deleted:
             raise Fatal(f"session '{self.session_id}' was deleted")
+
+    async def _make_whole(self, event: dict[str, Any]) -> None:
+        """A message too large for the stream comes cut (``truncated``): put in the whole
+        message from the history; if that cannot be read, the beginning is shown."""
+        data = event.get("data")
+        if not isinstance(data, dict) or data.get("truncated") is not True or "content" not in data:
+            return
+        try:
+            messages = await self.api.recent_messages(self.session_id, HISTORY)
+        except (ApiError, Unreachable):
+            return
+        for message in messages:
+            if message.get("id") == data.get("id"):
+                event["data"] = message
+                return
 
 
 def _decode(text: str) -> dict[str, Any]:

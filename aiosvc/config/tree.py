@@ -214,8 +214,9 @@ class StreamsConfig(_Checked):
 
     heartbeat_s: float = attrs.field(default=30.0, metadata=_bounds(0.0, above=True))
     sse_ping_s: float = attrs.field(default=15.0, metadata=_bounds(0.0, above=True))
-    # Low-priority events are skipped for a client whose pending bytes pass high, until they
-    # fall below low; a high-priority event that would pass limit disconnects the client.
+    # Low-priority events are skipped for a client that is behind and whose pending bytes pass
+    # high, until they fall below low; a high-priority event that would pass limit disconnects
+    # the client; an event whose data is over half of limit is sent cut (web/truncate.py).
     outbox_low_bytes: int = attrs.field(default=16 * 1024, metadata=_bounds(1))
     outbox_high_bytes: int = attrs.field(default=64 * 1024, metadata=_bounds(1))
     outbox_limit_bytes: int = attrs.field(default=1024 * 1024, metadata=_bounds(1))

@@ -14,6 +14,9 @@ from aiosvc.models import Event
 class Framing(Protocol):
     """How one transport writes events and notices."""
 
+    #: The transport's name, as logs and cached frames know it ("ws" or "sse").
+    name: str
+
     def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
         """The frame carrying ``event`` as seen on ``topic``; ``keep`` it on the event for
         the other clients of a fan-out (a replay must not: the event stays in the ring

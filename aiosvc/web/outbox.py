@@ -13,11 +13,18 @@ one of two ways, never both at once, so their order holds:
 
 Memory per client is bounded by bytes, with priorities:
 
-- low-priority events (``message.delta``, ``status``) are skipped while the pending bytes are
-  over the high mark, until they fall under the low mark; the client then gets one ``dropped``
-  notice with the count (the ``message.completed`` that follows carries the full text);
+- a client is behind when its writer waits for it or its connection holds the low mark
+  unsent (else all it has pending is this turn's, which the flusher writes at the turn's end).
+  Low-priority events (``message.delta``, ``status``) are skipped for a client that is behind
+  while its pending bytes are over the high mark, until they fall under the low mark; it then
+  gets one ``dropped`` notice with the count (the ``message.completed`` that follows carries
+  the text). A client that keeps up takes them up to half the limit in a turn, so one big
+  frame does not cost it the deltas beside it; past that, one is skipped and told at once;
 - any other frame that would take the pending bytes over the limit disconnects the client,
-  which resumes from its last event id: high-priority events are never silently lost.
+  which resumes from its last event id: high-priority events are never silently lost;
+- an event whose data is over half the limit (a long reply's ``message.completed``) is sent
+  cut and marked ``"truncated": true`` (:mod:`aiosvc.web.truncate`), live and replayed, so it
+  never disconnects a client that keeps up; a low-priority one is skipped instead.
 
 Frames that are not events (acknowledgements, notices) are queued in a 1-tuple, so that the
 events a client was sent can be told from them without a count per event.
@@ -37,6 +44,7 @@ from aiosvc.bus import ALL, Bus
 from aiosvc.config import StreamsConfig
 from aiosvc.models import Event
 from aiosvc.web.frames import Framing
+from aiosvc.web.truncate import cut_frame
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +120,10 @@ class Outbox:
         self._low = limits.outbox_low_bytes
         self._high = limits.outbox_high_bytes
         self._limit = limits.outbox_limit_bytes
+        # An event whose data is over this goes cut to values of at most _room bytes; a client
+        # that keeps up takes low-priority frames up to it in one turn.
+        self._whole = self._limit // 2
+        self._room = self._limit // 16
         # Event frames, other frames (in a 1-tuple), and replays: a replay is a run of retained
         # events turned into frames only as the writer reaches it (they are already in
         # memory, in the bus's ring buffer).
@@ -204,13 +216,48 @@ class Outbox:
         """Queue an event's frame, or skip it, or give up on the client."""
         if self.ending is not None:
             return
-        frame = self._framing.event(event, topic)
-        if event.low_priority and (self.dropping or self.pending + len(frame) > self._high):
-            self.dropping = True
-            self.dropped += 1
-            self.dropped_total += 1
+        if len(event.data_json) > self._whole and not event.low_priority:
+            frame = cut_frame(self._framing, event, topic, self._room)
+        else:
+            frame = self._framing.event(event, topic)
+        size = len(frame)
+        if (
+            event.low_priority
+            and (self.dropping or self.pending + size > self._high)
+            and self._skips(size)
+        ):
             return
-        self._put(frame, len(frame))
+        self._put(frame, size)
+
+    def _skips(self, size: int) -> bool:
+        """Tell whether a low-priority frame of ``size`` bytes, over the high mark, is skipped
+        (and count it): always for a client that is behind, and for one that keeps up only
+        past half the limit."""
+        if not self.dropping and self._keeping_up():
+            if self.pending + size <= self._whole:
+                return False  # all of it is this turn's: the flusher writes it at its end
+            self.dropped += 1  # skipped alone, and told at once: the client is not behind
+            self.dropped_total += 1
+            self._tell_dropped(self.put)
+            return True
+        self.dropping = True
+        self.dropped += 1
+        self.dropped_total += 1
+        return True
+
+    def _keeping_up(self) -> bool:
+        """Tell whether the client took everything of earlier turns (its writer is idle and
+        its connection holds less than the low mark), so what is pending is this turn's."""
+        direct = self._direct
+        return self._idle and self._flusher is not None and direct is not None and direct.writable()
+
+    def _tell_dropped(self, queue: Callable[[bytes], None]) -> None:
+        """Queue the ``dropped`` notice with the count so far, and reset the count."""
+        notice = self._framing.dropped(self.dropped)
+        if self.on_dropped is not None:
+            self.on_dropped(self.dropped)
+        self.dropped = 0
+        queue(notice)
 
     def put(self, frame: bytes) -> None:
         """Queue a frame that is not an event (it must not be skipped either)."""
@@ -243,7 +290,9 @@ class Outbox:
             return  # the writer took over (end() and subscribe() wake it)
         try:
             while self._queue and direct.writable():
-                direct.write_now(self._next_batch())
+                batch = self._next_batch()
+                if batch:  # (a replay's skipped events make none: an empty chunk ends SSE)
+                    direct.write_now(batch)
         except (ConnectionError, RuntimeError):  # the client went away
             self.end(Ending.CLOSED)
             return
@@ -293,7 +342,9 @@ class Outbox:
                     continue
                 if self.ending is Ending.OVERFLOW:
                     return self.ending
-                await send(self._next_batch())
+                batch = self._next_batch()
+                if batch:
+                    await send(batch)
         finally:
             self._idle = False
             self._direct = None
@@ -321,7 +372,10 @@ class Outbox:
                 event, topic = head.popleft()
                 if not head:
                     queue.popleft()
-                frame = self._framing.event(event, topic, keep=False)  # see Bus.publish
+                replayed = self._replayed(event, topic)
+                if replayed is None:
+                    continue
+                frame = replayed
             batch.append(frame)
             size += len(frame)
         self.sent += len(batch)
@@ -329,10 +383,22 @@ class Outbox:
         if self.dropping and self.pending <= self._low:
             self.dropping = False
             if self.dropped:
-                notice = self._framing.dropped(self.dropped)
-                if self.on_dropped is not None:
-                    self.on_dropped(self.dropped)
-                self.dropped = 0
-                queue.append((notice,))
-                self.pending += len(notice)
+                self._tell_dropped(self._append)
         return batch
+
+    def _replayed(self, event: Event, topic: str) -> bytes | None:
+        """A retained event's frame, built for this client only (see Bus.publish); an event
+        too large is cut as it was live, or skipped (and counted) if it is low-priority."""
+        if len(event.data_json) <= self._whole:
+            return self._framing.event(event, topic, keep=False)
+        if not event.low_priority:
+            return cut_frame(self._framing, event, topic, self._room, keep=False)
+        self.dropping = True  # told at the end of this batch
+        self.dropped += 1
+        self.dropped_total += 1
+        return None
+
+    def _append(self, frame: bytes) -> None:
+        """Queue a notice from the writer's side (it is taking the queue: no wake-up)."""
+        self._queue.append((frame,))
+        self.pending += len(frame)
