@@ -31,6 +31,7 @@ LIVE = frozenset(
         "limits",
         "streams",
         "approvals",
+        "cache",
         "agents",
         "projects",
         "peers",
