@@ -27,7 +27,7 @@ from aiosvc.store.tables import MESSAGES
 #: What a kept page costs beyond its items' JSON, and what each item costs beyond its JSON:
 #: the records, the id, the key and the order's node (measured, see tests/test_history.py).
 PAGE_OVERHEAD = 400
-ITEM_OVERHEAD = 160
+ITEM_OVERHEAD = 256
 
 Key = tuple[str, str, int | str, int]  # session id, how the page starts, offset or cursor, limit
 Item = tuple[str, str, bytes]  # message id, status, JSON
