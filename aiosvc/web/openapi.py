@@ -104,12 +104,16 @@ PAGING = (
 )
 
 
-def cursors(item: str) -> tuple[Param, Param]:
-    """The cursor parameters of a list whose items are ``item``s (ids): keyset pages."""
+def cursors(item: str, after: str, before: str) -> tuple[Param, Param]:
+    """The cursor parameters of a list of ``item``s: ``after`` and ``before`` an item's id,
+    whose pages hold the ``after`` and ``before`` ones (keyset pages)."""
     shape = {"pattern": f"^{ID_PATTERN.pattern}$", "maxLength": 64}
+    also = "; not with before, nor with a non-zero offset"
     return (
-        Param("after", str, f"The page after this {item} in the list's order.", shape),
-        Param("before", str, f"The page before this {item} in the list's order.", shape),
+        Param(
+            "after", str, f"A {item}'s id: the page of the {after} ones next to it{also}.", shape
+        ),
+        Param("before", str, f"A {item}'s id: the page of the {before} ones next to it.", shape),
     )
 
 

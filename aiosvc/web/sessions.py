@@ -38,7 +38,7 @@ def session_from_path(request: web.Request) -> Session:
     responses={200: Page(Session, cursors=True)},
     params=[
         *PAGING,
-        *cursors("session"),
+        *cursors("session", after="older", before="newer"),
         Param("status", SessionStatus, "Only sessions in this state."),
         Param("project", str, "Only this project's sessions.", {"minLength": 1, "maxLength": 200}),
         Param("computer", str, "Only this computer's.", {"minLength": 1, "maxLength": 200}),
@@ -111,7 +111,10 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{id}/messages")
-@operation(responses={200: Page(Message, cursors=True)}, params=[*PAGING, *cursors("message")])
+@operation(
+    responses={200: Page(Message, cursors=True)},
+    params=[*PAGING, *cursors("message", after="newer", before="older")],
+)
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
     session = session_from_path(request)
