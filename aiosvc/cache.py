@@ -135,21 +135,23 @@ class Cache:
 
         A cursor that names no session is ``400 invalid_parameter``.
         """
-        found = await self._store.session_rows(filters.items(), await self._session_span(window))
+        total = self.count(filters)
+        span = await self._session_span(window, total)
+        found = await self._store.session_rows(filters.items(), span)
         ids = [row["id"] for row in found.rows if row["id"] in self._json]
         # (a row not in memory was created or deleted by a write not yet answered: left out)
         return Page(
             items=[self._json[i][1] for i in ids],
-            total=self.count(filters),
+            total=total,
             offset=None if window.by_cursor else window.offset,
             next=ids[-1] if ids and found.more_after else None,
             prev=ids[0] if ids and found.more_before else None,
         )
 
-    async def _session_span(self, window: Window) -> Span:
+    async def _session_span(self, window: Window, total: int) -> Span:
         cursor = window.after if window.after is not None else window.before
         if cursor is None:
-            return Span(limit=window.limit, offset=window.offset)
+            return Span(limit=window.limit, offset=window.offset, total=total)
         name = "after" if window.after is not None else "before"
         seq = await self._store.session_seq(cursor) if cursor in self._sessions else None
         if seq is None:

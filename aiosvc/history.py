@@ -1,18 +1,20 @@
 """Pages of sessions' histories: read from SQLite by index, recent pages kept within a budget.
 
 A history is never loaded whole: each page is one indexed query (:mod:`aiosvc.store.pages`)
-on the database's read thread, and what it returns is the page. The pages read recently are
-kept, as right-sized JSON, in one least-recently-read order bounded in bytes; every change to
-a session's messages drops that session's pages (synchronously, as the change is published,
-so once a write's answer is sent no read sees the page from before it). A page read while its
-session changed is answered but not kept. A streaming reply shows its text so far, taken from
-the live deltas at each read (or how it ended, when memory knows it before the database).
+on the database's read thread, which also builds each message's JSON, so a page costs the
+event loop next to nothing. The pages read recently are kept (their JSON, exactly sized) in
+one least-recently-read order bounded in bytes; every change to a session's messages drops
+that session's pages (synchronously, as the change is published, so once a write's answer is
+sent no read sees the page from before it). A page read while its session changed is
+answered but not kept. A streaming reply shows its text so far, taken from the live deltas at
+each read (or how it ended, when memory knows it before the database).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 import orjson
@@ -22,7 +24,6 @@ from aiosvc.errors import InvalidParameter
 from aiosvc.models import Message, MessageStatus
 from aiosvc.paging import Page, Window
 from aiosvc.store import Span, Store
-from aiosvc.store.tables import MESSAGES
 
 #: What a kept page costs beyond its items' JSON, and what each item costs beyond its JSON:
 #: the records, the id, the key and the order's node (measured, see tests/test_history.py).
@@ -80,7 +81,7 @@ class Histories:
         if kept is not None:
             self._pages.move_to_end(key)
         else:
-            kept = await self._read(session_id, key, window)
+            kept = await self._read(session_id, key, window, total)
         items = [await self._shown(item) for item in kept.items]
         return Page(
             items=items,
@@ -90,30 +91,40 @@ class Histories:
             prev=kept.items[0][0] if kept.items and kept.more_before else None,
         )
 
-    async def _read(self, session_id: str, key: Key, window: Window) -> _Kept:
+    async def _read(self, session_id: str, key: Key, window: Window, total: int) -> _Kept:
         read = _Read()
         reading = self._reading.setdefault(session_id, [])
         reading.append(read)
         try:
-            found = await self._store.message_rows(session_id, await self._span(session_id, window))
+            span = await self._span(session_id, window, total)
+            found = await self._store.message_json(session_id, span)
+            items = tuple([item async for item in self._items(found.rows)])
         finally:
             reading.remove(read)
             if not reading:
                 del self._reading[session_id]
-        items = tuple(
-            (m.id, m.status.value, right_sized(dumps(m))) for m in MESSAGES.load_all(found.rows)
-        )
         cost = PAGE_OVERHEAD + sum(len(item[2]) + ITEM_OVERHEAD for item in items)
         kept = _Kept(items, found.more_before, found.more_after, cost)
         if not read.stale:
             self._keep(session_id, key, kept)
         return kept
 
-    async def _span(self, session_id: str, window: Window) -> Span:
+    async def _items(self, rows: list[sqlite3.Row]) -> AsyncIterator[Item]:
+        """The page's items from its rows (their JSON built by the database); a damaged row
+        is read on its own, which logs it and leaves it out."""
+        for row in rows:
+            if row["json"] is not None:  # (the status checked in SQL, shared, not a copy)
+                yield row["id"], MessageStatus(row["status"]).value, row["json"]
+                continue
+            message = await self._store.message(row["id"])
+            if message is not None:  # stricter than the model: it reads after all
+                yield message.id, message.status.value, right_sized(dumps(message))
+
+    async def _span(self, session_id: str, window: Window, total: int) -> Span:
         """The rows the window names; a cursor must be a message of this session."""
         cursor = window.after if window.after is not None else window.before
-        if cursor is None:
-            return Span(limit=window.limit, offset=window.offset)
+        if cursor is None:  # an offset near the end is counted from the end of ``total``
+            return Span(limit=window.limit, offset=window.offset, total=total)
         seq = await self._store.message_seq(session_id, cursor)
         if seq is None:
             name = "after" if window.after is not None else "before"

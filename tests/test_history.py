@@ -14,13 +14,14 @@ from typing import Any
 import attrs
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from aiosvc.bus import Bus, session_topic
 from aiosvc.cache import Cache
 from aiosvc.convert import dumps, right_sized
 from aiosvc.errors import InvalidParameter
 from aiosvc.history import ITEM_OVERHEAD, PAGE_OVERHEAD
-from aiosvc.models import Message, MessageStatus, Role, Session, SessionStatus
+from aiosvc.models import ErrorInfo, Message, MessageStatus, Role, Session, SessionStatus
 from aiosvc.paging import Page, Window
 from aiosvc.store import Database, Store
 from aiosvc.store.tables import MESSAGES, SESSIONS
@@ -237,9 +238,47 @@ async def test_a_streaming_reply_shows_its_text_so_far_and_its_end(core: Core) -
 async def test_the_whole_history_is_read_a_page_at_a_time(core: Core) -> None:
     await core.add_session("ses_a", 1201)
     pages = [page async for page in core.store.history("ses_a")]
-    assert [len(p) for p in pages] == [500, 500, 201]
+    assert [len(p) for p in pages] == [200] * 6 + [1]
     history = await core.cache.history("ses_a")
     assert [m.content for m in history] == [f"message {n}" for n in range(1201)]
+
+
+async def test_the_json_the_database_builds_is_the_models(core: Core) -> None:
+    """Pages take each message's JSON from SQLite: it must say what the model's JSON says,
+    whatever the text holds, and a damaged row is left out as when it is read as a model."""
+    await core.add_session("ses_a", 0)
+    odd = 'q " b \\ nl \n tab \t ctl \x01 \x1b[2J \x7f é 漢 😀 \u2028 </script>'
+    messages = [
+        message("ses_a", 0, odd),
+        message(
+            "ses_a",
+            1,
+            "x",
+            role=Role.ASSISTANT,
+            status=MessageStatus.FAILED,
+            error=ErrorInfo(code="agent_error", message=odd),
+            completed_at=NOW,
+        ),
+        message("ses_a", 2, "y", role=Role.TOOL, status=MessageStatus.CANCELLED),
+        message("ses_a", 3, "z" * 70_000, role=Role.SYSTEM, status=MessageStatus.PENDING),
+    ]
+    for new in messages:
+        await core.add_message(new)
+    page = await core.history("ses_a")
+    assert [orjson.loads(item) for item in page.items] == [orjson.loads(dumps(m)) for m in messages]
+    assert all(sys.getsizeof(item) - len(item) < 64 for item in page.items)
+    await core.store.write(
+        [("UPDATE messages SET status = 'bogus' WHERE id = ?", [messages[2].id])]
+    )
+    core.cache.histories.changed("ses_a")
+    with capture_logs() as logs:
+        again = await core.history("ses_a")
+    assert [orjson.loads(item)["id"] for item in again.items] == [
+        messages[0].id,
+        messages[1].id,
+        messages[3].id,
+    ]
+    assert [(e["event"], e["id"]) for e in logs] == [("row_unreadable", messages[2].id)]
 
 
 # ---- session lists

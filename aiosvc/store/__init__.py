@@ -41,8 +41,9 @@ __all__ = [
     "StoreError",
 ]
 
-#: Rows per query when a whole history is read (by the agent that needs it).
-HISTORY_PAGE = 500
+#: Rows per query when a whole history is read (by the agent that needs it): each page is
+#: made into models in the event loop, a few milliseconds at this size.
+HISTORY_PAGE = 200
 #: The columns a session list may be filtered by (each has its index).
 SESSION_FILTERS = frozenset({"status", "project", "computer"})
 
@@ -98,9 +99,11 @@ class Store:
                 return
             after = found.rows[-1]["seq"]
 
-    async def message_rows(self, session_id: str, span: Span) -> Rows:
-        """One page of a session's history, oldest first (see :mod:`aiosvc.store.pages`)."""
-        return await pages.message_rows(self.db, session_id, span)
+    async def message_json(self, session_id: str, span: Span) -> Rows:
+        """One page of a session's history, oldest first, as each row's ``seq``, ``id``,
+        ``status`` and ``json`` (None for a row that does not read back: see
+        :meth:`message`)."""
+        return await pages.message_rows(self.db, session_id, span, json=True)
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:
         """Where a message is in its session's history, or None if it is not there."""
