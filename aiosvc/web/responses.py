@@ -46,17 +46,6 @@ def raw_ok(data: bytes, *, status: int = 200) -> web.Response:
     return web.Response(body=b'{"data":%s}' % data, status=status, content_type=JSON)
 
 
-def raw_page(items: Sequence[bytes], *, total: int, limit: int, offset: int) -> web.Response:
-    """Answer a page of already serialised items with ``total``, ``limit`` and ``offset``."""
-    body = b'{"data":[%s],"total":%d,"limit":%d,"offset":%d}' % (
-        b",".join(items),
-        total,
-        limit,
-        offset,
-    )
-    return web.Response(body=body, content_type=JSON)
-
-
 def cursor_page(page: Page, *, limit: int) -> web.Response:
     """Answer a page with ``total``, ``limit``, ``offset`` (null when asked by cursor) and
     the cursors of its neighbours, ``next`` and ``prev`` (null at either end)."""
