@@ -62,8 +62,13 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     metrics = Metrics()
     database = Database(config.storage.db, metrics)
     store = Store(database)
-    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK, metrics=metrics)
-    cache = Cache(store, bus, first_page_size=_first_page(config))
+    bus = Bus(
+        buffer_size=config.events.buffer_size,
+        max_bytes=config.events.max_bytes,
+        block=EVENT_ID_BLOCK,
+        metrics=metrics,
+    )
+    cache = Cache(store, bus, max_bytes=config.cache.max_bytes, first_page_size=_first_page(config))
     agents = AgentRegistry.from_config(config.agents)
     app[SETTINGS] = settings
     app[DATABASE] = database
@@ -101,7 +106,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         gate.reconfigure(new.server)
         door.reconfigure(new.limits)
         app._client_max_size = new.limits.max_body_bytes  # aiohttp reads it per request
-        cache.reconfigure(_first_page(new))
+        cache.reconfigure(_first_page(new), new.cache.max_bytes)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
         logs.set_level(new.server.log_level)

@@ -6,6 +6,11 @@ quick and never block (they queue; the web layer's outboxes do the slow part). B
 awaits between ``subscribe`` and :meth:`Bus.since`, a client that subscribes and then reads the
 buffer sees every event exactly once.
 
+The ring buffer is bounded in bytes (and in count): it keeps the newest events that fit, each
+counted as its data's JSON plus :data:`EVENT_OVERHEAD`, and that is the resume window. What it
+keeps is right-sized: the JSON copied out of orjson's oversized buffer, without the publisher's
+object (the data as a model, for subscribers in this process, is needed only while publishing).
+
 Ids survive restarts: the bus hands out ids from a block reserved in the store, and reserves the
 next block while half of the current one is still unused, so a restarted bus always starts above
 every id it ever handed out.
@@ -19,11 +24,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import attrs
 import orjson
 import structlog
 
 from aiosvc.clock import utcnow
-from aiosvc.convert import unstructure
+from aiosvc.convert import right_sized, unstructure
 from aiosvc.metrics import HOOKS, Metrics
 from aiosvc.models import Event, is_valid_id
 
@@ -54,6 +60,15 @@ def is_valid_topic(topic: str) -> bool:
 
 #: Low-priority event types: a slow client may miss them (the final message carries all).
 LOW_PRIORITY = frozenset({"message.delta", "status"})
+
+#: What one retained event costs beyond its data's JSON: the record, its time, type and
+#: topics, and its slot in the buffer (measured with tracemalloc, see tests/test_bus.py).
+EVENT_OVERHEAD = 512
+
+
+def retained_bytes(event: Event) -> int:
+    """What keeping ``event`` in the ring buffer costs, as the byte budget counts it."""
+    return len(event.data_json) + EVENT_OVERHEAD
 
 
 class Subscription:
@@ -91,9 +106,17 @@ class Bus:
     """Numbers, buffers and fans out events to subscribers by topic."""
 
     def __init__(
-        self, *, buffer_size: int, block: int = 1 << 20, metrics: Metrics | None = None
+        self,
+        *,
+        buffer_size: int,
+        max_bytes: int = 64 << 20,
+        block: int = 1 << 20,
+        metrics: Metrics | None = None,
     ) -> None:
-        self._buffer: deque[Event] = deque(maxlen=buffer_size)
+        self._buffer: deque[Event] = deque()
+        self._buffer_size = buffer_size
+        self._max_bytes = max_bytes
+        self._bytes = 0  # what the retained events cost, as counted by retained_bytes()
         #: Events published, by type (see :class:`aiosvc.metrics.Metrics`).
         self._published = (metrics or Metrics()).events_published
         self._index: dict[str, set[Subscription]] = {}
@@ -139,7 +162,7 @@ class Bus:
             type=type_,
             topics=topics,
             ts=utcnow(),
-            data_json=orjson.dumps(unstructure(data)),
+            data_json=right_sized(orjson.dumps(unstructure(data))),
             low_priority=type_ in LOW_PRIORITY,
             obj=data,
         )
@@ -149,14 +172,29 @@ class Bus:
         published = self._published
         published[counted] = published.get(counted, 0) + 1
         self._check_reservation()
-        if len(self._buffer) == self._buffer.maxlen:
-            self._floor = self._buffer[0].id
-        self._buffer.append(event)
         self._fan_out(event)
         # The frames built for this fan-out are queued in the outboxes that need them; the
-        # ring buffer keeps only the event (a replay builds its frames again).
+        # ring buffer keeps only the event, without its object (a replay builds its frames
+        # again from the JSON).
         event.frames.clear()
+        self._retain(attrs.evolve(event, obj=None, frames={}))
         return event
+
+    def _retain(self, event: Event) -> None:
+        """Keep ``event`` for resuming clients; drop the oldest past either bound (an event
+        bigger than the whole budget is not kept at all)."""
+        buffer = self._buffer
+        buffer.append(event)
+        self._bytes += retained_bytes(event)
+        while buffer and (self._bytes > self._max_bytes or len(buffer) > self._buffer_size):
+            oldest = buffer.popleft()
+            self._bytes -= retained_bytes(oldest)
+            self._floor = oldest.id
+
+    @property
+    def retained(self) -> tuple[int, int]:
+        """How many events the ring buffer holds, and their cost in bytes."""
+        return len(self._buffer), self._bytes
 
     def _fan_out(self, event: Event) -> None:
         seen: set[Subscription] = set()

@@ -1,27 +1,33 @@
-"""The read side: snapshots of sessions, histories, commands and approvals.
+"""The read side: snapshots of sessions, commands and approvals, and pages of histories.
 
 Handlers read only from here. Sessions and approvals are loaded whole at startup; histories are
-loaded per session on first read and kept for the most recently read sessions. Every change
-reaches the cache through the bus, synchronously at publication, which happens right after the
-write committed: so once a write's answer is sent, every read sees it.
+read a page at a time (:mod:`aiosvc.history`), the recently read pages kept within a byte
+budget. Every change reaches the cache through the bus, synchronously at publication, which
+happens right after the write committed: so once a write's answer is sent, every read sees it.
 
-A history being loaded while events arrive buffers those events and applies them, in order,
-after the snapshot: each event carries the whole resulting object, so replaying one the snapshot
-already includes is harmless and the result is always the newest state.
+Session lists other than the unfiltered first page (one cached body, what dashboards ask for
+most) are indexed queries for the page's ids; the sessions' JSON comes from memory, and the
+totals from counts kept in memory.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
-from collections.abc import Callable
+import itertools
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 
-import attrs
+import orjson
 
 from aiosvc.bus import ALL, Bus, Subscription
-from aiosvc.convert import dumps
+from aiosvc.convert import dumps, dumps_kept
+from aiosvc.errors import InvalidParameter
+from aiosvc.history import Histories
 from aiosvc.models import Approval, Command, Event, Message, MessageStatus, Session
-from aiosvc.store import Store
+from aiosvc.paging import Page, Window
+from aiosvc.store import Span, Store
+
+#: What a session list may be filtered by: its status, project and computer.
+Filters = Mapping[str, str]
 
 
 class Cache:
@@ -32,27 +38,29 @@ class Cache:
         store: Store,
         bus: Bus,
         *,
-        histories_kept: int = 256,
-        commands_kept: int = 10_000,
+        max_bytes: int = 64 << 20,
+        commands_kept: int = 1_000,
         first_page_size: int = 50,
     ) -> None:
         self._store = store
         self._first_page_size = first_page_size
         self._bus = bus
-        self._histories_kept = histories_kept
         self._commands_kept = commands_kept
         self._sessions: dict[str, Session] = {}  # oldest first
-        self._histories: OrderedDict[str, dict[str, Message]] = OrderedDict()
-        # Histories being loaded, with the events that arrived meanwhile (applied after).
-        self._loading: dict[str, tuple[asyncio.Task[dict[str, Message]], list[Message]]] = {}
-        self._live: dict[str, list[str]] = {}  # streaming message id -> deltas so far
+        # The JSON of each session beside the snapshot it encodes (right-sized: the bus
+        # serialised it once at publication, so reads need not do it again).
+        self._json: dict[str, tuple[Session, bytes]] = {}
+        # Sessions by (status, project, computer): the total of any filtered list.
+        self._counts: Counter[tuple[str, str | None, str]] = Counter()
+        self._first_page: bytes | None = None  # dropped whenever a session changes
+        # Streaming replies by message id: their session and their deltas so far.
+        self._live: dict[str, tuple[str, list[str]]] = {}
+        # Replies that ended in memory while the database could not record it (yet).
+        self._unsaved: dict[str, Message] = {}
+        self.histories = Histories(store, self._shown, max_bytes=max_bytes)
+        # Commands are read back from the store once they leave this window.
         self._commands: OrderedDict[str, Command] = OrderedDict()
         self._approvals: dict[str, Approval] = {}
-        # The JSON of each current session and message snapshot, by id, beside the snapshot it
-        # encodes: the bus serialised it once at publication, so reads need not do it again.
-        self._json: dict[str, tuple[object, bytes]] = {}
-        self._sessions_json: list[bytes] | None = None  # every session's JSON, newest first
-        self._first_page: bytes | None = None  # built from _sessions_json, dropped with it
         self._subscription: Subscription | None = None
 
     async def load(self) -> None:
@@ -60,26 +68,30 @@ class Cache:
         await self._load_snapshots()
         self._subscription = self._bus.subscribe(self._apply, [ALL])
 
-    def reconfigure(self, first_page_size: int) -> None:
-        """Serve the unfiltered first page at this size from now on."""
+    def reconfigure(self, first_page_size: int, max_bytes: int | None = None) -> None:
+        """Serve the unfiltered first page at this size, and keep history pages within
+        ``max_bytes``, from now on."""
         if first_page_size != self._first_page_size:
             self._first_page_size = first_page_size
-            self._sessions_changed()
+            self._first_page = None
+        if max_bytes is not None:
+            self.histories.resize(max_bytes)
 
     async def reload(self) -> None:
         """Forget everything and load it again from the store (once startup has settled what
         the previous run left, which changed rows without publishing events)."""
         await self._load_snapshots()
-        self._histories.clear()
+        self.histories.clear()
         self._live.clear()
         self._commands.clear()
 
     async def _load_snapshots(self) -> None:
         sessions = await self._store.sessions()
         approvals = await self._store.approvals()
-        self._json = {session.id: (session, dumps(session)) for session in sessions}
+        self._json = {session.id: (session, dumps_kept(session)) for session in sessions}
         self._sessions = {s.id: s for s in reversed(sessions)}
-        self._sessions_changed()
+        self._counts = Counter(_facets(s) for s in sessions)
+        self._first_page = None
         self._approvals = {a.id: a for a in approvals}
 
     def close(self) -> None:
@@ -94,91 +106,99 @@ class Cache:
         """One session, or None."""
         return self._sessions.get(session_id)
 
-    def sessions(
-        self, *, status: str | None = None, project: str | None = None, computer: str | None = None
-    ) -> list[Session]:
-        """Sessions matching every given filter, newest first."""
-        return [
-            s
-            for s in reversed(self._sessions.values())
-            if (status is None or s.status == status)
-            and (project is None or s.project == project)
-            and (computer is None or s.computer == computer)
-        ]
-
-    def sessions_json(self) -> list[bytes]:
-        """The JSON of every session, newest first (kept until a session changes)."""
-        if self._sessions_json is None:
-            self._sessions_json = [self._json[i][1] for i in reversed(self._sessions)]
-        return self._sessions_json
+    def count(self, filters: Filters) -> int:
+        """How many sessions match every filter (``status``, ``project``, ``computer``)."""
+        if not filters:
+            return len(self._sessions)
+        wanted = [(_FACETS.index(name), value) for name, value in filters.items()]
+        return sum(
+            n for facets, n in self._counts.items() if all(facets[i] == v for i, v in wanted)
+        )
 
     def first_sessions_page(self) -> bytes:
         """The whole body of the unfiltered first page (of the default page size): what a
         dashboard asks for most."""
         page = self._first_page
         if page is None:
-            everything = self.sessions_json()
             limit = self._first_page_size
-            page = self._first_page = b'{"data":[%s],"total":%d,"limit":%d,"offset":0}' % (
-                b",".join(everything[:limit]),
-                len(everything),
-                limit,
+            shown = list(itertools.islice(reversed(self._sessions), limit))
+            total = len(self._sessions)
+            following = orjson.dumps(shown[-1]) if total > limit else b"null"
+            page = self._first_page = (
+                b'{"data":[%s],"total":%d,"limit":%d,"offset":0,"next":%s,"prev":null}'
+                % (b",".join(self._json[i][1] for i in shown), total, limit, following)
             )
         return page
 
+    async def sessions_page(self, filters: Filters, window: Window) -> Page:
+        """A page of sessions, newest first, matching every filter.
+
+        A cursor that names no session is ``400 invalid_parameter``.
+        """
+        total = self.count(filters)
+        span = await self._session_span(window, total)
+        found = await self._store.session_rows(filters.items(), span)
+        ids = [row["id"] for row in found.rows if row["id"] in self._json]
+        # (a row not in memory was created or deleted by a write not yet answered: left out)
+        return Page(
+            items=[self._json[i][1] for i in ids],
+            total=total,
+            offset=None if window.by_cursor else window.offset,
+            next=ids[-1] if ids and found.more_after else None,
+            prev=ids[0] if ids and found.more_before else None,
+        )
+
+    async def _session_span(self, window: Window, total: int) -> Span:
+        cursor = window.after if window.after is not None else window.before
+        if cursor is None:
+            return Span(limit=window.limit, offset=window.offset, total=total)
+        name = "after" if window.after is not None else "before"
+        seq = await self._store.session_seq(cursor) if cursor in self._sessions else None
+        if seq is None:
+            raise InvalidParameter(name, f"no session {cursor!r}")
+        if window.after is not None:
+            return Span(limit=window.limit, after=seq)
+        return Span(limit=window.limit, before=seq)
+
+    def json(self, session: Session) -> bytes:
+        """The JSON of a session snapshot read from this cache."""
+        cached = self._json.get(session.id)
+        if cached is not None and cached[0] is session:
+            return cached[1]
+        return dumps(session)
+
     # Histories ---------------------------------------------------------------------------------
 
+    async def history_page(self, session: Session, window: Window) -> Page:
+        """One page of a session's history, oldest first (see :mod:`aiosvc.history`)."""
+        return await self.histories.page(session.id, session.message_count, window)
+
     async def history(self, session_id: str) -> list[Message]:
-        """A session's messages, oldest first; a streaming reply shows its text so far."""
-        messages = self._histories.get(session_id)
-        if messages is None:
-            messages = await self._load_history(session_id)
-        else:
-            self._histories.move_to_end(session_id)
-        return [self._with_live_text(m) for m in messages.values()]
+        """A session's whole history, oldest first, read a page at a time (for an agent that
+        needs the conversation); a streaming reply shows its text so far."""
+        return await self.histories.messages(session_id)
 
-    async def _load_history(self, session_id: str) -> dict[str, Message]:
-        """Load a history once however many read it meanwhile: every reader gets the result,
-        or the error (never an empty history for a failed load). The load is a task of its
-        own, so a reader that goes away does not cut it short for the others."""
-        pending = self._loading.get(session_id)
-        if pending is None:
-            task = asyncio.get_running_loop().create_task(
-                self._load_from_store(session_id), name=f"aiosvc-history-{session_id}"
-            )
-            task.add_done_callback(_retrieve)
-            pending = self._loading[session_id] = (task, [])
-        return await asyncio.shield(pending[0])
+    def live_text(self, message_id: str) -> str | None:
+        """A streaming reply's text so far, or None if it is not streaming."""
+        live = self._live.get(message_id)
+        return "".join(live[1]) if live is not None else None
 
-    async def _load_from_store(self, session_id: str) -> dict[str, Message]:
-        try:
-            loaded = await self._store.messages(session_id)
-        finally:
-            _, buffered = self._loading.pop(session_id)
-        messages = {m.id: m for m in loaded}
-        for message in buffered:
-            messages[message.id] = message
-        if session_id in self._sessions:
-            for message in messages.values():
-                self._json.setdefault(message.id, (message, dumps(message)))
-            self._histories[session_id] = messages
-            while len(self._histories) > self._histories_kept:
-                _, evicted = self._histories.popitem(last=False)
-                for message_id in evicted:
-                    self._json.pop(message_id, None)
-        return messages
+    def unsaved(self, message: Message) -> None:
+        """Show ``message`` in histories although its row says it still streams: its end
+        could not be written yet (see :mod:`aiosvc.commands.endings`), until :meth:`saved`."""
+        self._unsaved[message.id] = message
+        self.histories.changed(message.session_id)
 
-    def json(self, snapshot: Session | Message) -> bytes:
-        """The JSON of a session or message snapshot read from this cache."""
-        cached = self._json.get(snapshot.id)
-        if cached is not None and cached[0] is snapshot:
-            return cached[1]
-        return dumps(snapshot)  # a streaming message with its text so far
+    def saved(self, message_id: str) -> None:
+        """The database now says what :meth:`unsaved` showed (or never will: stopping)."""
+        message = self._unsaved.pop(message_id, None)
+        if message is not None:
+            self.histories.changed(message.session_id)
 
-    def _with_live_text(self, message: Message) -> Message:
-        if message.status is MessageStatus.STREAMING and message.id in self._live:
-            return attrs.evolve(message, content="".join(self._live[message.id]))
-        return message
+    def _shown(self, message_id: str) -> str | Message | None:
+        """What memory knows beyond a streaming row: its text so far, or how it ended."""
+        text = self.live_text(message_id)
+        return text if text is not None else self._unsaved.get(message_id)
 
     # Commands and approvals --------------------------------------------------------------------
 
@@ -220,55 +240,57 @@ class Cache:
 
     def _on_session(self, event: Event) -> None:
         session: Session = event.obj
+        previous = self._sessions.get(session.id)
+        if previous is not None:
+            self._uncount(previous)
         self._sessions[session.id] = session
         self._json[session.id] = (session, event.data_json)
-        self._sessions_changed()
-
-    def _sessions_changed(self) -> None:
-        """Drop what is built from the list of sessions."""
-        self._sessions_json = None
+        self._counts[_facets(session)] += 1
         self._first_page = None
+
+    def _uncount(self, session: Session) -> None:
+        facets = _facets(session)
+        self._counts[facets] -= 1
+        if self._counts[facets] <= 0:
+            del self._counts[facets]
 
     def _on_session_deleted(self, event: Event) -> None:
         session_id = event.obj["id"]
-        self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._uncount(session)
         self._json.pop(session_id, None)
-        self._sessions_changed()
-        for message_id in self._histories.pop(session_id, {}):
-            self._live.pop(message_id, None)
-            self._json.pop(message_id, None)
+        self._first_page = None
+        self.histories.changed(session_id)
+        for message_id in [m for m, (s, _) in self._live.items() if s == session_id]:
+            del self._live[message_id]
         for approval in [a for a in self._approvals.values() if a.session_id == session_id]:
             del self._approvals[approval.id]
 
     def _on_message(self, event: Event) -> None:
         message: Message = event.obj
         if message.status is MessageStatus.STREAMING:
-            self._live.setdefault(message.id, [])
+            self._live.setdefault(message.id, (message.session_id, []))
         elif message.status is not MessageStatus.PENDING:
             self._live.pop(message.id, None)
-        loading = self._loading.get(message.session_id)
-        if loading is not None:
-            loading[1].append(message)
-            return
-        messages = self._histories.get(message.session_id)
-        if messages is not None:
-            messages[message.id] = message
-            self._json[message.id] = (message, event.data_json)
+        self.histories.changed(message.session_id)
 
     def _on_delta(self, event: Event) -> None:
-        chunks = self._live.get(event.obj["message_id"])
-        if chunks is not None:
-            chunks.append(event.obj["delta"])
+        live = self._live.get(event.obj["message_id"])
+        if live is not None:
+            live[1].append(event.obj["delta"])
 
     def _on_approval(self, event: Event) -> None:
         approval: Approval = event.obj
         self._approvals[approval.id] = approval
 
 
-def _retrieve(task: asyncio.Task[dict[str, Message]]) -> None:
-    """Mark a failed load's error as seen: its readers raise it, and there may be none."""
-    if not task.cancelled():
-        task.exception()
+_FACETS = ("status", "project", "computer")
+
+
+def _facets(session: Session) -> tuple[str, str | None, str]:
+    """What a session list may be filtered by, in the order of :data:`_FACETS`."""
+    return (session.status.value, session.project, session.computer)
 
 
 _HANDLERS: dict[str, Callable[[Cache, Event], None]] = {

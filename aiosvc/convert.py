@@ -220,6 +220,21 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(converter.unstructure(value))
 
 
+def right_sized(data: bytes) -> bytes:
+    """A copy of ``data`` that owns no more memory than its length: what is kept for long.
+
+    The bytes orjson returns keep the buffer they were written into, about 4 KiB for 300
+    bytes of JSON and 8 MB for 900 KB. ``memoryview(...).tobytes()`` allocates exactly the
+    length (``bytes(data)`` and ``data[:]`` return the same object, buffer and all).
+    """
+    return memoryview(data).tobytes()
+
+
+def dumps_kept(value: Any) -> bytes:
+    """Serialise like :func:`dumps`, right-sized for keeping (see :func:`right_sized`)."""
+    return right_sized(orjson.dumps(converter.unstructure(value)))
+
+
 # WebSocket operations (the frame's "op" and "id" are read before these) -----------------------
 
 

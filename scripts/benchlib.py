@@ -38,6 +38,14 @@ def server_process(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return process
 
 
+def client_process(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a client process on the load generator's core."""
+    process: subprocess.Popen[bytes] = subprocess.Popen(
+        argv, preexec_fn=lambda: pin(CLIENT_CPUS), **kwargs
+    )
+    return process
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

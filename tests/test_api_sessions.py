@@ -44,6 +44,8 @@ async def test_create_get_and_list_sessions(client: Client) -> None:
         "total": 2,
         "limit": 50,
         "offset": 0,
+        "next": None,
+        "prev": None,
     }
 
 

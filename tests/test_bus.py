@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 
 import orjson
 
-from aiosvc.bus import ALL, Bus
+from aiosvc.bus import ALL, EVENT_OVERHEAD, Bus
 from aiosvc.models import Event
 
 
@@ -93,6 +95,55 @@ def test_since_replays_after_the_id_and_resets_when_it_cannot() -> None:
     assert bus.since(101) is None  # 102 is gone
     assert bus.since(50) is None  # from an earlier run
     assert bus.since(106) is None  # from the future
+
+
+def test_the_ring_buffer_keeps_the_newest_events_within_its_byte_budget() -> None:
+    each = 1000 + EVENT_OVERHEAD  # "x" * 998 is 1,000 bytes of JSON
+    bus = Bus(buffer_size=1000, max_bytes=10 * each)
+    ids = [bus.publish("hook.a", ["hooks"], "x" * 998).id for _ in range(30)]
+    assert bus.retained == (10, 10 * each)
+    assert [e.id for e in bus.since(ids[19]) or []] == ids[20:]
+    assert bus.since(ids[18]) is None  # older than the window: the client resets
+    small = [bus.publish("hook.b", ["hooks"], None).id for _ in range(5)]
+    assert bus.retained[1] <= 10 * each
+    assert [e.id for e in bus.since(small[0]) or []] == small[1:]
+    # An event bigger than the whole budget is delivered but not kept.
+    seen = collect(bus, "hooks")
+    big = bus.publish("hook.big", ["hooks"], "y" * 20_000)
+    assert seen == [(big.id, "hooks")]
+    assert bus.retained == (0, 0)
+    assert bus.since(big.id - 1) is None
+    assert bus.since(big.id) == []
+    after = bus.publish("hook.c", ["hooks"], None)
+    assert [e.id for e in bus.since(big.id) or []] == [after.id]
+
+
+def test_the_count_still_bounds_the_ring_buffer() -> None:
+    bus = Bus(buffer_size=3, max_bytes=1 << 30)
+    ids = [bus.publish("hook.a", ["hooks"], n).id for n in range(5)]
+    assert bus.retained[0] == 3
+    assert bus.since(ids[0]) is None
+    assert [e.id for e in bus.since(ids[1]) or []] == ids[2:]
+
+
+def test_a_retained_event_costs_no_more_than_the_budget_counts() -> None:
+    bus = Bus(buffer_size=100_000, max_bytes=1 << 40)
+    data = {"type": "tool_report", "session_id": "ses_q2Vb8tQ1xH0kZ3mN", "data": "x" * 1000}
+    for n in range(10):
+        bus.publish("hook.tool_report", ["hooks", f"session:ses_{n:016d}"], data)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            bus.publish("hook.tool_report", ["hooks", f"session:ses_{n:016d}"], data)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = 2000 * (len(orjson.dumps(data)) + EVENT_OVERHEAD)
+    assert held <= counted, (held, counted)
+    assert held > counted // 2  # and the count is not far off
 
 
 async def test_reserves_the_next_id_block_before_running_out() -> None:

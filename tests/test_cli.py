@@ -178,12 +178,14 @@ def test_migrate_applies_then_reports_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "state" / "new.db"
     first = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == f"{db}: applied 0001_initial.sql\n"
-    assert user_version(db) == schema_version() == 1
+    assert first.stdout == (
+        f"{db}: applied 0001_initial.sql\n{db}: applied 0002_list_indexes.sql\n"
+    )
+    assert user_version(db) == schema_version() == 2
     again = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == f"{db}: up to date (schema version 1)\n"
-    assert user_version(db) == 1
+    assert again.stdout == f"{db}: up to date (schema version 2)\n"
+    assert user_version(db) == 2
 
 
 # ---- serve refusing to start

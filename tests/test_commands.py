@@ -358,7 +358,7 @@ async def test_history_read_while_writes_land_is_consistent(core: Core) -> None:
             await core.service.execute(SendMessage(session_id=session.id, content=f"m{n}"))
         )
         if n == 10:
-            core.cache._histories.clear()  # force a reload in the middle of the stream
+            core.cache.histories.clear()  # read from the store in the middle of the stream
             await core.cache.history(session.id)
     for accepted in sends:
         await accepted.reply

@@ -9,6 +9,7 @@ import pytest
 
 from aiosvc.config import (
     AgentsConfig,
+    CacheConfig,
     CommandAgentConfig,
     Config,
     ConfigError,
@@ -32,8 +33,8 @@ SERVER_KEYS = (
     "port, shutdown_timeout_s"
 )
 TOP_KEYS = (
-    "expected one of: agents, approvals, events, limits, log_format, peers, projects, server, "
-    "storage, streams"
+    "expected one of: agents, approvals, cache, events, limits, log_format, peers, projects, "
+    "server, storage, streams"
 )
 AGENT_TABLES = "expected 'default' or an agent's table [agents.NAME]"
 
@@ -227,6 +228,7 @@ def test_example_file_loads() -> None:
     # the example documents every default; apart from what it sets on purpose, they match
     assert config.limits == LimitsConfig()
     assert config.events == EventsConfig()
+    assert config.cache == CacheConfig()
     assert config.agents.backends["echo"] == EchoAgentConfig()
 
 

@@ -242,6 +242,7 @@ async def test_get_config_shows_the_effective_configuration_with_secrets_redacte
     assert sorted(config) == [
         "agents",
         "approvals",
+        "cache",
         "events",
         "limits",
         "log_format",

@@ -55,6 +55,7 @@ def test_the_document_is_spelled_as_the_file_with_secrets_redacted(path: Path) -
     assert sorted(shown) == [
         "agents",
         "approvals",
+        "cache",
         "events",
         "limits",
         "log_format",
@@ -136,6 +137,7 @@ def test_every_setting_is_live_or_waits_for_a_restart() -> None:
     walk(Config, "")
     assert sorted(names) == [
         "events.buffer_size",
+        "events.max_bytes",
         "log_format",
         "server.computer",
         "server.host",

@@ -23,7 +23,7 @@ from aiosvc.models import (
     SessionStatus,
 )
 from aiosvc.store import Database, Store, StoreError
-from aiosvc.store.db import schema_version
+from aiosvc.store.db import migrations, schema_version
 from aiosvc.store.tables import APPROVALS, COMMANDS, MESSAGES, SESSIONS
 
 NOW = "2026-11-22T03:00:00.000Z"
@@ -171,6 +171,33 @@ async def test_event_id_blocks_never_overlap(store: Store) -> None:
     await store.set_event_ids_reserved(250)
     await store.set_event_ids_reserved(200)  # never moves backwards
     assert await store.reserve_event_ids(100) == (251, 350)
+
+
+async def test_a_database_of_the_first_schema_gets_the_list_indexes_and_keeps_its_rows(
+    db_path: Path,
+) -> None:
+    first = next(sql for number, _, sql in migrations() if number == 1)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(first)
+        conn.execute(*SESSIONS.save(session("ses_1")))
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    database = Database(db_path)
+    await database.open()  # (a missing marker beside an existing file is fine)
+    await database.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
+        indexes = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert {"sessions_by_status", "sessions_by_project", "sessions_by_computer"} <= indexes
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT seq, id FROM sessions WHERE status = 'idle' AND seq < 5 "
+            "ORDER BY seq DESC LIMIT 10"
+        ).fetchall()
+        assert "USING INDEX sessions_by_status" in plan[0][3]
+        assert conn.execute("SELECT id FROM sessions").fetchall() == [("ses_1",)]
+    conn.close()
 
 
 async def test_a_newer_schema_is_refused_not_recreated(db_path: Path) -> None:

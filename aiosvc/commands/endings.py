@@ -83,9 +83,13 @@ async def finish(
         log.error("reply_not_stored", reply_id=job.reply_id, error=str(failure))
         session = service.cache.session(job.session_id)
         if session is not None:
+            service.cache.unsaved(final)  # histories show it ended, not its stored start
             _publish_end(service, job, final, _after(service, session, final, new))
         settle(job, final)
-        await durable.retrying(service, record(final, repair=True), for_s=math.inf)
+        try:
+            await durable.retrying(service, record(final, repair=True), for_s=math.inf)
+        finally:
+            service.cache.saved(final.id)
         return
     settle(job, final)
 

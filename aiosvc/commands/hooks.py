@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+import orjson
+
 from aiosvc.bus import session_topic
 from aiosvc.commands.types import PublishHook
-from aiosvc.errors import ValidationFailed
+from aiosvc.convert import unstructure
+from aiosvc.errors import PayloadTooLarge, ValidationFailed
 from aiosvc.models import Event
 
 if TYPE_CHECKING:
@@ -26,4 +29,10 @@ async def publish(service: CommandService, command: PublishHook) -> Event:
     if command.session_id is not None:
         topics.append(session_topic(service.session_or_404(command.session_id).id))
     data = {"type": command.type, "session_id": command.session_id, "data": command.data}
+    size, limit = len(orjson.dumps(unstructure(data))), service.limits.max_event_bytes
+    if size > limit:  # every event is kept for resuming clients: each must be bounded
+        raise PayloadTooLarge(
+            f"the hook event is {size} bytes as JSON, over the limit of {limit} bytes "
+            "(limits.max_event_bytes)"
+        )
     return service.bus.publish(f"hook.{command.type}", topics, data)

@@ -212,12 +212,13 @@ async def _turn(service: CommandService, job: Job) -> Turn:
     session = service.cache.session(job.session_id)
     prompt = job.prompt
     if prompt is None:  # resumed after a restart: read it back
-        found = [m for m in await service.cache.history(job.session_id) if m.id == job.message_id]
-        prompt = found[0].content if found else None
+        found = await service.store.message(job.message_id)
+        prompt = found.content if found is not None else None
     if session is None or prompt is None:
         raise AgentError("session_deleted", "the session was deleted")
 
     async def history() -> list[Message]:
+        # Read a page at a time, with awaits between: a long history never holds the loop.
         return conversation(await service.cache.history(job.session_id), job.message_id)
 
     return Turn(

@@ -32,6 +32,7 @@ LIVE = frozenset(
         "limits",
         "streams",
         "approvals",
+        "cache",
         "agents",
         "projects",
         "peers",

@@ -191,13 +191,23 @@ class LimitsConfig(_Checked):
     # request of that address that needs a key, until the bucket refills).
     auth_failures_per_s: float = attrs.field(default=1.0, metadata=_bounds(0.0, above=True))
     auth_failure_burst: int = attrs.field(default=20, metadata=_bounds(1))
+    # A hook event whose data, as JSON, is larger than this is refused (413).
+    max_event_bytes: int = attrs.field(default=256 * 1024, metadata=_bounds(1))
 
 
 @attrs.frozen(kw_only=True)
 class EventsConfig(_Checked):
-    """The event bus."""
+    """The event bus's ring buffer: the resume window is the newest events within both."""
 
     buffer_size: int = attrs.field(default=10_000, metadata=_bounds(1))
+    max_bytes: int = attrs.field(default=64 * 1024 * 1024, metadata=_bounds(1))
+
+
+@attrs.frozen(kw_only=True)
+class CacheConfig(_Checked):
+    """The read cache: pages of history kept for readers, least recently read dropped."""
+
+    max_bytes: int = attrs.field(default=64 * 1024 * 1024, metadata=_bounds(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -329,6 +339,7 @@ class Config(_Checked):
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     events: EventsConfig = attrs.field(factory=EventsConfig)
+    cache: CacheConfig = attrs.field(factory=CacheConfig)
     streams: StreamsConfig = attrs.field(factory=StreamsConfig)
     approvals: ApprovalsConfig = attrs.field(factory=ApprovalsConfig)
     agents: AgentsConfig = attrs.field(factory=AgentsConfig)

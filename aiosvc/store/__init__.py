@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import attrs
@@ -19,10 +19,12 @@ from aiosvc.models import (
     Session,
     SessionStatus,
 )
+from aiosvc.store import pages
 from aiosvc.store.db import Database, Statement
 from aiosvc.store.errors import StoreError
 from aiosvc.store.faults import StorageFull, StorageUnavailable
 from aiosvc.store.lock import DatabaseLock, DatabaseLocked
+from aiosvc.store.pages import Rows, Span
 from aiosvc.store.tables import APPROVALS, COMMANDS, MESSAGES, SESSIONS
 
 __all__ = [
@@ -30,12 +32,20 @@ __all__ = [
     "DatabaseLock",
     "DatabaseLocked",
     "Recovery",
+    "Rows",
+    "Span",
     "Statement",
     "StorageFull",
     "StorageUnavailable",
     "Store",
     "StoreError",
 ]
+
+#: Rows per query when a whole history is read (by the agent that needs it): each page is
+#: made into models in the event loop, a few milliseconds at this size.
+HISTORY_PAGE = 200
+#: The columns a session list may be filtered by (each has its index).
+SESSION_FILTERS = frozenset({"status", "project", "computer"})
 
 INTERRUPTED = ErrorInfo(code="interrupted", message="the server stopped before the reply finished")
 
@@ -70,11 +80,50 @@ class Store:
         return SESSIONS.load_all(rows)
 
     async def messages(self, session_id: str) -> list[Message]:
-        """A session's whole history, oldest first."""
-        rows = await self.db.fetchall(
-            f"{MESSAGES.select} WHERE session_id = ? ORDER BY seq", [session_id]
-        )
-        return MESSAGES.load_all(rows)
+        """A session's whole history, oldest first (read a page at a time)."""
+        return [m async for page in self.history(session_id) for m in page]
+
+    async def history(
+        self, session_id: str, page_size: int = HISTORY_PAGE
+    ) -> AsyncIterator[list[Message]]:
+        """A session's history, oldest first, a page at a time: each page is one short query,
+        so other reads (``/health``'s included) go between them."""
+        after: int | None = None
+        while True:
+            found = await pages.message_rows(
+                self.db, session_id, Span(limit=page_size, after=after)
+            )
+            if found.rows:
+                yield MESSAGES.load_all(found.rows)
+            if not found.more_after:
+                return
+            after = found.rows[-1]["seq"]
+
+    async def message_json(self, session_id: str, span: Span) -> Rows:
+        """One page of a session's history, oldest first, as each row's ``seq``, ``id``,
+        ``status`` and ``json`` (None for a row that does not read back: see
+        :meth:`message`)."""
+        return await pages.message_rows(self.db, session_id, span, json=True)
+
+    async def message_seq(self, session_id: str, message_id: str) -> int | None:
+        """Where a message is in its session's history, or None if it is not there."""
+        return await pages.message_seq(self.db, session_id, message_id)
+
+    async def message(self, message_id: str) -> Message | None:
+        """One message, if it exists."""
+        return await pages.message(self.db, message_id)
+
+    async def session_rows(self, filters: Iterable[tuple[str, str]], span: Span) -> Rows:
+        """One page of session ids (and seqs), newest first, matching every filter."""
+        checked = list(filters)
+        unknown = [c for c, _ in checked if c not in SESSION_FILTERS]
+        if unknown:  # the names go into the SQL: only the indexed columns ever may
+            raise ValueError(f"sessions cannot be filtered by {unknown}")
+        return await pages.session_rows(self.db, checked, span)
+
+    async def session_seq(self, session_id: str) -> int | None:
+        """Where a session is in the order of creation, or None if it does not exist."""
+        return await pages.session_seq(self.db, session_id)
 
     # Commands ----------------------------------------------------------------------------------
 

@@ -46,9 +46,11 @@ class Limit:
 
 @attrs.frozen
 class Page:
-    """A list answer: ``{"data": [item, ...], "total", "limit", "offset"}``."""
+    """A list answer: ``{"data": [item, ...], "total", "limit", "offset"}``; with ``cursors``
+    also ``"next"`` and ``"prev"``, and ``offset`` null for a page asked for by cursor."""
 
     item: Any
+    cursors: bool = False
 
 
 @attrs.frozen
@@ -107,6 +109,21 @@ PAGING = (
     Param("limit", int, "Page size.", {"minimum": 1, "maximum": Limit("max_page_size")}),
     Param("offset", int, "Items to skip.", {"minimum": 0, "maximum": MAX_OFFSET}),
 )
+
+
+def cursors(item: str, after: str, before: str) -> tuple[Param, Param]:
+    """The cursor parameters of a list of ``item``s: ``after`` and ``before`` an item's id,
+    whose pages hold the ``after`` and ``before`` ones (keyset pages)."""
+    shape = {"pattern": f"^{ID_PATTERN.pattern}$", "maxLength": 64}
+    also = "; not with before, nor with a non-zero offset"
+    return (
+        Param(
+            "after", str, f"A {item}'s id: the page of the {after} ones next to it{also}.", shape
+        ),
+        Param("before", str, f"A {item}'s id: the page of the {before} ones next to it.", shape),
+    )
+
+
 #: Constraints the handlers check beyond the type, by (body class, field).
 FIELD_KEYWORDS: dict[tuple[type, str], dict[str, Any]] = {
     (SessionCreate, "title"): {"maxLength": Limit("max_title_chars")},
@@ -319,12 +336,20 @@ class _Builder:
         if not isinstance(shape, Page):
             return _object(data=self.schema(shape, output=True))
         most = self.limits.max_page_size
-        return _object(
-            data={"type": "array", "items": self.schema(shape.item, output=True), "maxItems": most},
-            total={"type": "integer", "minimum": 0},
-            limit={"type": "integer", "minimum": 1, "maximum": most},
-            offset={"type": "integer", "minimum": 0},
-        )
+        fields: dict[str, Any] = {
+            "data": {
+                "type": "array",
+                "items": self.schema(shape.item, output=True),
+                "maxItems": most,
+            },
+            "total": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1, "maximum": most},
+            "offset": {"type": "integer", "minimum": 0},
+        }
+        if shape.cursors:
+            fields["offset"] = {"type": ["integer", "null"], "minimum": 0}
+            fields["next"] = fields["prev"] = {"type": ["string", "null"]}
+        return _object(**fields)
 
     def schema(self, tp: Any, *, output: bool) -> dict[str, Any]:
         """The JSON Schema of a Python type; attrs classes become components."""

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from aiosvc.convert import loads, structure
 from aiosvc.errors import BadRequest, InvalidParameter
+from aiosvc.models import is_valid_id
+from aiosvc.paging import Window
 
 T = TypeVar("T")
 
@@ -28,6 +30,25 @@ def paging(request: web.Request, max_limit: int) -> tuple[int, int]:
     limit = integer(request, "limit", min(DEFAULT_LIMIT, max_limit), 1, max_limit)
     offset = integer(request, "offset", 0, 0, None)
     return limit, offset
+
+
+def window(request: web.Request, max_limit: int) -> Window:
+    """Read ``limit`` and either ``offset`` or one cursor, ``before`` or ``after`` (an id)."""
+    limit, offset = paging(request, max_limit)
+    before, after = cursor(request, "before"), cursor(request, "after")
+    if before is not None and after is not None:
+        raise InvalidParameter("after", "give before or after, not both")
+    if (before is not None or after is not None) and offset:
+        raise InvalidParameter("offset", "cannot be combined with before or after")
+    return Window(limit=limit, offset=offset, before=before, after=after)
+
+
+def cursor(request: web.Request, name: str) -> str | None:
+    """Read an optional cursor: the id of an item of the list."""
+    raw = request.query.get(name)
+    if raw is not None and not is_valid_id(raw):
+        raise InvalidParameter(name, "must be an id (1 to 64 of A-Z, a-z, 0-9, '_', '-')")
+    return raw
 
 
 def integer(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:

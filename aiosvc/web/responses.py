@@ -10,6 +10,7 @@ from aiohttp import web
 
 from aiosvc.convert import unstructure
 from aiosvc.errors import AppError
+from aiosvc.paging import Page
 
 JSON = "application/json"
 
@@ -45,13 +46,16 @@ def raw_ok(data: bytes, *, status: int = 200) -> web.Response:
     return web.Response(body=b'{"data":%s}' % data, status=status, content_type=JSON)
 
 
-def raw_page(items: Sequence[bytes], *, total: int, limit: int, offset: int) -> web.Response:
-    """Answer a page of already serialised items with ``total``, ``limit`` and ``offset``."""
-    body = b'{"data":[%s],"total":%d,"limit":%d,"offset":%d}' % (
-        b",".join(items),
-        total,
+def cursor_page(page: Page, *, limit: int) -> web.Response:
+    """Answer a page with ``total``, ``limit``, ``offset`` (null when asked by cursor) and
+    the cursors of its neighbours, ``next`` and ``prev`` (null at either end)."""
+    body = b'{"data":[%s],"total":%d,"limit":%d,"offset":%b,"next":%b,"prev":%b}' % (
+        b",".join(page.items),
+        page.total,
         limit,
-        offset,
+        b"null" if page.offset is None else b"%d" % page.offset,
+        orjson.dumps(page.next),
+        orjson.dumps(page.prev),
     )
     return web.Response(body=body, content_type=JSON)
 

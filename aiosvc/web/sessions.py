@@ -17,8 +17,8 @@ from aiosvc.errors import NotFound
 from aiosvc.keys import CACHE, COMMANDS, SETTINGS
 from aiosvc.models import Message, Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
-from aiosvc.web.openapi import PAGING, Page, Param, operation
-from aiosvc.web.responses import JSON, ok, raw_ok, raw_page
+from aiosvc.web.openapi import PAGING, Page, Param, cursors, operation
+from aiosvc.web.responses import JSON, cursor_page, ok, raw_ok
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/sessions"
@@ -35,9 +35,10 @@ def session_from_path(request: web.Request) -> Session:
 
 @routes.get(BASE)
 @operation(
-    responses={200: Page(Session)},
+    responses={200: Page(Session, cursors=True)},
     params=[
         *PAGING,
+        *cursors("session", after="older", before="newer"),
         Param("status", SessionStatus, "Only sessions in this state."),
         Param("project", str, "Only this project's sessions.", {"minLength": 1, "maxLength": 200}),
         Param("computer", str, "Only this computer's.", {"minLength": 1, "maxLength": 200}),
@@ -48,17 +49,17 @@ async def list_sessions(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     if not request.query_string:  # the common case, served from one cached body
         return web.Response(body=cache.first_sessions_page(), content_type=JSON)
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
-    status = requests.choice(request, "status", SessionStatus)
-    project = requests.text(request, "project")
-    computer = requests.text(request, "computer")
-    if status is None and project is None and computer is None:
-        everything = cache.sessions_json()
-        page = everything[offset : offset + limit]
-        return raw_page(page, total=len(everything), limit=limit, offset=offset)
-    sessions = cache.sessions(status=status, project=project, computer=computer)
-    shown = [cache.json(s) for s in sessions[offset : offset + limit]]
-    return raw_page(shown, total=len(sessions), limit=limit, offset=offset)
+    window = requests.window(request, request.app[SETTINGS].config.limits.max_page_size)
+    filters = {
+        name: value
+        for name, value in (
+            ("status", requests.choice(request, "status", SessionStatus)),
+            ("project", requests.text(request, "project")),
+            ("computer", requests.text(request, "computer")),
+        )
+        if value is not None
+    }
+    return cursor_page(await cache.sessions_page(filters, window), limit=window.limit)
 
 
 @routes.post(BASE)
@@ -110,15 +111,16 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/{id}/messages")
-@operation(responses={200: Page(Message)}, params=PAGING)
+@operation(
+    responses={200: Page(Message, cursors=True)},
+    params=[*PAGING, *cursors("message", after="newer", before="older")],
+)
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
-    session_id = session_from_path(request).id
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
-    cache = request.app[CACHE]
-    history = await cache.history(session_id)
-    shown = [cache.json(m) for m in history[offset : offset + limit]]
-    return raw_page(shown, total=len(history), limit=limit, offset=offset)
+    session = session_from_path(request)
+    window = requests.window(request, request.app[SETTINGS].config.limits.max_page_size)
+    page = await request.app[CACHE].history_page(session, window)
+    return cursor_page(page, limit=window.limit)
 
 
 @routes.post(BASE + "/{id}/messages")
