@@ -271,7 +271,9 @@ async def test_requests_the_parser_refuses_keep_their_credentials_out_of_the_log
 async def test_bodies_over_the_header_bound_are_served_on_a_kept_alive_connection(
     db_path: Path,
 ) -> None:
-    server = Server(db_path)
+    config = db_path.with_name("aiosvc.toml")  # a hook event this big is allowed
+    config.write_text("[limits]\nmax_event_bytes = 1048576\n")
+    server = Server(db_path, config=config)
     await server.start()
     big = {"type": "bulk", "data": {"pad": "a" * 300_000}}  # ten times max_header_bytes
     try:
