@@ -2,8 +2,9 @@
 
 Handlers read only from here. Sessions and approvals are loaded whole at startup; histories are
 loaded per session on first read and kept for the most recently read sessions. Every change
-reaches the cache through the bus, synchronously at publication, which happens right after the
-write committed: so once a write's answer is sent, every read sees it.
+reaches the cache through the bus (events, and commands' states as internal changes),
+synchronously at publication, which happens right after the write committed: so once a write's
+answer is sent, every read sees it.
 
 A history being loaded while events arrive buffers those events and applies them, in order,
 after the snapshot: each event carries the whole resulting object, so replaying one the snapshot
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import attrs
 
-from aiosvc.bus import ALL, Bus, Subscription
+from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
 from aiosvc.convert import dumps
 from aiosvc.models import Approval, Command, Event, Message, MessageStatus, Session
 from aiosvc.store import Store
@@ -54,11 +55,13 @@ class Cache:
         self._sessions_json: list[bytes] | None = None  # every session's JSON, newest first
         self._first_page: bytes | None = None  # built from _sessions_json, dropped with it
         self._subscription: Subscription | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     async def load(self) -> None:
         """Load sessions and approvals from the store and start following the bus."""
         await self._load_snapshots()
         self._subscription = self._bus.subscribe(self._apply, [ALL])
+        self._unlisten = self._bus.listen(COMMAND_CHANGED, self._put_command)
 
     def reconfigure(self, first_page_size: int) -> None:
         """Serve the unfiltered first page at this size from now on."""
@@ -87,6 +90,9 @@ class Cache:
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
     # Sessions ----------------------------------------------------------------------------------
 
@@ -182,8 +188,8 @@ class Cache:
 
     # Commands and approvals --------------------------------------------------------------------
 
-    def put_command(self, command: Command) -> None:
-        """Record a command's new state (the command service calls this after each write)."""
+    def _put_command(self, command: Command) -> None:
+        """Record a command's new state (told by the bus after each write of it)."""
         self._commands[command.id] = command
         self._commands.move_to_end(command.id)
         while len(self._commands) > self._commands_kept:

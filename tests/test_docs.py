@@ -5,7 +5,7 @@ GitHub renders it, and its WebSocket example must print what it says against a r
 
 Event types are found by reading the package's source: each ``<...>.bus.publish(TYPE, ...)``
 call, and each call of a function that passes one of its own parameters on as the type (such as
-``CommandService.publish_session``). A type that cannot be worked out from the source fails the
+``Context.publish_session``). A type that cannot be worked out from the source fails the
 test rather than being skipped.
 """
 

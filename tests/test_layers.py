@@ -66,13 +66,6 @@ KNOWN: frozenset[tuple[str, str]] = frozenset(
         ("aiosvc.web.sse", "aiosvc.keys"),
         ("aiosvc.web.system", "aiosvc.keys"),
         ("aiosvc.web.ws", "aiosvc.keys"),
-        # command handlers that take the whole service (which imports them)
-        ("aiosvc.commands.approvals", "aiosvc.commands.service"),
-        ("aiosvc.commands.durable", "aiosvc.commands.service"),
-        ("aiosvc.commands.endings", "aiosvc.commands.service"),
-        ("aiosvc.commands.hooks", "aiosvc.commands.service"),
-        ("aiosvc.commands.replies", "aiosvc.commands.service"),
-        ("aiosvc.commands.sessions", "aiosvc.commands.service"),
     }
 )
 

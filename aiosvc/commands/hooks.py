@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from aiosvc.bus import session_topic
+from aiosvc.commands.context import Context
 from aiosvc.commands.types import PublishHook
 from aiosvc.errors import ValidationFailed
 from aiosvc.models import Event
 
-if TYPE_CHECKING:
-    from aiosvc.commands.service import CommandService
-
 HOOK_TYPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
-async def publish(service: CommandService, command: PublishHook) -> Event:
+async def publish(context: Context, command: PublishHook) -> Event:
     """Publish the hook on ``hooks`` (and its session's topic when it names one)."""
     if HOOK_TYPE.fullmatch(command.type) is None:
         raise ValidationFailed(
@@ -24,6 +21,6 @@ async def publish(service: CommandService, command: PublishHook) -> Event:
         )
     topics = ["hooks"]
     if command.session_id is not None:
-        topics.append(session_topic(service.session_or_404(command.session_id).id))
+        topics.append(session_topic(context.session_or_404(command.session_id).id))
     data = {"type": command.type, "session_id": command.session_id, "data": command.data}
-    return service.bus.publish(f"hook.{command.type}", topics, data)
+    return context.bus.publish(f"hook.{command.type}", topics, data)
