@@ -16,11 +16,16 @@ from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
 from aiosvc.commands.startup import Startup
 from aiosvc.config import Config, Settings
-from aiosvc.keys import (
+from aiosvc.metrics import Metrics
+from aiosvc.models import ApprovalStatus
+from aiosvc.store import Database, Store
+from aiosvc.web import configuration, requests, sessions, sse, system, ws
+from aiosvc.web.front_door import FrontDoor
+from aiosvc.web.keys import (
     AGENTS,
     BUS,
     CACHE,
-    COMMANDS,
+    COMMAND_SERVICE,
     DATABASE,
     GATE,
     METRICS,
@@ -30,11 +35,6 @@ from aiosvc.keys import (
     STORE,
     STREAMS,
 )
-from aiosvc.metrics import Metrics
-from aiosvc.models import ApprovalStatus
-from aiosvc.store import Database, Store
-from aiosvc.web import configuration, requests, sessions, sse, system, ws
-from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.security import Gate
 from aiosvc.web.server import HANDLER_ARGS
 from aiosvc.web.streams import OpenStreams
@@ -71,7 +71,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[BUS] = bus
     app[CACHE] = cache
     app[AGENTS] = agents
-    app[COMMANDS] = commands = CommandService(
+    app[COMMAND_SERVICE] = commands = CommandService(
         store=store,
         bus=bus,
         cache=cache,
@@ -124,13 +124,13 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
     """Open the store, number events, load the cache, resume work; undo it all in reverse."""
     database, store, bus, cache = app[DATABASE], app[STORE], app[BUS], app[CACHE]
     await database.open()
-    startup = Startup(store, bus, cache, app[COMMANDS], block=EVENT_ID_BLOCK)
+    startup = Startup(store, bus, cache, app[COMMAND_SERVICE], block=EVENT_ID_BLOCK)
     try:
         await startup.begin()  # settles the previous run, or serves reads until it can
         yield
     finally:
         await startup.close()
-        await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
+        await app[COMMAND_SERVICE].stop(app[SETTINGS].config.server.shutdown_timeout_s)
         await app[AGENTS].close()
         cache.close()
         await bus.close()
@@ -141,5 +141,5 @@ async def _core(app: web.Application) -> AsyncIterator[None]:
 async def _drain(app: web.Application) -> None:
     """``on_shutdown``: stop taking work, let running replies finish within the bound (their
     watchers see them end), then close every stream: 1001, or a final SSE event."""
-    await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
+    await app[COMMAND_SERVICE].stop(app[SETTINGS].config.server.shutdown_timeout_s)
     await app[STREAMS].close_all(within_s=STREAM_CLOSE_TIMEOUT_S)

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiosvc import __version__, logthrottle, systemd
 from aiosvc.app import create_app
 from aiosvc.config import Config, ConfigError, Settings
-from aiosvc.keys import DATABASE, SETTINGS
+from aiosvc.web.keys import DATABASE, SETTINGS
 from aiosvc.web.server import make_runner
 
 log = structlog.get_logger(__name__)

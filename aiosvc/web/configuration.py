@@ -10,7 +10,7 @@ from aiohttp import web
 from aiosvc.config import ConfigError
 from aiosvc.config.live import document
 from aiosvc.errors import InvalidConfig
-from aiosvc.keys import SETTINGS
+from aiosvc.web.keys import SETTINGS
 from aiosvc.web.openapi import operation
 from aiosvc.web.responses import ok
 

@@ -25,9 +25,9 @@ from aiosvc import __version__
 from aiosvc.commands.hooks import HOOK_TYPE
 from aiosvc.config import Config, LimitsConfig
 from aiosvc.convert import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
-from aiosvc.keys import SETTINGS
 from aiosvc.models import ID_PATTERN
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
+from aiosvc.web.keys import SETTINGS
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])

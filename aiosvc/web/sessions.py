@@ -14,9 +14,9 @@ from aiosvc.commands.types import (
 )
 from aiosvc.convert import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.errors import NotFound
-from aiosvc.keys import CACHE, COMMANDS, SETTINGS
 from aiosvc.models import Message, Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
+from aiosvc.web.keys import CACHE, COMMAND_SERVICE, SETTINGS
 from aiosvc.web.openapi import PAGING, Page, Param, operation
 from aiosvc.web.responses import JSON, ok, raw_ok, raw_page
 
@@ -68,7 +68,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     """Create a session; answers 201 with its ``Location``."""
     body = await requests.body(request, SessionCreate)
-    session = await request.app[COMMANDS].execute(
+    session = await request.app[COMMAND_SERVICE].execute(
         CreateSession(title=body.title, agent=body.agent, project=body.project)
     )
     return ok(session, status=201, headers={"Location": f"{BASE}/{session.id}"})
@@ -88,7 +88,9 @@ async def patch_session(request: web.Request) -> web.Response:
     session_id = session_from_path(request).id
     body = await requests.body(request, SessionPatch)
     return ok(
-        await request.app[COMMANDS].execute(UpdateSession(session_id=session_id, title=body.title))
+        await request.app[COMMAND_SERVICE].execute(
+            UpdateSession(session_id=session_id, title=body.title)
+        )
     )
 
 
@@ -97,7 +99,7 @@ async def patch_session(request: web.Request) -> web.Response:
 async def end_session(request: web.Request) -> web.Response:
     """End a session; its history stays."""
     session_id = session_from_path(request).id
-    return ok(await request.app[COMMANDS].execute(EndSession(session_id=session_id)))
+    return ok(await request.app[COMMAND_SERVICE].execute(EndSession(session_id=session_id)))
 
 
 @routes.delete(BASE + "/{id}")
@@ -105,7 +107,7 @@ async def end_session(request: web.Request) -> web.Response:
 async def delete_session(request: web.Request) -> web.Response:
     """Delete a session and everything in it."""
     session_id = session_from_path(request).id
-    await request.app[COMMANDS].execute(DeleteSession(session_id=session_id))
+    await request.app[COMMAND_SERVICE].execute(DeleteSession(session_id=session_id))
     return web.Response(status=204)
 
 
@@ -134,7 +136,7 @@ async def send_message(request: web.Request) -> web.Response:
     session_id = session_from_path(request).id
     wait = requests.boolean(request, "wait")
     body = await requests.body(request, MessageCreate)
-    accepted = await request.app[COMMANDS].execute(
+    accepted = await request.app[COMMAND_SERVICE].execute(
         SendMessage(session_id=session_id, content=body.content)
     )
     if wait:
@@ -155,7 +157,7 @@ async def send_message(request: web.Request) -> web.Response:
 async def cancel_reply(request: web.Request) -> web.Response:
     """Stop the running reply and drop queued ones."""
     session_id = session_from_path(request).id
-    cancelled = await request.app[COMMANDS].execute(CancelReplies(session_id=session_id))
+    cancelled = await request.app[COMMAND_SERVICE].execute(CancelReplies(session_id=session_id))
     return ok(
         {"session_id": cancelled.session_id, "cancelled": list(cancelled.cancelled)}, status=202
     )

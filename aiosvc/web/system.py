@@ -12,20 +12,20 @@ from aiosvc import __version__
 from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
-from aiosvc.keys import (
+from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
+from aiosvc.store import StorageFull
+from aiosvc.web import openapi, requests
+from aiosvc.web.front_door import credential
+from aiosvc.web.keys import (
     AGENTS,
     CACHE,
-    COMMANDS,
+    COMMAND_SERVICE,
     DATABASE,
     GATE,
     METRICS_REGISTRY,
     SETTINGS,
     STARTED_AT,
 )
-from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
-from aiosvc.store import StorageFull
-from aiosvc.web import openapi, requests
-from aiosvc.web.front_door import credential
 from aiosvc.web.openapi import PAGING, Page, Param, Raw, Text, operation
 from aiosvc.web.responses import JSON, ok, page
 
@@ -47,7 +47,7 @@ async def health(request: web.Request) -> web.Response:
         "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
         "db": "ok",
     }
-    problem = await request.app[DATABASE].check() or request.app[COMMANDS].not_ready
+    problem = await request.app[DATABASE].check() or request.app[COMMAND_SERVICE].not_ready
     if problem is not None:
         degraded = isinstance(problem, StorageFull)
         report.update(status="unavailable", db="degraded" if degraded else "error")
@@ -89,7 +89,7 @@ async def issue_ticket(request: web.Request) -> web.Response:
 async def post_hook(request: web.Request) -> web.Response:
     """Publish an external event as ``hook.<type>``; answers 202 with its event id."""
     body = await requests.body(request, HookCreate)
-    event = await request.app[COMMANDS].execute(
+    event = await request.app[COMMAND_SERVICE].execute(
         PublishHook(type=body.type, session_id=body.session_id, data=body.data)
     )
     return ok({"event_id": event.id, "type": event.type}, status=202)
@@ -133,7 +133,7 @@ async def resolve_approval(request: web.Request) -> web.Response:
     if not is_valid_id(approval_id) or request.app[CACHE].approval(approval_id) is None:
         raise NotFound.of("approval", approval_id)
     body = await requests.body(request, ApprovalDecision)
-    approval = await request.app[COMMANDS].execute(
+    approval = await request.app[COMMAND_SERVICE].execute(
         ResolveApproval(approval_id=approval_id, decision=body.decision)
     )
     return ok(approval)

@@ -26,10 +26,10 @@ from aiosvc.convert import (
     unstructure,
 )
 from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
-from aiosvc.keys import BUS, COMMANDS, METRICS, SETTINGS, STREAMS
 from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming, websocket_text
 from aiosvc.web.front_door import stamp
+from aiosvc.web.keys import BUS, COMMAND_SERVICE, METRICS, SETTINGS, STREAMS
 from aiosvc.web.limits import TokenBucket
 from aiosvc.web.openapi import operation
 from aiosvc.web.outbox import Ending, Outbox
@@ -255,7 +255,7 @@ async def _unsubscribe(stream: WebSocketStream, frame: dict[str, Any], client_id
 async def _send_message(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
     op = structure(frame, SendMessageOp)
     command = SendMessage(session_id=stream._session_id(op.session_id), content=op.content)
-    accepted = await stream.app[COMMANDS].execute(command)
+    accepted = await stream.app[COMMAND_SERVICE].execute(command)
     return {
         "message": accepted.message,
         "reply_id": accepted.reply_id,
@@ -265,7 +265,7 @@ async def _send_message(stream: WebSocketStream, frame: dict[str, Any], client_i
 
 async def _cancel(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
     op = structure(frame, CancelOp)
-    result = await stream.app[COMMANDS].execute(
+    result = await stream.app[COMMAND_SERVICE].execute(
         CancelReplies(session_id=stream._session_id(op.session_id))
     )
     return {"session_id": result.session_id, "cancelled": list(result.cancelled)}
@@ -273,7 +273,7 @@ async def _cancel(stream: WebSocketStream, frame: dict[str, Any], client_id: obj
 
 async def _approve(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
     op = structure(frame, ApproveOp)
-    return await stream.app[COMMANDS].execute(
+    return await stream.app[COMMAND_SERVICE].execute(
         ResolveApproval(approval_id=op.approval_id, decision=op.decision)
     )
 

@@ -1,4 +1,7 @@
-"""Every typed application key, in one place."""
+"""The application's typed keys: how handlers reach the core's services and the web layer's own.
+
+They live in the web layer, which owns the application: the core never imports aiohttp.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", Bus)
 CACHE = web.AppKey("cache", Cache)
 AGENTS = web.AppKey("agents", AgentRegistry)
-COMMANDS = web.AppKey("commands", CommandService)
+#: The command service (not ``store.tables.COMMANDS``, the table of commands).
+COMMAND_SERVICE = web.AppKey("commands", CommandService)
 STREAMS = web.AppKey("streams", OpenStreams)
 GATE = web.AppKey("gate", Gate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
