@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 
 from aiosvc.app import create_app
 from aiosvc.config import Config
-from aiosvc.web import ws
+from aiosvc.web import ws_ops
 from aiosvc.web.front_door import NO_ROUTE, FrontDoor
 from tests.conftest import ClientFactory
 from tests.serving import Server
@@ -327,7 +328,7 @@ async def test_an_op_that_fails_unexpectedly_answers_an_error_frame(
     async def broken(stream: object, frame: object, client_id: object) -> object:
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(ws.OPS, "ping", broken)
+    monkeypatch.setitem(ws_ops.OPS, "ping", attrs.evolve(ws_ops.OPS["ping"], handler=broken))
     client = await aiohttp_client(create_app(config))
     async with client.ws_connect("/api/v1/ws") as socket:
         assert (await socket.receive_json())["type"] == "hello"

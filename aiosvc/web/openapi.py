@@ -24,8 +24,8 @@ from aiohttp import web
 from aiosvc import __version__
 from aiosvc.commands.hooks import HOOK_TYPE
 from aiosvc.config import Config, LimitsConfig
-from aiosvc.convert import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.models import ID_PATTERN
+from aiosvc.web.bodies import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
 from aiosvc.web.keys import SETTINGS
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES

@@ -12,10 +12,10 @@ from aiosvc.commands.types import (
     SendMessage,
     UpdateSession,
 )
-from aiosvc.convert import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.errors import NotFound
 from aiosvc.models import Message, Session, SessionStatus, is_valid_id
 from aiosvc.web import requests
+from aiosvc.web.bodies import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.web.keys import CACHE, COMMAND_SERVICE, SETTINGS
 from aiosvc.web.openapi import PAGING, Page, Param, operation
 from aiosvc.web.responses import JSON, ok, raw_ok, raw_page

@@ -10,11 +10,11 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from aiosvc import __version__
 from aiosvc.commands.types import PublishHook, ResolveApproval
-from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
 from aiosvc.store import StorageFull
 from aiosvc.web import openapi, requests
+from aiosvc.web.bodies import ApprovalDecision, HookCreate
 from aiosvc.web.front_door import credential
 from aiosvc.web.keys import (
     AGENTS,
