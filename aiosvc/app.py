@@ -10,15 +10,10 @@ import structlog
 from aiohttp import web
 
 from aiosvc import logs
-from aiosvc.agents import AgentRegistry
-from aiosvc.bus import Bus
-from aiosvc.cache import Cache
-from aiosvc.commands.service import CommandService
-from aiosvc.commands.startup import Startup
 from aiosvc.config import Config, Settings
+from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.store import Database, Store
 from aiosvc.web import configuration, requests, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
@@ -26,6 +21,7 @@ from aiosvc.web.keys import (
     BUS,
     CACHE,
     COMMAND_SERVICE,
+    CORE,
     DATABASE,
     GATE,
     METRICS,
@@ -41,8 +37,6 @@ from aiosvc.web.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
 
-#: Event ids reserved in the store at a time (see :class:`aiosvc.bus.Bus`).
-EVENT_ID_BLOCK = 1 << 20
 #: How long closing every open stream may take at shutdown.
 STREAM_CLOSE_TIMEOUT_S = 5.0
 
@@ -60,27 +54,15 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         handler_args=dict(HANDLER_ARGS),
     )
     metrics = Metrics()
-    database = Database(config.storage.db, metrics)
-    store = Store(database)
-    bus = Bus(buffer_size=config.events.buffer_size, block=EVENT_ID_BLOCK, metrics=metrics)
-    cache = Cache(store, bus, first_page_size=_first_page(config))
-    agents = AgentRegistry.from_config(config.agents)
+    core = app[CORE] = build_core(config, metrics=metrics, first_page_size=_first_page(config))
+    cache, agents, commands = core.cache, core.agents, core.commands
     app[SETTINGS] = settings
-    app[DATABASE] = database
-    app[STORE] = store
-    app[BUS] = bus
+    app[DATABASE] = core.database
+    app[STORE] = core.store
+    app[BUS] = bus = core.bus
     app[CACHE] = cache
     app[AGENTS] = agents
-    app[COMMAND_SERVICE] = commands = CommandService(
-        store=store,
-        bus=bus,
-        cache=cache,
-        agents=agents,
-        limits=config.limits,
-        computer=config.server.computer,
-        approval_timeout_s=config.approvals.timeout_s,
-        metrics=metrics,
-    )
+    app[COMMAND_SERVICE] = commands
     streams = app[STREAMS] = OpenStreams()
     app[GATE] = gate
     app[STARTED_AT] = time.monotonic()
@@ -121,20 +103,14 @@ def _first_page(config: Config) -> int:
 
 
 async def _core(app: web.Application) -> AsyncIterator[None]:
-    """Open the store, number events, load the cache, resume work; undo it all in reverse."""
-    database, store, bus, cache = app[DATABASE], app[STORE], app[BUS], app[CACHE]
-    await database.open()
-    startup = Startup(store, bus, cache, app[COMMAND_SERVICE], block=EVENT_ID_BLOCK)
+    """Open the core (store, event ids, cache, resumed work); close it all in reverse."""
+    core = app[CORE]
+    await core.open()
     try:
-        await startup.begin()  # settles the previous run, or serves reads until it can
+        await core.start()  # settles the previous run, or serves reads until it can
         yield
     finally:
-        await startup.close()
-        await app[COMMAND_SERVICE].stop(app[SETTINGS].config.server.shutdown_timeout_s)
-        await app[AGENTS].close()
-        cache.close()
-        await bus.close()
-        await database.close()
+        await core.close(app[SETTINGS].config.server.shutdown_timeout_s)
         log.info("service_stopped")
 
 

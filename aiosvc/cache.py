@@ -21,7 +21,16 @@ import attrs
 
 from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
 from aiosvc.convert import dumps
-from aiosvc.models import Approval, Command, Event, Message, MessageStatus, Session
+from aiosvc.errors import NotFound
+from aiosvc.models import (
+    Approval,
+    Command,
+    Event,
+    Message,
+    MessageStatus,
+    Session,
+    is_valid_id,
+)
 from aiosvc.store import Store
 
 
@@ -99,6 +108,13 @@ class Cache:
     def session(self, session_id: str) -> Session | None:
         """One session, or None."""
         return self._sessions.get(session_id)
+
+    def require_session(self, session_id: str) -> Session:
+        """The session, or :class:`NotFound` (a malformed id is simply not found)."""
+        session = self._sessions.get(session_id) if is_valid_id(session_id) else None
+        if session is None:
+            raise NotFound.of("session", session_id)
+        return session
 
     def sessions(
         self, *, status: str | None = None, project: str | None = None, computer: str | None = None
@@ -205,6 +221,13 @@ class Cache:
     def approval(self, approval_id: str) -> Approval | None:
         """One approval, or None."""
         return self._approvals.get(approval_id)
+
+    def require_approval(self, approval_id: str) -> Approval:
+        """The approval, or :class:`NotFound` (a malformed id is simply not found)."""
+        approval = self._approvals.get(approval_id) if is_valid_id(approval_id) else None
+        if approval is None:
+            raise NotFound.of("approval", approval_id)
+        return approval
 
     def approvals(
         self, *, status: str | None = None, session_id: str | None = None

@@ -210,27 +210,33 @@ AccessLine = Callable[[str, str, str, str | None, int, float, str | None], None]
 _access_logger = structlog.get_logger("aiosvc.access")
 
 
+def request_fields(
+    request_id: str,
+    method: str,
+    path: str,
+    route: str | None,
+    status: int,
+    duration_ms: float,
+    remote: str | None,
+) -> dict[str, Any]:
+    """The fields of a request's line, whichever way it is written: the path as sent, with
+    the values of credentials in its query redacted (a token or ticket may ride there)."""
+    # One dict display, positional arguments: this runs for every request.
+    return {
+        "request_id": request_id,
+        "method": method,
+        "path": redact_query(path) if "=" in path else path,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "remote": remote,
+    }
+
+
 def _structlog_access(level: str) -> AccessLine:
-    def line(
-        request_id: str,
-        method: str,
-        path: str,
-        route: str | None,
-        status: int,
-        duration_ms: float,
-        remote: str | None,
-    ) -> None:
+    def line(*fields: Any) -> None:
         # looked up per line: the logger follows the configuration in force (tests capture it)
-        getattr(_access_logger, level)(
-            "request",
-            request_id=request_id,
-            method=method,
-            path=redact_query(path),  # a token or ticket may ride in the query string
-            route=route,
-            status=status,
-            duration_ms=duration_ms,
-            remote=remote,
-        )
+        getattr(_access_logger, level)("request", **request_fields(*fields))
 
     return line
 
@@ -254,35 +260,14 @@ def _json_access(stream: Any, level: str) -> AccessLine:
         flush_due = False
         flush()
 
-    def line(
-        request_id: str,
-        method: str,
-        path: str,
-        route: str | None,
-        status: int,
-        duration_ms: float,
-        remote: str | None,
-    ) -> None:
+    def line(*given: Any) -> None:
         nonlocal flush_due
-        # One dict display, positional arguments: this runs for every request.
-        shown = redact_query(path) if "=" in path else path
-        fields = {
-            "request_id": request_id,
-            "method": method,
-            "path": shown,
-            "route": route,
-            "status": status,
-            "duration_ms": duration_ms,
-            "remote": remote,
-            "event": "request",
-            "level": level,
-            "logger": "aiosvc.access",
-            "timestamp": utcnow(),
-        }
+        fields = request_fields(*given)
+        fields.update(event="request", level=level, logger="aiosvc.access", timestamp=utcnow())
         try:
             data = dumps(fields, option=option)
         except TypeError:  # lone surrogates: only aiohttp's pure-Python parser lets them in
-            fields["path"] = shown.encode("utf-8", "backslashreplace").decode()
+            fields["path"] = fields["path"].encode("utf-8", "backslashreplace").decode()
             data = dumps(fields, option=option)
         write(data)
         if not flush_due:

@@ -34,12 +34,14 @@ FLOORS: tuple[frozenset[str], ...] = (
             "log_output",
             "logthrottle",
             "metrics",
+            "rules",
             "systemd",
         }
     ),
     frozenset({"store", "bus", "agents"}),
     frozenset({"cache"}),
     frozenset({"commands", "peers", "projects"}),
+    frozenset({"core"}),  # the factory of the core (below web: it never imports aiohttp.web)
     frozenset({"web"}),
     frozenset({"app"}),
     frozenset({"serve"}),
@@ -50,7 +52,7 @@ FLOORS: tuple[frozenset[str], ...] = (
 #: Parts that import nothing outside themselves (the terminal client speaks only the wire).
 ISOLATED = frozenset({"client"})
 #: Below this floor is the core, which never imports the web framework.
-WEB_FLOOR = 4
+WEB_FLOOR = 5
 
 #: Today's known edges against the rules, each to be removed by the repair that ends it: this
 #: list only shrinks. An entry that is no longer an import, or no longer against the rules,
@@ -301,7 +303,7 @@ def test_an_import_up_a_floor_is_reported_with_its_line(graph: Imports) -> None:
     added = {**graph, "aiosvc.models": {**graph["aiosvc.models"], "aiosvc.web.sessions": 7}}
     assert violations(added, KNOWN) == [
         "aiosvc.models -> aiosvc.web.sessions (line 7): models (floor 0) may not import web "
-        "(floor 4), above it"
+        "(floor 5), above it"
     ]
     [circle] = circles(added, KNOWN)  # whatever else the new edge closes the circle through
     assert "aiosvc.models -> aiosvc.web.sessions -> " in circle + " -> " + circle
@@ -329,35 +331,45 @@ def test_sideways_imports_circles_and_unplaced_parts_are_reported() -> None:
     )
 
 
-def test_type_checking_and_function_imports_count(tmp_path: Path) -> None:
+def package(tmp_path: Path, files: Mapping[str, str]) -> Path:
+    """A package ``aiosvc`` of these files (by path: text) with a ``web`` subpackage."""
     root = tmp_path / "aiosvc"
     (root / "web").mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / "web" / "__init__.py").write_text("")
-    (root / "web" / "keys.py").write_text("from aiosvc import models\nX = 1\n")
-    (root / "models.py").write_text(
-        "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n"
-        "    from aiosvc.web.keys import X\n"
-        "def f():\n"
-        "    from .web import keys\n"
-        "    import aiosvc.web.keys\n"
+    for path, text in {"__init__.py": "", "web/__init__.py": "", **files}.items():
+        (root / path).write_text(text)
+    return root
+
+
+def test_type_checking_and_function_imports_count(tmp_path: Path) -> None:
+    root = package(
+        tmp_path,
+        {
+            "web/keys.py": "from aiosvc import models\nX = 1\n",
+            "models.py": "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n"
+            "    from aiosvc.web.keys import X\n"
+            "def f():\n"
+            "    from .web import keys\n"
+            "    import aiosvc.web.keys\n",
+        },
     )
     assert read_imports(root)["aiosvc.models"] == {"aiosvc.web.keys": 3}
     assert read_imports(root)["aiosvc.web.keys"] == {"aiosvc.models": 1}
     assert violations(read_imports(root)) == [
         "aiosvc.models -> aiosvc.web.keys (line 3): models (floor 0) may not import web "
-        "(floor 4), above it"
+        "(floor 5), above it"
     ]
 
 
 def test_the_web_framework_in_the_core_is_reported(tmp_path: Path) -> None:
-    root = tmp_path / "aiosvc"
-    (root / "web").mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / "web" / "__init__.py").write_text("from aiohttp import web\n")
-    (root / "bus.py").write_text("import aiohttp\n\nfrom aiohttp import hdrs, web\n")
-    (root / "cache.py").write_text("from aiohttp.web_request import Request\n")
+    root = package(
+        tmp_path,
+        {
+            "web/__init__.py": "from aiohttp import web\n",
+            "bus.py": "import aiohttp\n\nfrom aiohttp import hdrs, web\n",
+            "cache.py": "from aiohttp.web_request import Request\n",
+        },
+    )
     assert core_web_imports(root) == [
         "aiosvc.bus (line 3) imports the web framework",
         "aiosvc.cache (line 1) imports the web framework",

@@ -15,7 +15,7 @@ from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import ResolveApproval
 from aiosvc.errors import Conflict, NotFound
-from aiosvc.models import Approval, ApprovalStatus, SessionStatus, is_valid_id, new_id
+from aiosvc.models import Approval, ApprovalStatus, SessionStatus, new_id
 from aiosvc.store.tables import APPROVALS, SESSIONS
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ class Gate:
     async def _set_waiting(self, approval: Approval) -> None:
         context = self._context
         async with context.lock(approval.session_id):
-            session = context.session_or_404(approval.session_id)
+            session = context.cache.require_session(approval.session_id)
             session = attrs.evolve(
                 session, status=SessionStatus.WAITING_APPROVAL, updated_at=utcnow()
             )
@@ -117,13 +117,9 @@ async def settle(
 
     ``why`` an approval expires: ``timeout`` or ``reply_stopped`` (cancelled, or shutdown).
     """
-    found = context.cache.approval(approval_id) if is_valid_id(approval_id) else None
-    if found is None:
-        raise NotFound.of("approval", approval_id)
+    found = context.cache.require_approval(approval_id)
     async with context.lock(found.session_id):
-        current = context.cache.approval(approval_id)
-        if current is None:
-            raise NotFound.of("approval", approval_id)
+        current = context.cache.require_approval(approval_id)
         if current.status is not ApprovalStatus.PENDING:
             raise Conflict(
                 f"approval {approval_id!r} is already {current.status.value}",

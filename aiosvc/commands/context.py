@@ -19,9 +19,8 @@ from aiosvc.cache import Cache
 from aiosvc.commands.jobs import Lanes
 from aiosvc.commands.locks import Held, KeyedLocks
 from aiosvc.config import LimitsConfig
-from aiosvc.errors import NotFound
 from aiosvc.metrics import Metrics
-from aiosvc.models import Command, Message, Session, is_valid_id
+from aiosvc.models import Command, Message, Session
 from aiosvc.store import Store
 
 
@@ -70,13 +69,6 @@ class Context:
     def lock(self, session_id: str) -> Held:
         """Hold the lock that serialises changes to one session (``async with``)."""
         return self.locks.hold(session_id)
-
-    def session_or_404(self, session_id: str) -> Session:
-        """The session, or :class:`NotFound` (a malformed id is simply not found)."""
-        session = self.cache.session(session_id) if is_valid_id(session_id) else None
-        if session is None:
-            raise NotFound.of("session", session_id)
-        return session
 
     def publish_session(self, type_: str, session: Session) -> None:
         """Publish a session lifecycle event on ``sessions`` and the session's own topic."""

@@ -30,6 +30,7 @@ from aiosvc.models import (
     SessionStatus,
     new_id,
 )
+from aiosvc.rules import length_error
 from aiosvc.store import INTERRUPTED, StoreError
 from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
 
@@ -44,15 +45,15 @@ def check_content(context: Context, content: str) -> None:
     """Refuse empty content, or content over the configured length."""
     limit = context.limits.max_content_chars
     if not 1 <= len(content) <= limit:
-        raise ValidationFailed({"content": f"must be 1 to {limit} characters"})
+        raise ValidationFailed({"content": length_error(1, limit)})
 
 
 async def send(context: Context, command: SendMessage) -> Accepted:
     """Store the user message and journal its reply durably, then queue the reply."""
-    context.session_or_404(command.session_id)
+    context.cache.require_session(command.session_id)
     check_content(context, command.content)
     async with context.lock(command.session_id):
-        session = context.session_or_404(command.session_id)
+        session = context.cache.require_session(command.session_id)
         if session.status is SessionStatus.ENDED:
             raise SessionEnded(f"session {session.id!r} has ended and takes no more messages")
         now = utcnow()
@@ -267,7 +268,7 @@ async def _stream(context: Context, agent: Agent, turn: Turn, chunks: list[str])
 async def cancel(context: Context, command: CancelReplies) -> Cancelled:
     """Stop the running reply and cancel the queued ones; say which replies that touched."""
     async with context.lock(command.session_id):
-        session = context.session_or_404(command.session_id)
+        session = context.cache.require_session(command.session_id)
         stopped = await cancel_jobs(context, session.id)
     return Cancelled(session_id=command.session_id, cancelled=tuple(stopped))
 
@@ -276,7 +277,7 @@ async def cancel_jobs(context: Context, session_id: str, *, ending: bool = False
     """Cancel a session's queued replies (recorded as cancelled messages) and stop its running
     one; with ``ending``, the session is recorded ended in the same write. The caller holds
     the session's lock. Return the replies' ids. If the write fails, nothing changed."""
-    session = context.session_or_404(session_id)
+    session = context.cache.require_session(session_id)
     queued = context.lanes.take_queued(session_id)  # so none starts while they are recorded
     try:
         if queued or ending:

@@ -12,6 +12,7 @@ from aiosvc.commands.context import Context
 from aiosvc.commands.types import CreateSession, DeleteSession, EndSession, UpdateSession
 from aiosvc.errors import Unprocessable, ValidationFailed
 from aiosvc.models import Session, SessionStatus, new_id
+from aiosvc.rules import MAX_PROJECT_CHARS, MIN_PROJECT_CHARS, length_error
 from aiosvc.store.tables import SESSIONS
 
 log = structlog.get_logger(__name__)
@@ -21,14 +22,15 @@ def check_title(context: Context, title: str | None) -> None:
     """Refuse a title over the configured length."""
     limit = context.limits.max_title_chars
     if title is not None and len(title) > limit:
-        raise ValidationFailed({"title": f"must be at most {limit} characters"})
+        raise ValidationFailed({"title": length_error(0, limit)})
 
 
 async def create(context: Context, command: CreateSession) -> Session:
     """Create a session with the named (or default) agent."""
     check_title(context, command.title)
-    if command.project is not None and not 1 <= len(command.project) <= 200:
-        raise ValidationFailed({"project": "must be 1 to 200 characters"})
+    project = command.project
+    if project is not None and not MIN_PROJECT_CHARS <= len(project) <= MAX_PROJECT_CHARS:
+        raise ValidationFailed({"project": length_error(MIN_PROJECT_CHARS, MAX_PROJECT_CHARS)})
     agent = command.agent if command.agent is not None else context.agents.default
     if context.agents.get(agent) is None:
         raise Unprocessable(
@@ -53,10 +55,10 @@ async def create(context: Context, command: CreateSession) -> Session:
 
 async def update(context: Context, command: UpdateSession) -> Session:
     """Rename a session."""
-    context.session_or_404(command.session_id)
+    context.cache.require_session(command.session_id)
     check_title(context, command.title)
     async with context.lock(command.session_id):
-        session = context.session_or_404(command.session_id)
+        session = context.cache.require_session(command.session_id)
         session = attrs.evolve(session, title=command.title, updated_at=utcnow())
         await context.store.write([SESSIONS.save(session)])
         context.publish_session("session.updated", session)
@@ -69,12 +71,12 @@ async def end(context: Context, command: EndSession) -> Session:
     Ending an ended session changes nothing and answers it as it is.
     """
     async with context.lock(command.session_id):
-        session = context.session_or_404(command.session_id)
+        session = context.cache.require_session(command.session_id)
         if session.status is SessionStatus.ENDED:
             return session
         # One write: its queued replies cancelled and the session ended, or nothing changed.
         stopped = await replies.cancel_jobs(context, session.id, ending=True)
-        session = context.session_or_404(command.session_id)
+        session = context.cache.require_session(command.session_id)
     log.info("session_ended", session_id=session.id, replies_cancelled=len(stopped))
     return session
 
@@ -82,7 +84,7 @@ async def end(context: Context, command: EndSession) -> Session:
 async def delete(context: Context, command: DeleteSession) -> None:
     """Delete a session with its messages, commands and approvals."""
     async with context.lock(command.session_id):
-        session = context.session_or_404(command.session_id)
+        session = context.cache.require_session(command.session_id)
         await context.store.write([SESSIONS.delete(session.id)])
         # Only once it is gone for good (a failed write leaves it, and its replies, as they were)
         replies.drop_jobs(context, session.id)

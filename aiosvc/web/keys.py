@@ -13,6 +13,7 @@ from aiosvc.bus import Bus
 from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
 from aiosvc.config import Settings
+from aiosvc.core import Core
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
 from aiosvc.web.security import Gate
@@ -20,6 +21,8 @@ from aiosvc.web.streams import OpenStreams
 
 #: The configuration in effect: ``app[SETTINGS].config`` (replaced by each reload).
 SETTINGS = web.AppKey("settings", Settings)
+#: The core's parts together (each also under its own key, for the handlers).
+CORE = web.AppKey("core", Core)
 DATABASE = web.AppKey("database", Database)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", Bus)

@@ -22,9 +22,9 @@ import orjson
 from aiohttp import web
 
 from aiosvc import __version__
-from aiosvc.commands.hooks import HOOK_TYPE
 from aiosvc.config import Config, LimitsConfig
 from aiosvc.models import ID_PATTERN
+from aiosvc.rules import HOOK_TYPE, MAX_PROJECT_CHARS, MIN_PROJECT_CHARS
 from aiosvc.web.bodies import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
 from aiosvc.web.keys import SETTINGS
@@ -110,7 +110,7 @@ PAGING = (
 #: Constraints the handlers check beyond the type, by (body class, field).
 FIELD_KEYWORDS: dict[tuple[type, str], dict[str, Any]] = {
     (SessionCreate, "title"): {"maxLength": Limit("max_title_chars")},
-    (SessionCreate, "project"): {"minLength": 1, "maxLength": 200},
+    (SessionCreate, "project"): {"minLength": MIN_PROJECT_CHARS, "maxLength": MAX_PROJECT_CHARS},
     (SessionPatch, "title"): {"maxLength": Limit("max_title_chars")},
     (MessageCreate, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},
     (SendMessageOp, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},

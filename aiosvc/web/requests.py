@@ -9,6 +9,7 @@ from aiohttp import web
 
 from aiosvc.convert import loads, structure
 from aiosvc.errors import BadRequest, InvalidParameter
+from aiosvc.rules import MAX_FILTER_CHARS, length_error
 
 T = TypeVar("T")
 
@@ -66,9 +67,9 @@ def choice(request: web.Request, name: str, enum: type[StrEnum]) -> str | None:
     return raw
 
 
-def text(request: web.Request, name: str, max_length: int = 200) -> str | None:
+def text(request: web.Request, name: str, max_length: int = MAX_FILTER_CHARS) -> str | None:
     """Read an optional free-text query parameter."""
     raw = request.query.get(name)
     if raw is not None and not 1 <= len(raw) <= max_length:
-        raise InvalidParameter(name, f"must be 1 to {max_length} characters")
+        raise InvalidParameter(name, length_error(1, max_length))
     return raw

@@ -12,8 +12,8 @@ from aiosvc.commands.types import (
     SendMessage,
     UpdateSession,
 )
-from aiosvc.errors import NotFound
-from aiosvc.models import Message, Session, SessionStatus, is_valid_id
+from aiosvc.models import Message, Session, SessionStatus
+from aiosvc.rules import MAX_FILTER_CHARS
 from aiosvc.web import requests
 from aiosvc.web.bodies import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.web.keys import CACHE, COMMAND_SERVICE, SETTINGS
@@ -22,15 +22,12 @@ from aiosvc.web.responses import JSON, ok, raw_ok, raw_page
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/sessions"
+FILTER = {"minLength": 1, "maxLength": MAX_FILTER_CHARS}
 
 
 def session_from_path(request: web.Request) -> Session:
     """The session named by the route's ``{id}``, or 404."""
-    session_id = request.match_info["id"]
-    session = request.app[CACHE].session(session_id) if is_valid_id(session_id) else None
-    if session is None:
-        raise NotFound.of("session", session_id)
-    return session
+    return request.app[CACHE].require_session(request.match_info["id"])
 
 
 @routes.get(BASE)
@@ -39,8 +36,8 @@ def session_from_path(request: web.Request) -> Session:
     params=[
         *PAGING,
         Param("status", SessionStatus, "Only sessions in this state."),
-        Param("project", str, "Only this project's sessions.", {"minLength": 1, "maxLength": 200}),
-        Param("computer", str, "Only this computer's.", {"minLength": 1, "maxLength": 200}),
+        Param("project", str, "Only this project's sessions.", FILTER),
+        Param("computer", str, "Only this computer's.", FILTER),
     ],
 )
 async def list_sessions(request: web.Request) -> web.Response:

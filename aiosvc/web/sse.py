@@ -12,6 +12,7 @@ from aiohttp_sse import EventSourceResponse
 
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
+from aiosvc.rules import MAX_TOPICS, TOPICS
 from aiosvc.web.connection import StreamConnection
 from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
@@ -73,8 +74,7 @@ class SSEStream(StreamConnection):
         Param(
             "topics",
             str,
-            "Comma-separated: 'sessions', 'approvals', 'hooks', 'system', '*' or "
-            "'session:<id>'; all events when absent.",
+            f"Comma-separated: {TOPICS}; all events when absent.",
         ),
         *RESUME,
     ],
@@ -83,12 +83,8 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     """Every event, or those of ``?topics=a,b``."""
     raw = request.query.get("topics")
     topics = [t for t in raw.split(",") if t] if raw is not None else [ALL]
-    if not topics or len(topics) > 256 or not all(is_valid_topic(t) for t in topics):
-        raise InvalidParameter(
-            "topics",
-            "expected a comma-separated list of 'sessions', 'approvals', 'hooks', 'system', "
-            "'*' or 'session:<id>'",
-        )
+    if not topics or len(topics) > MAX_TOPICS or not all(is_valid_topic(t) for t in topics):
+        raise InvalidParameter("topics", f"expected a comma-separated list of {TOPICS}")
     return await _stream(request, topics)
 
 

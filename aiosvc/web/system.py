@@ -130,8 +130,7 @@ async def list_approvals(request: web.Request) -> web.Response:
 async def resolve_approval(request: web.Request) -> web.Response:
     """Approve or deny a pending approval; a resolved one is 409."""
     approval_id = request.match_info["id"]
-    if not is_valid_id(approval_id) or request.app[CACHE].approval(approval_id) is None:
-        raise NotFound.of("approval", approval_id)
+    request.app[CACHE].require_approval(approval_id)  # 404 before the body is read
     body = await requests.body(request, ApprovalDecision)
     approval = await request.app[COMMAND_SERVICE].execute(
         ResolveApproval(approval_id=approval_id, decision=body.decision)

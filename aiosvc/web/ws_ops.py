@@ -16,6 +16,7 @@ from aiohttp import web
 from aiosvc.bus import is_valid_topic
 from aiosvc.commands.types import CancelReplies, ResolveApproval, SendMessage
 from aiosvc.errors import InvalidParameter, ValidationFailed
+from aiosvc.rules import MAX_TOPICS, TOPICS
 from aiosvc.web.bodies import (
     ApproveOp,
     CancelOp,
@@ -27,8 +28,6 @@ from aiosvc.web.bodies import (
 from aiosvc.web.frames import WebSocketFraming
 from aiosvc.web.keys import COMMAND_SERVICE
 from aiosvc.web.outbox import Outbox
-
-MAX_TOPICS = 256  # per subscribe op
 
 B = TypeVar("B")
 
@@ -150,5 +149,5 @@ def check_topics(topics: list[str]) -> None:
     if bad:
         raise ValidationFailed(
             {"topics": f"unknown topic(s): {', '.join(map(repr, bad[:5]))}"},
-            message="expected 'sessions', 'approvals', 'hooks', 'system', '*' or 'session:<id>'",
+            message=f"expected {TOPICS}",
         )
