@@ -35,10 +35,12 @@ FLOORS: tuple[frozenset[str], ...] = (
             "logthrottle",
             "metrics",
             "rules",
+            "paging",
             "systemd",
         }
     ),
     frozenset({"store", "bus", "agents"}),
+    frozenset({"history"}),  # pages of histories, read from the store for the cache
     frozenset({"cache"}),
     frozenset({"commands", "peers", "projects"}),
     frozenset({"core"}),  # the factory of the core (below web: it never imports aiohttp.web)
@@ -51,8 +53,8 @@ FLOORS: tuple[frozenset[str], ...] = (
 )
 #: Parts that import nothing outside themselves (the terminal client speaks only the wire).
 ISOLATED = frozenset({"client"})
-#: Below this floor is the core, which never imports the web framework.
-WEB_FLOOR = 5
+#: Below the web layer's floor is the core, which never imports the web framework.
+WEB_FLOOR = next(i for i, parts in enumerate(FLOORS) if "web" in parts)
 
 #: Today's known edges against the rules, each to be removed by the repair that ends it: this
 #: list only shrinks. An entry that is no longer an import, or no longer against the rules,
@@ -303,7 +305,7 @@ def test_an_import_up_a_floor_is_reported_with_its_line(graph: Imports) -> None:
     added = {**graph, "aiosvc.models": {**graph["aiosvc.models"], "aiosvc.web.sessions": 7}}
     assert violations(added, KNOWN) == [
         "aiosvc.models -> aiosvc.web.sessions (line 7): models (floor 0) may not import web "
-        "(floor 5), above it"
+        f"(floor {WEB_FLOOR}), above it"
     ]
     [circle] = circles(added, KNOWN)  # whatever else the new edge closes the circle through
     assert "aiosvc.models -> aiosvc.web.sessions -> " in circle + " -> " + circle
@@ -357,7 +359,7 @@ def test_type_checking_and_function_imports_count(tmp_path: Path) -> None:
     assert read_imports(root)["aiosvc.web.keys"] == {"aiosvc.models": 1}
     assert violations(read_imports(root)) == [
         "aiosvc.models -> aiosvc.web.keys (line 3): models (floor 0) may not import web "
-        "(floor 5), above it"
+        f"(floor {WEB_FLOOR}), above it"
     ]
 
 
