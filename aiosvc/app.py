@@ -14,16 +14,16 @@ from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, requests, sessions, sse, system, ws
+from aiosvc.web import configuration, params, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
+    ACCESS_GATE,
     AGENTS,
     BUS,
     CACHE,
     COMMAND_SERVICE,
     CORE,
     DATABASE,
-    GATE,
     METRICS,
     METRICS_REGISTRY,
     SETTINGS,
@@ -31,9 +31,9 @@ from aiosvc.web.keys import (
     STORE,
     STREAMS,
 )
-from aiosvc.web.security import Gate
+from aiosvc.web.open_streams import OpenStreams
+from aiosvc.web.security import AccessGate
 from aiosvc.web.server import HANDLER_ARGS
-from aiosvc.web.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     and flags); without it a reload finds nothing new.
     """
     settings = Settings(config, load)
-    gate = Gate(config.server)
+    gate = AccessGate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
         handler_args=dict(HANDLER_ARGS),
@@ -64,7 +64,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[AGENTS] = agents
     app[COMMAND_SERVICE] = commands
     streams = app[STREAMS] = OpenStreams()
-    app[GATE] = gate
+    app[ACCESS_GATE] = gate
     app[STARTED_AT] = time.monotonic()
     metrics.streams_open = streams.by_transport
     metrics.approvals_pending = lambda: len(cache.approvals(status=ApprovalStatus.PENDING))
@@ -99,7 +99,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
 
 def _first_page(config: Config) -> int:
     """The size of the unfiltered first page of sessions (served from the cache)."""
-    return min(requests.DEFAULT_LIMIT, config.limits.max_page_size)
+    return min(params.DEFAULT_LIMIT, config.limits.max_page_size)
 
 
 async def _core(app: web.Application) -> AsyncIterator[None]:

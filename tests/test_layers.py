@@ -31,8 +31,6 @@ FLOORS: tuple[frozenset[str], ...] = (
             "clock",
             "convert",
             "logs",
-            "log_output",
-            "logthrottle",
             "metrics",
             "rules",
             "paging",

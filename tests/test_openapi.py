@@ -22,7 +22,8 @@ from aiosvc.app import create_app
 from aiosvc.config import Config
 from aiosvc.web import bodies, ws_ops
 from aiosvc.web.front_door import NO_ROUTE
-from aiosvc.web.openapi import Page, document, document_json, metadata, operation
+from aiosvc.web.openapi import document, document_json
+from aiosvc.web.operation import Page, metadata, operation
 from aiosvc.web.security import OPEN_ROUTES, STREAM_ROUTES
 from tests.conftest import ClientFactory
 from tests.helpers import Client, create_session

@@ -25,7 +25,7 @@ def _topics(approval: Approval) -> tuple[str, str]:
     return ("approvals", session_topic(approval.session_id))
 
 
-class Gate:
+class ReplyApprovals:
     """Puts one reply's tool calls to a person and waits for the answer."""
 
     def __init__(self, context: Context, job: Job) -> None:

@@ -15,7 +15,7 @@ from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands import durable, endings
-from aiosvc.commands.approvals import Gate
+from aiosvc.commands.approvals import ReplyApprovals
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
@@ -222,7 +222,7 @@ async def _turn(context: Context, job: Job) -> Turn:
         session=session,
         prompt=prompt,
         reply_id=job.reply_id,
-        approvals=Gate(context, job),
+        approvals=ReplyApprovals(context, job),
         load_history=history,
     )
 

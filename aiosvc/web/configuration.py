@@ -11,7 +11,7 @@ from aiosvc.config import ConfigError
 from aiosvc.config.live import document
 from aiosvc.errors import InvalidConfig
 from aiosvc.web.keys import SETTINGS
-from aiosvc.web.openapi import operation
+from aiosvc.web.operation import operation
 from aiosvc.web.responses import ok
 
 routes = web.RouteTableDef()

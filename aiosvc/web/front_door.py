@@ -42,9 +42,9 @@ from aiosvc.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from aiosvc.logthrottle import Throttled
+from aiosvc.logs.throttle import Throttled
 from aiosvc.metrics import Metrics, RouteStats
-from aiosvc.web import requests
+from aiosvc.web import params
 from aiosvc.web.limits import (
     ConnectionRates,
     Places,
@@ -53,7 +53,7 @@ from aiosvc.web.limits import (
     long_lived_places,
 )
 from aiosvc.web.responses import error_response
-from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES, Gate, cors_headers
+from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES, AccessGate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -98,7 +98,9 @@ class FrontDoor:
     """The checks every request passes before its handler: it gives the request an id, runs
     the checks, maps every failure to the error envelope, and writes the request's log line."""
 
-    def __init__(self, limits: LimitsConfig, gate: Gate, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, limits: LimitsConfig, gate: AccessGate, metrics: Metrics | None = None
+    ) -> None:
         self.gate = gate
         self.metrics = metrics or Metrics()
         self.max_body_bytes = limits.max_body_bytes
@@ -273,7 +275,7 @@ class FrontDoor:
         places = self.places
 
         async def held(request: web.Request) -> web.StreamResponse:
-            if waits_only and not requests.boolean(request, "wait"):
+            if waits_only and not params.boolean(request, "wait"):
                 return await handler(request)
             owner = credential.get()
             over = places.take(owner)

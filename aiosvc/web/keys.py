@@ -16,8 +16,8 @@ from aiosvc.config import Settings
 from aiosvc.core import Core
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
-from aiosvc.web.security import Gate
-from aiosvc.web.streams import OpenStreams
+from aiosvc.web.open_streams import OpenStreams
+from aiosvc.web.security import AccessGate
 
 #: The configuration in effect: ``app[SETTINGS].config`` (replaced by each reload).
 SETTINGS = web.AppKey("settings", Settings)
@@ -31,7 +31,7 @@ AGENTS = web.AppKey("agents", AgentRegistry)
 #: The command service (not ``store.tables.COMMANDS``, the table of commands).
 COMMAND_SERVICE = web.AppKey("commands", CommandService)
 STREAMS = web.AppKey("streams", OpenStreams)
-GATE = web.AppKey("gate", Gate)
+ACCESS_GATE = web.AppKey("access_gate", AccessGate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
 METRICS = web.AppKey("metrics", Metrics)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)  # what /metrics shows

@@ -14,10 +14,10 @@ from aiosvc.commands.types import (
 )
 from aiosvc.models import Message, Session, SessionStatus
 from aiosvc.rules import MAX_FILTER_CHARS
-from aiosvc.web import requests
+from aiosvc.web import params
 from aiosvc.web.bodies import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.web.keys import CACHE, COMMAND_SERVICE, SETTINGS
-from aiosvc.web.openapi import PAGING, Page, Param, operation
+from aiosvc.web.operation import PAGING, Page, Param, operation
 from aiosvc.web.responses import JSON, ok, raw_ok, raw_page
 
 routes = web.RouteTableDef()
@@ -45,10 +45,10 @@ async def list_sessions(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     if not request.query_string:  # the common case, served from one cached body
         return web.Response(body=cache.first_sessions_page(), content_type=JSON)
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
-    status = requests.choice(request, "status", SessionStatus)
-    project = requests.text(request, "project")
-    computer = requests.text(request, "computer")
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    status = params.choice(request, "status", SessionStatus)
+    project = params.text(request, "project")
+    computer = params.text(request, "computer")
     if status is None and project is None and computer is None:
         everything = cache.sessions_json()
         page = everything[offset : offset + limit]
@@ -64,7 +64,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 )
 async def create_session(request: web.Request) -> web.Response:
     """Create a session; answers 201 with its ``Location``."""
-    body = await requests.body(request, SessionCreate)
+    body = await params.body(request, SessionCreate)
     session = await request.app[COMMAND_SERVICE].execute(
         CreateSession(title=body.title, agent=body.agent, project=body.project)
     )
@@ -83,7 +83,7 @@ async def get_session(request: web.Request) -> web.Response:
 async def patch_session(request: web.Request) -> web.Response:
     """Rename a session."""
     session_id = session_from_path(request).id
-    body = await requests.body(request, SessionPatch)
+    body = await params.body(request, SessionPatch)
     return ok(
         await request.app[COMMAND_SERVICE].execute(
             UpdateSession(session_id=session_id, title=body.title)
@@ -113,7 +113,7 @@ async def delete_session(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
     session_id = session_from_path(request).id
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     cache = request.app[CACHE]
     history = await cache.history(session_id)
     shown = [cache.json(m) for m in history[offset : offset + limit]]
@@ -131,8 +131,8 @@ async def list_messages(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     """Send a message: 202 once it is stored, or with ``?wait=true`` 200 with the reply."""
     session_id = session_from_path(request).id
-    wait = requests.boolean(request, "wait")
-    body = await requests.body(request, MessageCreate)
+    wait = params.boolean(request, "wait")
+    body = await params.body(request, MessageCreate)
     accepted = await request.app[COMMAND_SERVICE].execute(
         SendMessage(session_id=session_id, content=body.content)
     )

@@ -13,13 +13,13 @@ from aiohttp_sse import EventSourceResponse
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
 from aiosvc.rules import MAX_TOPICS, TOPICS
-from aiosvc.web.connection import StreamConnection
 from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
 from aiosvc.web.keys import BUS, METRICS, SETTINGS, STREAMS
-from aiosvc.web.openapi import MAX_OFFSET, Param, operation
+from aiosvc.web.operation import MAX_OFFSET, Param, operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
+from aiosvc.web.stream import StreamConnection
 
 routes = web.RouteTableDef()
 FRAMING = SSEFraming()

@@ -13,20 +13,20 @@ from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
 from aiosvc.store import StorageFull
-from aiosvc.web import openapi, requests
+from aiosvc.web import openapi, params
 from aiosvc.web.bodies import ApprovalDecision, HookCreate
 from aiosvc.web.front_door import credential
 from aiosvc.web.keys import (
+    ACCESS_GATE,
     AGENTS,
     CACHE,
     COMMAND_SERVICE,
     DATABASE,
-    GATE,
     METRICS_REGISTRY,
     SETTINGS,
     STARTED_AT,
 )
-from aiosvc.web.openapi import PAGING, Page, Param, Raw, Text, operation
+from aiosvc.web.operation import PAGING, Page, Param, Raw, Text, operation
 from aiosvc.web.responses import JSON, ok, page
 
 routes = web.RouteTableDef()
@@ -68,7 +68,7 @@ async def metrics(request: web.Request) -> web.Response:
 @operation(responses={200: Page(AGENT)}, params=PAGING)
 async def list_agents(request: web.Request) -> web.Response:
     """The configured agents with their kind and non-secret settings."""
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
 
 
@@ -76,7 +76,7 @@ async def list_agents(request: web.Request) -> web.Response:
 @operation(responses={201: {"ticket": str, "expires_at": str}})
 async def issue_ticket(request: web.Request) -> web.Response:
     """A single-use ticket for a WebSocket or EventSource URL (``?ticket=``), valid 60 s."""
-    ticket, expires_at = request.app[GATE].tickets.issue(credential.get())
+    ticket, expires_at = request.app[ACCESS_GATE].tickets.issue(credential.get())
     return ok({"ticket": ticket, "expires_at": expires_at}, status=201)
 
 
@@ -88,7 +88,7 @@ async def issue_ticket(request: web.Request) -> web.Response:
 )
 async def post_hook(request: web.Request) -> web.Response:
     """Publish an external event as ``hook.<type>``; answers 202 with its event id."""
-    body = await requests.body(request, HookCreate)
+    body = await params.body(request, HookCreate)
     event = await request.app[COMMAND_SERVICE].execute(
         PublishHook(type=body.type, session_id=body.session_id, data=body.data)
     )
@@ -117,10 +117,10 @@ async def get_command(request: web.Request) -> web.Response:
 )
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals, newest first, filtered by status and session."""
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     approvals = request.app[CACHE].approvals(
-        status=requests.choice(request, "status", ApprovalStatus),
-        session_id=requests.text(request, "session_id", 64),
+        status=params.choice(request, "status", ApprovalStatus),
+        session_id=params.text(request, "session_id", 64),
     )
     return page(approvals, limit=limit, offset=offset)
 
@@ -131,7 +131,7 @@ async def resolve_approval(request: web.Request) -> web.Response:
     """Approve or deny a pending approval; a resolved one is 409."""
     approval_id = request.match_info["id"]
     request.app[CACHE].require_approval(approval_id)  # 404 before the body is read
-    body = await requests.body(request, ApprovalDecision)
+    body = await params.body(request, ApprovalDecision)
     approval = await request.app[COMMAND_SERVICE].execute(
         ResolveApproval(approval_id=approval_id, decision=body.decision)
     )

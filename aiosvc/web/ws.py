@@ -15,14 +15,14 @@ from aiosvc.config import Config
 from aiosvc.convert import INT_LIMIT, loads, structure, unstructure
 from aiosvc.errors import AppError, ValidationFailed
 from aiosvc.web import ws_ops
-from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.frames import WebSocketFraming, websocket_text
 from aiosvc.web.front_door import stamp
 from aiosvc.web.keys import BUS, METRICS, SETTINGS, STREAMS
 from aiosvc.web.limits import TokenBucket
-from aiosvc.web.openapi import operation
+from aiosvc.web.operation import operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
+from aiosvc.web.stream import CLOSE_TIMEOUT_S, StreamConnection
 from aiosvc.web.ws_ops import ACKED, OPS
 
 log = structlog.get_logger(__name__)
