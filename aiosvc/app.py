@@ -1,4 +1,9 @@
-"""``create_app(config)``: the one place that wires the service together (tests use it too)."""
+"""``create_app(config)``: the one place that wires the service together (tests use it too).
+
+Coupling to aiohttp's internals (marked ``# aiohttp-internals:``): a reload sets the body
+size limit through ``Application._client_max_size``, which aiohttp reads per request (pinned
+by ``tests/test_reload.py``, whose bodies over the old and the new limit get their answers).
+"""
 
 from __future__ import annotations
 
@@ -82,7 +87,8 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         per request or per stream, from ``app[SETTINGS]``, needs nothing)."""
         gate.reconfigure(new.server)
         door.reconfigure(new.limits)
-        app._client_max_size = new.limits.max_body_bytes  # aiohttp reads it per request
+        # aiohttp-internals: the body size limit, read per request (no public setter).
+        app._client_max_size = new.limits.max_body_bytes
         cache.reconfigure(_first_page(new))
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)

@@ -122,16 +122,35 @@ class FrontDoor:
         self.places.per_credential_limit = limits.max_streams_per_credential
 
     def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
-        """Register every route of ``tables`` behind the door, then the catch-all."""
+        """Register every route of ``tables`` behind the door, then the catch-all.
+
+        The router must be empty: a route registered before would skip every check (and one
+        registered after is shadowed by the catch-all).
+        """
+        if len(router.resources()):
+            raise RuntimeError(
+                "the front door registers every route: this router already has routes, "
+                "which no check would guard"
+            )
         for table in tables:
             for definition in table:
-                assert isinstance(definition, web.RouteDef), definition
-                route = router.add_resource(definition.path).canonical
-                guarded = self.guard(definition.handler, route, definition.method)
-                attrs.evolve(definition, handler=guarded).register(router)
+                if not isinstance(definition, web.RouteDef):
+                    raise TypeError(f"only routes go behind the front door: {definition!r}")
+                self._add(router, definition)
         fallback = self.guard(self.no_route, None)
         # [\s\S], not ".": a path may hold an encoded newline (/x%0ay), which "." skips
         router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", fallback, name=NO_ROUTE)
+
+    def _add(self, router: web.UrlDispatcher, definition: web.RouteDef) -> None:
+        """One route, through aiohttp's public API: its resource (the path's), then the
+        guarded handler on it (with HEAD beside GET, as ``router.add_get`` does)."""
+        options = dict(definition.kwargs)
+        resource = router.add_resource(definition.path, name=options.pop("name", None))
+        allow_head = options.pop("allow_head", True) and definition.method == hdrs.METH_GET
+        guarded = self.guard(definition.handler, resource.canonical, definition.method)
+        if allow_head:
+            resource.add_route(hdrs.METH_HEAD, guarded, **options)
+        resource.add_route(definition.method, guarded, **options)
 
     def guard(self, handler: Handler, route: str | None, method: str = hdrs.METH_ANY) -> Handler:
         """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""

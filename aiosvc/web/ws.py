@@ -1,4 +1,12 @@
-"""The WebSocket streams: ``/api/v1/ws`` (multiplexed) and ``/api/v1/sessions/{id}/ws``."""
+"""The WebSocket streams: ``/api/v1/ws`` (multiplexed) and ``/api/v1/sessions/{id}/ws``.
+
+Couplings to how aiohttp writes a WebSocket (marked ``# aiohttp-internals:``): while a client
+keeps up, text frames built by :func:`~aiosvc.web.frames.websocket_text` go straight to the
+transport (:meth:`WebSocketStream.write_now`), past aiohttp's writer, which assumes that the
+socket is not compressed (checked when the stream starts: :func:`uncompressed`) and that
+aiohttp's writer holds nothing back between frames, so direct frames and its own (pings,
+close) never interleave mid-frame (pinned by ``tests/test_frames.py``).
+"""
 
 from __future__ import annotations
 
@@ -64,6 +72,7 @@ class WebSocketStream(StreamConnection):
         """Write each frame as one text message, all in one write (the socket is not
         compressed, so the frames are what :meth:`send` would write)."""
         assert self.transport is not None  # writable() said so
+        # aiohttp-internals: past aiohttp's writer, framed as it frames an uncompressed text.
         if len(frames) == 1:
             self.transport.write(websocket_text(frames[0]))
         else:
@@ -206,6 +215,13 @@ class WebSocketStream(StreamConnection):
         return session_id
 
 
+def uncompressed(ws: web.WebSocketResponse) -> web.WebSocketResponse:
+    """``ws``, refused if it is compressed: its frames are written directly, uncompressed."""
+    if ws.compress:
+        raise RuntimeError("a WebSocket whose frames are written directly cannot be compressed")
+    return ws
+
+
 def _why_closed(error: object) -> str:
     """Why the socket ended, from the error aiohttp saw, if any (when the server closed it,
     the reason was recorded as it did: this is then the client's side closing). A missed
@@ -259,7 +275,7 @@ async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
         raise AppError("this route needs a WebSocket upgrade", code="upgrade_required", status=426)
     stamp(ws)
     await ws.prepare(request)
-    stream = WebSocketStream(request, ws, bound, config)
+    stream = WebSocketStream(request, uncompressed(ws), bound, config)
     streams = request.app[STREAMS]
     streams.add(stream)
     try:
