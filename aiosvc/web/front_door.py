@@ -40,7 +40,6 @@ from aiosvc.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
-    UnsupportedMediaType,
 )
 from aiosvc.logs.throttle import Throttled
 from aiosvc.metrics import Metrics, RouteStats
@@ -286,7 +285,7 @@ class FrontDoor:
             raise RateLimited(
                 "too many writes: slow down", headers={"Retry-After": str(math.ceil(wait))}
             )
-        check_body(request, self.max_body_bytes)
+        params.check_body(request, self.max_body_bytes)
 
     def long_lived(self, handler: Handler, *, waits_only: bool) -> Handler:
         """``handler`` holding a place while it runs (``waits_only``: only when asked to
@@ -389,18 +388,3 @@ def _from_http(exc: web.HTTPException) -> AppError:
         return PayloadTooLarge("the request body is over the size limit")
     code = re.sub(r"[^a-z0-9]+", "_", exc.reason.lower()).strip("_") or "error"
     return AppError(exc.reason, code=code, status=exc.status)
-
-
-def check_body(request: web.Request, max_bytes: int) -> None:
-    """Refuse a body that is not ``application/json`` (415) or is declared too large (413)."""
-    if request.body_exists:
-        charset = (request.charset or "utf-8").lower()
-        if request.content_type != "application/json" or charset != "utf-8":
-            raise UnsupportedMediaType(
-                "a request body must be JSON sent as 'Content-Type: application/json'"
-            )
-        if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
-            raise UnsupportedMediaType("a request body must not be compressed (Content-Encoding)")
-        length = request.content_length
-        if length is not None and length > max_bytes:
-            raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")
