@@ -11,10 +11,13 @@ and the terminal client imports nothing of the server.
 from __future__ import annotations
 
 import ast
+import io
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
+from docutils.core import publish_doctree
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aiosvc"
 
@@ -374,3 +377,22 @@ def test_the_web_framework_in_the_core_is_reported(tmp_path: Path) -> None:
         "aiosvc.bus (line 3) imports the web framework",
         "aiosvc.cache (line 1) imports the web framework",
     ]
+
+
+def documented_floors(text: str) -> list[frozenset[str]]:
+    """The floors of the table in the architecture notes' 'Layers' section."""
+    section = text.split("\nLayers\n------\n", 1)[1].split("\n-----", 1)[0]
+    rows = re.findall(r"^(\d+) +(\S.*)$", section, re.MULTILINE)
+    assert [int(number) for number, _ in rows] == list(range(len(rows))), rows
+    return [frozenset(p.strip() for p in parts.split(",")) for _, parts in rows]
+
+
+def test_the_architecture_notes_show_these_floors() -> None:
+    notes = PACKAGE.parent / "docs" / "architecture.rst"
+    warnings = io.StringIO()
+    settings = {"warning_stream": warnings, "report_level": 2, "halt_level": 5}
+    publish_doctree(notes.read_text(), source_path=str(notes), settings_overrides=settings)
+    assert warnings.getvalue() == ""  # it renders cleanly
+    assert documented_floors(notes.read_text()) == list(FLOORS)
+    table = "\nLayers\n------\n\n=====\n0  models, bus\n1  web\n=====\n\n-----"
+    assert documented_floors(table) == [frozenset({"models", "bus"}), frozenset({"web"})]
