@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import attrs
 
@@ -32,6 +33,8 @@ from aiosvc.models import (
     is_valid_id,
 )
 from aiosvc.store import Store
+
+T = TypeVar("T")
 
 
 class Cache:
@@ -111,10 +114,7 @@ class Cache:
 
     def require_session(self, session_id: str) -> Session:
         """The session, or :class:`NotFound` (a malformed id is simply not found)."""
-        session = self._sessions.get(session_id) if is_valid_id(session_id) else None
-        if session is None:
-            raise NotFound.of("session", session_id)
-        return session
+        return _require(self._sessions, "session", session_id)
 
     def sessions(
         self, *, status: str | None = None, project: str | None = None, computer: str | None = None
@@ -224,10 +224,7 @@ class Cache:
 
     def require_approval(self, approval_id: str) -> Approval:
         """The approval, or :class:`NotFound` (a malformed id is simply not found)."""
-        approval = self._approvals.get(approval_id) if is_valid_id(approval_id) else None
-        if approval is None:
-            raise NotFound.of("approval", approval_id)
-        return approval
+        return _require(self._approvals, "approval", approval_id)
 
     def approvals(
         self, *, status: str | None = None, session_id: str | None = None
@@ -292,6 +289,14 @@ class Cache:
     def _on_approval(self, event: Event) -> None:
         approval: Approval = event.obj
         self._approvals[approval.id] = approval
+
+
+def _require(found: Mapping[str, T], kind: str, item_id: str) -> T:
+    """The ``kind`` named ``item_id``, or :class:`NotFound` (a malformed id too)."""
+    item = found.get(item_id) if is_valid_id(item_id) else None
+    if item is None:
+        raise NotFound.of(kind, item_id)
+    return item
 
 
 def _retrieve(task: asyncio.Task[dict[str, Message]]) -> None:
