@@ -87,10 +87,22 @@ def _json_access(stream: Any, level: str) -> AccessLine:
         flush_due = False
         flush()
 
-    def line(*given: Any) -> None:
+    def line(
+        request_id: str,
+        method: str,
+        path: str,
+        route: str | None,
+        status: int,
+        duration_ms: float,
+        remote: str | None,
+    ) -> None:
         nonlocal flush_due
-        fields = request_fields(*given)
-        fields.update(event="request", level=level, logger="aiosvc.access", timestamp=utcnow())
+        # Positional arguments and item assignments: this runs for every request.
+        fields = request_fields(request_id, method, path, route, status, duration_ms, remote)
+        fields["event"] = "request"
+        fields["level"] = level
+        fields["logger"] = "aiosvc.access"
+        fields["timestamp"] = utcnow()
         try:
             data = dumps(fields, option=option)
         except TypeError:  # lone surrogates: only aiohttp's pure-Python parser lets them in
