@@ -1,4 +1,9 @@
-"""``create_app(config)``: the one place that wires the service together (tests use it too)."""
+"""``create_app(config)``: the one place that wires the service together (tests use it too).
+
+Coupling to aiohttp's internals (marked ``# aiohttp-internals:``): a reload sets the body
+size limit through ``Application._client_max_size``, which aiohttp reads per request (pinned
+by ``tests/test_reload.py``, whose bodies over the old and the new limit get their answers).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,20 @@ import structlog
 from aiohttp import web
 
 from aiosvc import logs
-from aiosvc.agents import AgentRegistry
-from aiosvc.bus import Bus
-from aiosvc.cache import Cache
-from aiosvc.commands.service import CommandService
-from aiosvc.commands.startup import Startup
 from aiosvc.config import Config, Settings
-from aiosvc.keys import (
+from aiosvc.core import build_core
+from aiosvc.metrics import Metrics
+from aiosvc.models import ApprovalStatus
+from aiosvc.web import configuration, params, sessions, sse, system, ws
+from aiosvc.web.front_door import FrontDoor
+from aiosvc.web.keys import (
+    ACCESS_GATE,
     AGENTS,
     BUS,
     CACHE,
-    COMMANDS,
+    COMMAND_SERVICE,
+    CORE,
     DATABASE,
-    GATE,
     METRICS,
     METRICS_REGISTRY,
     SETTINGS,
@@ -30,19 +36,12 @@ from aiosvc.keys import (
     STORE,
     STREAMS,
 )
-from aiosvc.metrics import Metrics
-from aiosvc.models import ApprovalStatus
-from aiosvc.store import Database, Store
-from aiosvc.web import configuration, requests, sessions, sse, system, ws
-from aiosvc.web.front_door import FrontDoor
-from aiosvc.web.security import Gate
+from aiosvc.web.open_streams import OpenStreams
+from aiosvc.web.security import AccessGate
 from aiosvc.web.server import HANDLER_ARGS
-from aiosvc.web.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
 
-#: Event ids reserved in the store at a time (see :class:`aiosvc.bus.Bus`).
-EVENT_ID_BLOCK = 1 << 20
 #: How long closing every open stream may take at shutdown.
 STREAM_CLOSE_TIMEOUT_S = 5.0
 
@@ -54,40 +53,23 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     and flags); without it a reload finds nothing new.
     """
     settings = Settings(config, load)
-    gate = Gate(config.server)
+    gate = AccessGate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
         handler_args=dict(HANDLER_ARGS),
     )
     metrics = Metrics()
-    database = Database(config.storage.db, metrics)
-    store = Store(database)
-    bus = Bus(
-        buffer_size=config.events.buffer_size,
-        max_bytes=config.events.max_bytes,
-        block=EVENT_ID_BLOCK,
-        metrics=metrics,
-    )
-    cache = Cache(store, bus, max_bytes=config.cache.max_bytes, first_page_size=_first_page(config))
-    agents = AgentRegistry.from_config(config.agents)
+    core = app[CORE] = build_core(config, metrics=metrics, first_page_size=_first_page(config))
+    cache, agents, commands = core.cache, core.agents, core.commands
     app[SETTINGS] = settings
-    app[DATABASE] = database
-    app[STORE] = store
-    app[BUS] = bus
+    app[DATABASE] = core.database
+    app[STORE] = core.store
+    app[BUS] = bus = core.bus
     app[CACHE] = cache
     app[AGENTS] = agents
-    app[COMMANDS] = commands = CommandService(
-        store=store,
-        bus=bus,
-        cache=cache,
-        agents=agents,
-        limits=config.limits,
-        computer=config.server.computer,
-        approval_timeout_s=config.approvals.timeout_s,
-        metrics=metrics,
-    )
+    app[COMMAND_SERVICE] = commands
     streams = app[STREAMS] = OpenStreams()
-    app[GATE] = gate
+    app[ACCESS_GATE] = gate
     app[STARTED_AT] = time.monotonic()
     metrics.streams_open = streams.by_transport
     metrics.approvals_pending = lambda: len(cache.approvals(status=ApprovalStatus.PENDING))
@@ -105,7 +87,8 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         per request or per stream, from ``app[SETTINGS]``, needs nothing)."""
         gate.reconfigure(new.server)
         door.reconfigure(new.limits)
-        app._client_max_size = new.limits.max_body_bytes  # aiohttp reads it per request
+        # aiohttp-internals: the body size limit, read per request (no public setter).
+        app._client_max_size = new.limits.max_body_bytes
         cache.reconfigure(_first_page(new), new.cache.max_bytes)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
@@ -122,29 +105,23 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
 
 def _first_page(config: Config) -> int:
     """The size of the unfiltered first page of sessions (served from the cache)."""
-    return min(requests.DEFAULT_LIMIT, config.limits.max_page_size)
+    return min(params.DEFAULT_LIMIT, config.limits.max_page_size)
 
 
 async def _core(app: web.Application) -> AsyncIterator[None]:
-    """Open the store, number events, load the cache, resume work; undo it all in reverse."""
-    database, store, bus, cache = app[DATABASE], app[STORE], app[BUS], app[CACHE]
-    await database.open()
-    startup = Startup(store, bus, cache, app[COMMANDS], block=EVENT_ID_BLOCK)
+    """Open the core (store, event ids, cache, resumed work); close it all in reverse."""
+    core = app[CORE]
+    await core.open()
     try:
-        await startup.begin()  # settles the previous run, or serves reads until it can
+        await core.start()  # settles the previous run, or serves reads until it can
         yield
     finally:
-        await startup.close()
-        await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
-        await app[AGENTS].close()
-        cache.close()
-        await bus.close()
-        await database.close()
+        await core.close(app[SETTINGS].config.server.shutdown_timeout_s)
         log.info("service_stopped")
 
 
 async def _drain(app: web.Application) -> None:
     """``on_shutdown``: stop taking work, let running replies finish within the bound (their
     watchers see them end), then close every stream: 1001, or a final SSE event."""
-    await app[COMMANDS].stop(app[SETTINGS].config.server.shutdown_timeout_s)
+    await app[COMMAND_SERVICE].stop(app[SETTINGS].config.server.shutdown_timeout_s)
     await app[STREAMS].close_all(within_s=STREAM_CLOSE_TIMEOUT_S)

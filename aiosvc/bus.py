@@ -11,6 +11,10 @@ counted as its data's JSON plus :data:`EVENT_OVERHEAD`, and that is the resume w
 keeps is right-sized: the JSON copied out of orjson's oversized buffer, without the publisher's
 object (the data as a model, for subscribers in this process, is needed only while publishing).
 
+Beside events, the bus carries internal changes (:meth:`Bus.tell`): handed synchronously to
+this process's listeners, never numbered, kept or sent to clients (a command's new state, which
+the cache keeps and clients read over REST).
+
 Ids survive restarts: the bus hands out ids from a block reserved in the store, and reserves the
 next block while half of the current one is still unused, so a restarted bus always starts above
 every id it ever handed out.
@@ -57,6 +61,12 @@ def is_valid_topic(topic: str) -> bool:
     prefix, _, session_id = topic.partition(":")
     return prefix == "session" and is_valid_id(session_id)
 
+
+#: The internal change that carries a command's new state (a :class:`aiosvc.models.Command`).
+COMMAND_CHANGED = "command.changed"
+
+Listener = Callable[[Any], None]
+"""An internal listener's callback: the changed object."""
 
 #: Low-priority event types: a slow client may miss them (the final message carries all).
 LOW_PRIORITY = frozenset({"message.delta", "status"})
@@ -120,6 +130,7 @@ class Bus:
         #: Events published, by type (see :class:`aiosvc.metrics.Metrics`).
         self._published = (metrics or Metrics()).events_published
         self._index: dict[str, set[Subscription]] = {}
+        self._listeners: dict[str, list[Listener]] = {}
         self._block = block
         self._reserve: Callable[[int], Awaitable[None]] | None = None
         self._reserving: asyncio.Task[None] | None = None
@@ -211,6 +222,21 @@ class Bus:
                     subscription.deliver(event, shown)
                 except Exception:  # one broken subscriber must not stop the others
                     log.exception("subscriber_failed", event_id=event.id, event_type=event.type)
+
+    def tell(self, change: str, data: Any) -> None:
+        """Hand an internal change to its listeners, in order, before returning (nothing is
+        numbered, kept, or sent to clients)."""
+        for listener in self._listeners.get(change, ()):
+            try:
+                listener(data)
+            except Exception:  # one broken listener must not stop the others
+                log.exception("listener_failed", change=change)
+
+    def listen(self, change: str, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with each internal ``change`` from now on; return what stops it."""
+        listeners = self._listeners.setdefault(change, [])
+        listeners.append(listener)
+        return lambda: listeners.remove(listener) if listener in listeners else None
 
     def since(self, last_id: int) -> list[Event] | None:
         """Return every retained event after ``last_id``, oldest first.

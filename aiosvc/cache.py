@@ -2,7 +2,8 @@
 
 Handlers read only from here. Sessions and approvals are loaded whole at startup; histories are
 read a page at a time (:mod:`aiosvc.history`), the recently read pages kept within a byte
-budget. Every change reaches the cache through the bus, synchronously at publication, which
+budget. Every change reaches the cache through the bus (events, and commands' states as
+internal changes), synchronously at publication, which
 happens right after the write committed: so once a write's answer is sent, every read sees it.
 
 Session lists other than the unfiltered first page (one cached body, what dashboards ask for
@@ -15,16 +16,27 @@ from __future__ import annotations
 import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import orjson
 
-from aiosvc.bus import ALL, Bus, Subscription
+from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
 from aiosvc.convert import dumps, dumps_kept
-from aiosvc.errors import InvalidParameter
+from aiosvc.errors import InvalidParameter, NotFound
 from aiosvc.history import Histories
-from aiosvc.models import Approval, Command, Event, Message, MessageStatus, Session
+from aiosvc.models import (
+    Approval,
+    Command,
+    Event,
+    Message,
+    MessageStatus,
+    Session,
+    is_valid_id,
+)
 from aiosvc.paging import Page, Window
 from aiosvc.store import Span, Store
+
+T = TypeVar("T")
 
 #: What a session list may be filtered by: its status, project and computer.
 Filters = Mapping[str, str]
@@ -62,11 +74,13 @@ class Cache:
         self._commands: OrderedDict[str, Command] = OrderedDict()
         self._approvals: dict[str, Approval] = {}
         self._subscription: Subscription | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     async def load(self) -> None:
         """Load sessions and approvals from the store and start following the bus."""
         await self._load_snapshots()
         self._subscription = self._bus.subscribe(self._apply, [ALL])
+        self._unlisten = self._bus.listen(COMMAND_CHANGED, self._put_command)
 
     def reconfigure(self, first_page_size: int, max_bytes: int | None = None) -> None:
         """Serve the unfiltered first page at this size, and keep history pages within
@@ -99,12 +113,19 @@ class Cache:
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
     # Sessions ----------------------------------------------------------------------------------
 
     def session(self, session_id: str) -> Session | None:
         """One session, or None."""
         return self._sessions.get(session_id)
+
+    def require_session(self, session_id: str) -> Session:
+        """The session, or :class:`NotFound` (a malformed id is simply not found)."""
+        return _require(self._sessions, "session", session_id)
 
     def count(self, filters: Filters) -> int:
         """How many sessions match every filter (``status``, ``project``, ``computer``)."""
@@ -202,8 +223,8 @@ class Cache:
 
     # Commands and approvals --------------------------------------------------------------------
 
-    def put_command(self, command: Command) -> None:
-        """Record a command's new state (the command service calls this after each write)."""
+    def _put_command(self, command: Command) -> None:
+        """Record a command's new state (told by the bus after each write of it)."""
         self._commands[command.id] = command
         self._commands.move_to_end(command.id)
         while len(self._commands) > self._commands_kept:
@@ -219,6 +240,10 @@ class Cache:
     def approval(self, approval_id: str) -> Approval | None:
         """One approval, or None."""
         return self._approvals.get(approval_id)
+
+    def require_approval(self, approval_id: str) -> Approval:
+        """The approval, or :class:`NotFound` (a malformed id is simply not found)."""
+        return _require(self._approvals, "approval", approval_id)
 
     def approvals(
         self, *, status: str | None = None, session_id: str | None = None
@@ -291,6 +316,14 @@ _FACETS = ("status", "project", "computer")
 def _facets(session: Session) -> tuple[str, str | None, str]:
     """What a session list may be filtered by, in the order of :data:`_FACETS`."""
     return (session.status.value, session.project, session.computer)
+
+
+def _require(found: Mapping[str, T], kind: str, item_id: str) -> T:
+    """The ``kind`` named ``item_id``, or :class:`NotFound` (a malformed id too)."""
+    item = found.get(item_id) if is_valid_id(item_id) else None
+    if item is None:
+        raise NotFound.of(kind, item_id)
+    return item
 
 
 _HANDLERS: dict[str, Callable[[Cache, Event], None]] = {

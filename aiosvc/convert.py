@@ -1,4 +1,5 @@
-"""The private cattrs converter: strict request bodies in, models out as JSON-ready values.
+"""The private cattrs converter: strict JSON in (into the web layer's bodies), models out as
+JSON-ready values.
 
 cattrs is lenient by default ("7" becomes 7, true becomes 1); an API that answers a wrong type
 with a 400 registers strict hooks for the scalar types instead.
@@ -12,7 +13,6 @@ from enum import Enum, StrEnum
 from typing import Any, Literal, TypeVar, get_args
 
 import orjson
-from attrs import frozen
 from cattrs import transform_error
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.preconf.orjson import make_converter
@@ -84,39 +84,6 @@ converter.register_structure_hook(bool, _strict_bool)
 converter.register_structure_hook_func(
     lambda t: getattr(t, "__origin__", None) is Literal, _strict_literal
 )
-
-
-# Request bodies -------------------------------------------------------------------------------
-
-
-@frozen(kw_only=True)
-class SessionCreate:
-    """Body of ``POST /api/v1/sessions``."""
-
-    title: str | None = None
-    agent: str | None = None
-    project: str | None = None
-
-
-@frozen(kw_only=True)
-class SessionPatch:
-    """Body of ``PATCH /api/v1/sessions/{id}``."""
-
-    title: str
-
-
-@frozen(kw_only=True)
-class MessageCreate:
-    """Body of ``POST /api/v1/sessions/{id}/messages``."""
-
-    content: str
-
-
-@frozen(kw_only=True)
-class ApprovalDecision:
-    """Body of ``POST /api/v1/approvals/{id}``."""
-
-    decision: Literal["approve", "deny"]
 
 
 # In and out -----------------------------------------------------------------------------------
@@ -233,58 +200,3 @@ def right_sized(data: bytes) -> bytes:
 def dumps_kept(value: Any) -> bytes:
     """Serialise like :func:`dumps`, right-sized for keeping (see :func:`right_sized`)."""
     return right_sized(orjson.dumps(converter.unstructure(value)))
-
-
-# WebSocket operations (the frame's "op" and "id" are read before these) -----------------------
-
-
-@frozen(kw_only=True)
-class SubscribeOp:
-    """``{"op": "subscribe", "topics": [...], "since"?: N}``."""
-
-    topics: list[str]
-    since: int | None = None
-
-
-@frozen(kw_only=True)
-class UnsubscribeOp:
-    """``{"op": "unsubscribe", "topics": [...]}``."""
-
-    topics: list[str]
-
-
-@frozen(kw_only=True)
-class SendMessageOp:
-    """``{"op": "send_message", "session_id", "content"}``."""
-
-    content: str
-    session_id: str | None = None
-
-
-@frozen(kw_only=True)
-class CancelOp:
-    """``{"op": "cancel", "session_id"}``."""
-
-    session_id: str | None = None
-
-
-@frozen(kw_only=True)
-class ApproveOp:
-    """``{"op": "approve", "approval_id", "decision"}``."""
-
-    approval_id: str
-    decision: Literal["approve", "deny"]
-
-
-@frozen(kw_only=True)
-class PingOp:
-    """``{"op": "ping"}``."""
-
-
-@frozen(kw_only=True)
-class HookCreate:
-    """Body of ``POST /api/v1/hooks``."""
-
-    type: str
-    session_id: str | None = None
-    data: Any = None

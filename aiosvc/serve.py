@@ -17,10 +17,11 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from aiosvc import __version__, logthrottle, systemd
+from aiosvc import __version__, systemd
 from aiosvc.app import create_app
 from aiosvc.config import Config, ConfigError, Settings
-from aiosvc.keys import DATABASE, SETTINGS
+from aiosvc.logs import throttle
+from aiosvc.web.keys import DATABASE, SETTINGS
 from aiosvc.web.server import make_runner
 
 log = structlog.get_logger(__name__)
@@ -164,7 +165,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
         else:
             check_exposure(config)
         raise_open_files_limit()
-        logthrottle.install(loop)  # storms of loop errors: a line a spell
+        throttle.install(loop)  # storms of loop errors: a line a spell
         app = create_app(config, load)
         # Caught from now on (its default action ends the process); it waits for the startup
         reloads = _Reloads(app[SETTINGS])

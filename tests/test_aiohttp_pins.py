@@ -4,11 +4,13 @@ aiohttp, a failure here names what changed. Real aiohttp objects on real sockets
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import stat
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,3 +258,22 @@ async def test_the_runner_s_server_is_the_sites_protocol_factory(config: Any) ->
 
 async def ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+def test_every_module_that_relies_on_aiohttp_internals_lists_it_in_its_docstring() -> None:
+    package = Path(__file__).resolve().parent.parent / "aiosvc"
+    marked = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        if "# aiohttp-internals:" in text:
+            docstring = ast.get_docstring(ast.parse(text)) or ""
+            marked.append((path.relative_to(package).as_posix(), "aiohttp-internals" in docstring))
+    assert marked == [
+        ("app.py", True),
+        ("web/frames.py", True),
+        ("web/masked.py", True),
+        ("web/protocol.py", True),
+        ("web/server.py", True),
+        ("web/sse.py", True),
+        ("web/ws.py", True),
+    ]

@@ -161,3 +161,22 @@ async def test_reserves_the_next_id_block_before_running_out() -> None:
     await asyncio.sleep(0)
     await bus.close()
     assert reserved == [20]
+
+
+def test_internal_changes_reach_listeners_only_and_are_never_numbered() -> None:
+    bus = Bus(buffer_size=10)
+    everything = collect(bus, ALL)
+    told: list[object] = []
+
+    def broken(data: object) -> None:
+        raise RuntimeError("a bug")
+
+    bus.listen("thing.changed", broken)
+    stop = bus.listen("thing.changed", told.append)
+    bus.listen("other.changed", lambda data: told.append(("other", data)))
+    bus.tell("thing.changed", 1)  # the broken listener does not stop the next one
+    bus.tell("other.changed", 2)
+    stop()
+    bus.tell("thing.changed", 3)
+    assert told == [1, ("other", 2)]
+    assert (everything, bus.last_id, bus.since(0)) == ([], 0, [])

@@ -26,7 +26,16 @@ from aiosvc.commands.types import (
     SendMessage,
     UpdateSession,
 )
-from aiosvc.config import LimitsConfig
+from aiosvc.config import (
+    ApprovalsConfig,
+    Config,
+    EventsConfig,
+    LimitsConfig,
+    ServerConfig,
+    StorageConfig,
+)
+from aiosvc.core import Core as TheCore
+from aiosvc.core import build_core
 from aiosvc.errors import Conflict, NotFound, SessionEnded, Unprocessable, ValidationFailed
 from aiosvc.models import (
     ApprovalStatus,
@@ -65,6 +74,7 @@ class GatedAgent(Agent):
 
 @attrs.define
 class Core:
+    core: TheCore
     database: Database
     store: Store
     bus: Bus
@@ -78,37 +88,25 @@ class Core:
 
 
 async def open_core(path: Path, gated: GatedAgent | None = None) -> Core:
-    database = Database(path)
-    await database.open()
-    store = Store(database)
-    recovery = await store.recover("2026-11-22T00:00:00.000Z")
-    bus = Bus(buffer_size=1000)
-    first, until = await store.reserve_event_ids(1 << 20)
-    bus.start_at(first, until, store.set_event_ids_reserved)
-    cache = Cache(store, bus)
-    await cache.load()
+    config = Config(
+        server=ServerConfig(computer="here"),
+        storage=StorageConfig(db=path),
+        limits=LimitsConfig(max_content_chars=100, max_title_chars=10),
+        events=EventsConfig(buffer_size=1000),
+        approvals=ApprovalsConfig(timeout_s=5),
+    )
     gated = gated or GatedAgent()
     agents = AgentRegistry({"echo": EchoAgent("echo"), "gated": gated}, default="echo")
-    service = CommandService(
-        store=store,
-        bus=bus,
-        cache=cache,
-        agents=agents,
-        limits=LimitsConfig(max_content_chars=100, max_title_chars=10),
-        computer="here",
-        approval_timeout_s=5,
-    )
+    core = build_core(config, agents=agents)  # as the daemon builds it
     events: list[Event] = []
-    bus.subscribe(lambda e, t: events.append(e), [ALL])
-    service.resume(recovery)
-    return Core(database, store, bus, cache, service, events, gated)
+    core.bus.subscribe(lambda e, t: events.append(e), [ALL])
+    await core.open()
+    await core.start()
+    return Core(core, core.database, core.store, core.bus, core.cache, core.commands, events, gated)
 
 
 async def close_core(core: Core, grace: float = 0) -> None:
-    await core.service.stop(grace)
-    core.cache.close()
-    await core.bus.close()
-    await core.database.close()
+    await core.core.close(grace)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ GitHub renders it, and its WebSocket example must print what it says against a r
 
 Event types are found by reading the package's source: each ``<...>.bus.publish(TYPE, ...)``
 call, and each call of a function that passes one of its own parameters on as the type (such as
-``CommandService.publish_session``). A type that cannot be worked out from the source fails the
+``Context.publish_session``). A type that cannot be worked out from the source fails the
 test rather than being skipped.
 """
 
@@ -27,7 +27,7 @@ from docutils.core import publish_doctree
 import aiosvc
 from aiosvc.app import create_app
 from aiosvc.config import Config
-from aiosvc.web import ws
+from aiosvc.web import ws_ops
 from aiosvc.web.openapi import document
 from tests.serving import Server
 
@@ -275,7 +275,7 @@ def test_every_published_event_type_is_documented_and_nothing_stale(
 
 
 def test_every_websocket_op_is_documented_and_nothing_stale(reference: nodes.document) -> None:
-    assert sorted(subtitles(reference, "Client ops")) == sorted(ws.OPS)
+    assert sorted(subtitles(reference, "Client ops")) == sorted(ws_ops.OPS)
 
 
 def test_every_error_code_of_the_api_document_is_in_the_reference(

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
+from aiohttp import web
 
 from aiosvc.app import create_app
 from aiosvc.config import Config
-from aiosvc.web import ws
+from aiosvc.web import system, ws_ops
 from aiosvc.web.front_door import NO_ROUTE, FrontDoor
+from aiosvc.web.security import AccessGate
 from tests.conftest import ClientFactory
 from tests.serving import Server
 
@@ -321,13 +324,25 @@ def test_every_route_is_registered_behind_the_front_door(config: Config) -> None
         assert getattr(handler.func, "__func__", None) is FrontDoor.serve, route
 
 
+def test_the_front_door_refuses_a_router_that_already_has_routes(config: Config) -> None:
+    async def early(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/early", early)
+    door = FrontDoor(config.limits, AccessGate(config.server))
+    with pytest.raises(RuntimeError, match="already has routes, which no check would guard"):
+        door.add_routes(app.router, [system.routes])
+    assert [route.handler for route in app.router.routes()] == [early, early]  # HEAD, GET
+
+
 async def test_an_op_that_fails_unexpectedly_answers_an_error_frame(
     aiohttp_client: ClientFactory, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(stream: object, frame: object, client_id: object) -> object:
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(ws.OPS, "ping", broken)
+    monkeypatch.setitem(ws_ops.OPS, "ping", attrs.evolve(ws_ops.OPS["ping"], handler=broken))
     client = await aiohttp_client(create_app(config))
     async with client.ws_connect("/api/v1/ws") as socket:
         assert (await socket.receive_json())["type"] == "hello"

@@ -21,7 +21,7 @@ from aiosvc.config import (
     Config,
     EchoAgentConfig,
 )
-from aiosvc.keys import COMMANDS
+from aiosvc.web.keys import COMMAND_SERVICE
 from tests.conftest import ClientFactory
 from tests.helpers import Client, create_session, wait_for
 
@@ -200,7 +200,7 @@ async def test_a_reply_stopped_by_shutdown_is_logged_interrupted(
     sid = (await create_session(client, agent="slow"))["id"]
     sent = await send(client, sid, "a b c d e f")
     await wait_for(lambda: _running(client, sid))
-    await client.app[COMMANDS].stop(0.0)
+    await client.app[COMMAND_SERVICE].stop(0.0)
     interrupted = only(captured, "reply_interrupted")
     assert interrupted["log_level"] == "warning"
     assert interrupted["duration_s"] >= 0

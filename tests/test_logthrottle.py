@@ -6,7 +6,7 @@ import asyncio
 
 import structlog
 
-from aiosvc.logthrottle import LoopErrors, Throttled
+from aiosvc.logs.throttle import LoopErrors, Throttled
 
 
 async def test_a_storm_is_one_line_then_one_with_the_count() -> None:

@@ -17,12 +17,13 @@ from aiohttp import web
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
-from aiosvc import convert, models
+from aiosvc import models
 from aiosvc.app import create_app
 from aiosvc.config import Config
-from aiosvc.web import ws
+from aiosvc.web import bodies, ws_ops
 from aiosvc.web.front_door import NO_ROUTE
-from aiosvc.web.openapi import Page, document, document_json, metadata, operation
+from aiosvc.web.openapi import document, document_json
+from aiosvc.web.operation import Page, metadata, operation
 from aiosvc.web.security import OPEN_ROUTES, STREAM_ROUTES
 from tests.conftest import ClientFactory
 from tests.helpers import Client, create_session
@@ -30,11 +31,11 @@ from tests.helpers import Client, create_session
 JSON = {"Content-Type": "application/json"}
 RESPONSE_MODELS = [models.Session, models.Message, models.Command, models.Approval]
 BODY_MODELS = [
-    convert.SessionCreate,
-    convert.SessionPatch,
-    convert.MessageCreate,
-    convert.ApprovalDecision,
-    convert.HookCreate,
+    bodies.SessionCreate,
+    bodies.SessionPatch,
+    bodies.MessageCreate,
+    bodies.ApprovalDecision,
+    bodies.HookCreate,
 ]
 
 
@@ -151,7 +152,7 @@ def test_auth_and_streams(config: Config) -> None:
             assert "426" in op["responses"]
             frames = op["x-websocket-client-messages"]["oneOf"]
             assert {resolve(keyed, f["$ref"])["properties"]["op"]["const"] for f in frames} == (
-                set(ws.OPS)
+                set(ws_ops.OPS)
             )
     assert keyed["paths"]["/api/v1/openapi.json"]["get"]["responses"]["200"]
 
@@ -177,9 +178,9 @@ def test_bodies_require_the_fields_without_defaults(doc: dict[str, Any], cls: An
     assert schema["additionalProperties"] is False  # unknown fields are a 400
 
 
-@pytest.mark.parametrize("name", sorted(ws.OP_BODIES))
+@pytest.mark.parametrize("name", sorted(ws_ops.bodies()))
 def test_websocket_frames_are_the_op_bodies(doc: dict[str, Any], name: str) -> None:
-    cls: Any = ws.OP_BODIES[name]
+    cls: Any = ws_ops.bodies()[name]
     schema = doc["components"]["schemas"][cls.__name__]
     fields = attrs.fields(cls)
     assert list(schema["properties"]) == ["op", "id", *(f.name for f in fields)]

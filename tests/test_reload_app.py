@@ -15,7 +15,7 @@ from aiosvc.agents import Agent, AgentRegistry, Turn
 from aiosvc.agents.echo import EchoAgent
 from aiosvc.app import create_app
 from aiosvc.config import AgentsConfig, Config, EchoAgentConfig
-from aiosvc.keys import COMMANDS
+from aiosvc.web.keys import COMMAND_SERVICE
 from tests.conftest import ClientFactory
 from tests.helpers import Client
 
@@ -127,7 +127,7 @@ async def test_approvals_timeout_and_reply_limits_reach_the_command_service(
         "approvals.timeout_s",
         "limits.max_reply_chars",
     ]
-    service = reloadable.app[COMMANDS]
+    service = reloadable.app[COMMAND_SERVICE]
     assert (service.approval_timeout_s, service.limits.max_reply_chars) == (5.0, 10)
     created = await (await reloadable.post("/api/v1/sessions", json={})).json()
     url = f"/api/v1/sessions/{created['data']['id']}/messages?wait=true"

@@ -13,7 +13,7 @@ import attrs
 
 from aiosvc.app import create_app
 from aiosvc.config import Config, EventsConfig
-from aiosvc.keys import BUS, COMMANDS
+from aiosvc.web.keys import BUS, COMMAND_SERVICE
 from tests.conftest import ClientFactory
 from tests.helpers import create_session
 from tests.process_api import Api
@@ -74,7 +74,7 @@ async def test_sessions_deleted_while_replies_run_leave_no_lock_behind(
 ) -> None:
     app = create_app(config)
     client = await aiohttp_client(app)
-    service = app[COMMANDS]
+    service = app[COMMAND_SERVICE]
     for _ in range(20):
         session = await create_session(client, agent="slow")
         url = f"/api/v1/sessions/{session['id']}"

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType
 
 from aiosvc.app import create_app
 from aiosvc.config import Config
-from aiosvc.keys import STREAMS
+from aiosvc.web.keys import STREAMS
 from tests.conftest import ClientFactory
 from tests.helpers import TIME, Client, create_session
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiosvc.agents.base import Agent, AgentError, ApprovalGate, Turn
 from aiosvc.agents.command import CommandAgent
 from aiosvc.agents.echo import EchoAgent
-from aiosvc.agents.openai import OpenAIAgent
+from aiosvc.agents.openai_compat import OpenAIAgent
 from aiosvc.config import AgentConfig, AgentsConfig, CommandAgentConfig, EchoAgentConfig
 
 __all__ = ["Agent", "AgentError", "AgentRegistry", "ApprovalGate", "Turn"]

@@ -20,7 +20,7 @@ import attrs
 from aiosvc.client.api import Api, ApiError, Unreachable, check_base_url
 from aiosvc.client.display import Display, terminal_safe
 from aiosvc.client.link import Fatal, Link
-from aiosvc.client.outbox import Outbox
+from aiosvc.client.pending import PendingOps
 from aiosvc.client.stdin import LineReader
 from aiosvc.client.transcript import Transcript
 
@@ -125,7 +125,7 @@ async def chat(options: Options, *, stdin_fd: int = 0, out: TextIO | None = None
             if exc.status == 404 and options.session is not None:
                 return _fail(f"no session '{options.session}'")
             return _fail(f"{exc.message} ({exc.code})")
-        outbox = Outbox()
+        outbox = PendingOps()
         transcript = Transcript(display, outbox, status=session.get("status"))
         link = Link(api, str(session["id"]), transcript, outbox, display)
         try:
@@ -138,7 +138,7 @@ class Chat:
     """Reads the user's lines and turns them into ops while the link keeps the socket up."""
 
     def __init__(
-        self, link: Link, transcript: Transcript, outbox: Outbox, reader: LineReader
+        self, link: Link, transcript: Transcript, outbox: PendingOps, reader: LineReader
     ) -> None:
         self.link = link
         self.transcript = transcript

@@ -15,7 +15,7 @@ import aiohttp
 
 from aiosvc.client.api import Api, ApiError, Unreachable, describe
 from aiosvc.client.display import Display
-from aiosvc.client.outbox import Outbox
+from aiosvc.client.pending import PendingOps
 from aiosvc.client.transcript import Transcript
 
 FIRST_DELAY = 0.5
@@ -34,7 +34,12 @@ class Link:
     """One session's WebSocket and what is sent and received on it, across reconnects."""
 
     def __init__(
-        self, api: Api, session_id: str, transcript: Transcript, outbox: Outbox, display: Display
+        self,
+        api: Api,
+        session_id: str,
+        transcript: Transcript,
+        outbox: PendingOps,
+        display: Display,
     ) -> None:
         self.api = api
         self.session_id = session_id

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from aiosvc.client.display import Display
-from aiosvc.client.outbox import Op, Outbox
+from aiosvc.client.pending import Op, PendingOps
 
 FINAL_TYPES = frozenset({"message.completed", "message.failed", "message.cancelled"})
 UNFINISHED = frozenset({"pending", "streaming"})
@@ -32,7 +32,7 @@ def describe_op(op: Op) -> str:
 class Transcript:
     """The session as this client has shown it: messages, running replies, pending approvals."""
 
-    def __init__(self, display: Display, outbox: Outbox, *, status: str | None = None) -> None:
+    def __init__(self, display: Display, outbox: PendingOps, *, status: str | None = None) -> None:
         self.display = display
         self.outbox = outbox
         self.status = status

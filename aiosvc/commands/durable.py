@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
+from aiosvc.commands.context import Context
 from aiosvc.models import ErrorInfo
 from aiosvc.store import StorageFull, StorageUnavailable, StoreError
-
-if TYPE_CHECKING:
-    from aiosvc.commands.service import CommandService
 
 #: How long a reply's write is retried before the reply gives up on it.
 RETRY_FOR_S = 5.0
@@ -25,10 +22,10 @@ MAX_PAUSE_S = 1.0
 
 
 async def retrying(
-    service: CommandService, attempt: Callable[[], Awaitable[None]], *, for_s: float = RETRY_FOR_S
+    context: Context, attempt: Callable[[], Awaitable[None]], *, for_s: float = RETRY_FOR_S
 ) -> StoreError | None:
     """Run ``attempt`` until its write lands, retrying for ``for_s`` while the storage fails
-    (not once the service stops); return the last failure if it never landed."""
+    (not once stopping began); return the last failure if it never landed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + for_s
     pause = 0.05
@@ -36,13 +33,13 @@ async def retrying(
         try:
             await attempt()
         except (StorageFull, StorageUnavailable) as exc:
-            if service.stopping.is_set() or loop.time() + pause > deadline:
+            if context.stopping.is_set() or loop.time() + pause > deadline:
                 return exc
         else:
             return None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(pause):
-                await service.stopping.wait()
+                await context.stopping.wait()
         pause = min(pause * 2, MAX_PAUSE_S)
 
 

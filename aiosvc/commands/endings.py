@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import structlog
 
 from aiosvc.clock import utcnow
 from aiosvc.commands import durable
+from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.models import (
     Command,
@@ -30,9 +31,6 @@ from aiosvc.models import (
 from aiosvc.store import StoreError
 from aiosvc.store.db import Statement
 from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
-
-if TYPE_CHECKING:
-    from aiosvc.commands.service import CommandService
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +48,7 @@ def unstored(exc: StoreError) -> tuple[MessageStatus, ErrorInfo]:
 
 
 async def finish(
-    service: CommandService,
+    context: Context,
     job: Job,
     reply: Message,
     content: str,
@@ -72,47 +70,47 @@ async def finish(
 
     def record(final: Message, repair: bool = False) -> Callable[[], Awaitable[None]]:
         """One try at writing ``final`` (a ``repair`` writes what memory already shows)."""
-        return lambda: _record_end(service, job, final, new=new and not repair, repair=repair)
+        return lambda: _record_end(context, job, final, new=new and not repair, repair=repair)
 
-    failure = await durable.retrying(service, record(final))
+    failure = await durable.retrying(context, record(final))
     if failure is not None:
         final = attrs.evolve(final, content="", status=MessageStatus.FAILED)
         final = attrs.evolve(final, error=durable.not_stored(failure))
-        failure = await durable.retrying(service, record(final), for_s=0)
+        failure = await durable.retrying(context, record(final), for_s=0)
     if failure is not None:
         log.error("reply_not_stored", reply_id=job.reply_id, error=str(failure))
-        session = service.cache.session(job.session_id)
+        session = context.cache.session(job.session_id)
         if session is not None:
-            service.cache.unsaved(final)  # histories show it ended, not its stored start
-            _publish_end(service, job, final, _after(service, session, final, new))
+            context.cache.unsaved(final)  # histories show it ended, not its stored start
+            _publish_end(context, job, final, _after(context, session, final, new))
         settle(job, final)
         try:
-            await durable.retrying(service, record(final, repair=True), for_s=math.inf)
+            await durable.retrying(context, record(final, repair=True), for_s=math.inf)
         finally:
-            service.cache.saved(final.id)
+            context.cache.saved(final.id)
         return
     settle(job, final)
 
 
 async def _record_end(
-    service: CommandService, job: Job, final: Message, *, new: bool, repair: bool
+    context: Context, job: Job, final: Message, *, new: bool, repair: bool
 ) -> None:
     """Write the reply's end; a ``repair`` writes what memory already shows."""
-    async with service.lock(job.session_id):
-        session = service.cache.session(job.session_id)
+    async with context.lock(job.session_id):
+        session = context.cache.session(job.session_id)
         if session is None:  # deleted while it ran: nothing left to record
             return
         if not repair:
-            session = _after(service, session, final, new)
+            session = _after(context, session, final, new)
         command = finished(job.command, final)
-        await service.store.write(
+        await context.store.write(
             [MESSAGES.save(final), COMMANDS.save(command), SESSIONS.save(session)]
         )
         if not repair:
-            _publish_end(service, job, final, session)
+            _publish_end(context, job, final, session)
 
 
-def _after(service: CommandService, session: Session, final: Message, new: bool) -> Session:
+def _after(context: Context, session: Session, final: Message, new: bool) -> Session:
     """The session once a reply ended: running while more are queued, else idle; a reply
     that never started is counted now."""
     now = final.completed_at
@@ -120,17 +118,17 @@ def _after(service: CommandService, session: Session, final: Message, new: bool)
     if new:
         changes.update(message_count=session.message_count + 1, last_message_at=now)
     if session.status is not SessionStatus.ENDED:
-        busy = service.has_more(session.id)
+        busy = context.lanes.has_more(session.id)
         changes["status"] = SessionStatus.RUNNING if busy else SessionStatus.IDLE
     return attrs.evolve(session, **changes)
 
 
-def _publish_end(service: CommandService, job: Job, final: Message, session: Session) -> None:
+def _publish_end(context: Context, job: Job, final: Message, session: Session) -> None:
     job.command = finished(job.command, final)
-    service.cache.put_command(job.command)
-    service.publish_message(FINAL_EVENT[final.status], final)
-    service.publish_status(session)
-    service.publish_session("session.updated", session)
+    context.command_changed(job.command)
+    context.publish_message(FINAL_EVENT[final.status], final)
+    context.publish_status(session)
+    context.publish_session("session.updated", session)
 
 
 def settle(job: Job, reply: Message) -> None:
@@ -152,7 +150,7 @@ def finished(command: Command, reply: Message) -> Command:
 
 
 async def record_cancelled(
-    service: CommandService, session: Session, jobs: list[Job], *, ending: bool = False
+    context: Context, session: Session, jobs: list[Job], *, ending: bool = False
 ) -> None:
     """Record replies that never started as cancelled (and the session ended, with
     ``ending``), then tell whoever waits for them; the caller holds the session's lock."""
@@ -168,13 +166,13 @@ async def record_cancelled(
     statements: list[Statement] = [SESSIONS.save(session)]
     for final, command in zip(finals, commands, strict=True):
         statements += [MESSAGES.save(final), COMMANDS.save(command)]
-    await service.store.write(statements)
+    await context.store.write(statements)
     for job, final, command in zip(jobs, finals, commands, strict=True):
         job.command = command
-        service.cache.put_command(command)
-        service.publish_message("message.cancelled", final)
+        context.command_changed(command)
+        context.publish_message("message.cancelled", final)
         settle(job, final)
-        service.metrics.reply_finished(session.agent, MessageStatus.CANCELLED.value, None)
+        context.metrics.reply_finished(session.agent, MessageStatus.CANCELLED.value, None)
     if jobs:
         log.info(
             "queued_replies_cancelled",
@@ -183,10 +181,10 @@ async def record_cancelled(
             message_ids=[job.reply_id for job in jobs],
         )
     if ending:
-        service.publish_session("session.ended", session)
-        service.publish_status(session)
+        context.publish_session("session.ended", session)
+        context.publish_status(session)
     else:
-        service.publish_session("session.updated", session)
+        context.publish_session("session.updated", session)
 
 
 def never_started(job: Job, now: str) -> Message:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import attrs
 import structlog
@@ -16,7 +15,8 @@ from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands import durable, endings
-from aiosvc.commands.approvals import Gate
+from aiosvc.commands.approvals import ReplyApprovals
+from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
 from aiosvc.errors import SessionEnded, ValidationFailed
@@ -30,11 +30,9 @@ from aiosvc.models import (
     SessionStatus,
     new_id,
 )
+from aiosvc.rules import length_error
 from aiosvc.store import INTERRUPTED, StoreError
 from aiosvc.store.tables import COMMANDS, MESSAGES, SESSIONS
-
-if TYPE_CHECKING:
-    from aiosvc.commands.service import CommandService
 
 log = structlog.get_logger(__name__)
 
@@ -43,19 +41,19 @@ log = structlog.get_logger(__name__)
 OPERATOR_ERRORS = frozenset({"spawn_failed", "unknown_agent", "upstream_unreachable"})
 
 
-def check_content(service: CommandService, content: str) -> None:
+def check_content(context: Context, content: str) -> None:
     """Refuse empty content, or content over the configured length."""
-    limit = service.limits.max_content_chars
+    limit = context.limits.max_content_chars
     if not 1 <= len(content) <= limit:
-        raise ValidationFailed({"content": f"must be 1 to {limit} characters"})
+        raise ValidationFailed({"content": length_error(1, limit)})
 
 
-async def send(service: CommandService, command: SendMessage) -> Accepted:
+async def send(context: Context, command: SendMessage) -> Accepted:
     """Store the user message and journal its reply durably, then queue the reply."""
-    service.session_or_404(command.session_id)
-    check_content(service, command.content)
-    async with service.lock(command.session_id):
-        session = service.session_or_404(command.session_id)
+    context.cache.require_session(command.session_id)
+    check_content(context, command.content)
+    async with context.lock(command.session_id):
+        session = context.cache.require_session(command.session_id)
         if session.status is SessionStatus.ENDED:
             raise SessionEnded(f"session {session.id!r} has ended and takes no more messages")
         now = utcnow()
@@ -80,16 +78,16 @@ async def send(service: CommandService, command: SendMessage) -> Accepted:
             session, message_count=session.message_count + 1, last_message_at=now, updated_at=now
         )
         payload = {"message_id": message.id, "reply_id": reply_id}
-        await service.store.write(
+        await context.store.write(
             [
                 MESSAGES.save(message),
                 COMMANDS.save(journal, payload=payload),
                 SESSIONS.save(session),
             ]
         )
-        service.cache.put_command(journal)
-        service.publish_message("message.created", message)
-        service.publish_session("session.updated", session)
+        context.command_changed(journal)
+        context.publish_message("message.created", message)
+        context.publish_session("session.updated", session)
         job = Job(
             journal,
             message.id,
@@ -97,41 +95,41 @@ async def send(service: CommandService, command: SendMessage) -> Accepted:
             asyncio.get_running_loop().create_future(),
             prompt=command.content,
         )
-        service.enqueue(job)
+        context.lanes.enqueue(job)
     return Accepted(message=message, reply_id=reply_id, command_id=journal.id, reply=job.done)
 
 
-async def run(service: CommandService, job: Job) -> None:
+async def run(context: Context, job: Job) -> None:
     """Produce one reply: mark it started, stream the agent, then record how it ended."""
     started: list[Message] = []
-    failure = await durable.retrying(service, lambda: _start(service, job, started))
-    if failure is not None and service.stopping.is_set():
+    failure = await durable.retrying(context, lambda: _start(context, job, started))
+    if failure is not None and context.stopping.is_set():
         return  # it stays journaled, and runs at the next start
     if failure is not None:  # it cannot start: it fails, and says why
         never = endings.never_started(job, utcnow())
-        await endings.finish(service, job, never, "", *endings.unstored(failure), started=False)
+        await endings.finish(context, job, never, "", *endings.unstored(failure), started=False)
         return
     if not started:
         return
     reply = started[0]
     began = time.monotonic()
-    session = service.cache.session(job.session_id)
+    session = context.cache.session(job.session_id)
     agent_name = session.agent if session is not None else "unknown"
     about = {"agent": agent_name, "session_id": job.session_id, "message_id": job.reply_id}
     chunks: list[str] = []
     status, error = MessageStatus.COMPLETE, None
     agent: Agent | None = None
     try:
-        turn = await _turn(service, job)
+        turn = await _turn(context, job)
         # Held until the reply ends: a reload that removes or changes the agent meanwhile
         # lets this reply finish with it; the session's next reply uses the new one.
-        agent = service.agents.acquire(turn.session.agent)
+        agent = context.agents.acquire(turn.session.agent)
         if agent is None:
             raise AgentError(
                 "unknown_agent",
                 f"the session's agent {turn.session.agent!r} is no longer configured",
             )
-        job.task = asyncio.get_running_loop().create_task(_stream(service, agent, turn, chunks))
+        job.task = asyncio.get_running_loop().create_task(_stream(context, agent, turn, chunks))
         if job.stop_reason is not None:  # stopped while the history loaded
             job.task.cancel()
         await job.task
@@ -155,10 +153,10 @@ async def run(service: CommandService, job: Job) -> None:
     finally:
         job.task = None
         if agent is not None:
-            await service.agents.release(agent)
-    await endings.finish(service, job, reply, "".join(chunks), status, error)
+            await context.agents.release(agent)
+    await endings.finish(context, job, reply, "".join(chunks), status, error)
     seconds = time.monotonic() - began
-    service.metrics.reply_finished(agent_name, status.value, seconds)
+    context.metrics.reply_finished(agent_name, status.value, seconds)
     if error is endings.CANCELLED:
         log.info("reply_cancelled", **about, duration_s=round(seconds, 3))
     elif error is INTERRUPTED:
@@ -167,16 +165,16 @@ async def run(service: CommandService, job: Job) -> None:
         log.debug("reply_finished", **about, status=status.value, duration_s=round(seconds, 3))
 
 
-async def _start(service: CommandService, job: Job, started: list[Message]) -> None:
+async def _start(context: Context, job: Job, started: list[Message]) -> None:
     """Record that the reply started (into ``started``), unless it was stopped first: then
     a cancelled one is recorded as never started, an interrupted one stays queued."""
-    async with service.lock(job.session_id):
-        session = service.cache.session(job.session_id)
+    async with context.lock(job.session_id):
+        session = context.cache.session(job.session_id)
         if session is None:  # deleted: its rows are gone with it
             endings.settle(job, endings.never_started(job, utcnow()))
             return
         if job.stop_reason == "cancelled":
-            await endings.record_cancelled(service, session, [job])
+            await endings.record_cancelled(context, session, [job])
             return
         if job.stop_reason is not None:
             return  # stopping: it stays journaled for the next start
@@ -197,35 +195,35 @@ async def _start(service: CommandService, job: Job, started: list[Message]) -> N
             last_message_at=now,
             updated_at=now,
         )
-        await service.store.write(
+        await context.store.write(
             [MESSAGES.save(reply), COMMANDS.save(command), SESSIONS.save(session)]
         )
         job.command = command
-        service.cache.put_command(job.command)
-        service.publish_message("message.started", reply)
-        service.publish_status(session)
-        service.publish_session("session.updated", session)
+        context.command_changed(job.command)
+        context.publish_message("message.started", reply)
+        context.publish_status(session)
+        context.publish_session("session.updated", session)
     started.append(reply)
 
 
-async def _turn(service: CommandService, job: Job) -> Turn:
-    session = service.cache.session(job.session_id)
+async def _turn(context: Context, job: Job) -> Turn:
+    session = context.cache.session(job.session_id)
     prompt = job.prompt
     if prompt is None:  # resumed after a restart: read it back
-        found = await service.store.message(job.message_id)
+        found = await context.store.message(job.message_id)
         prompt = found.content if found is not None else None
     if session is None or prompt is None:
         raise AgentError("session_deleted", "the session was deleted")
 
     async def history() -> list[Message]:
         # Read a page at a time, with awaits between: a long history never holds the loop.
-        return conversation(await service.cache.history(job.session_id), job.message_id)
+        return conversation(await context.cache.history(job.session_id), job.message_id)
 
     return Turn(
         session=session,
         prompt=prompt,
         reply_id=job.reply_id,
-        approvals=Gate(service, job),
+        approvals=ReplyApprovals(context, job),
         load_history=history,
     )
 
@@ -245,10 +243,10 @@ def conversation(history: list[Message], prompt_id: str) -> list[Message]:
     return earlier
 
 
-async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: list[str]) -> None:
+async def _stream(context: Context, agent: Agent, turn: Turn, chunks: list[str]) -> None:
     """Publish the agent's deltas and keep them; a reply past the size limit is cut there."""
     topics = (session_topic(turn.session.id),)
-    room = service.limits.max_reply_chars
+    room = context.limits.max_reply_chars
     async with contextlib.aclosing(agent.reply(turn)) as deltas:
         async for raw in deltas:
             if not raw:
@@ -260,57 +258,48 @@ async def _stream(service: CommandService, agent: Agent, turn: Turn, chunks: lis
             room -= len(delta)
             if delta:
                 chunks.append(delta)
-                service.bus.publish(
+                context.bus.publish(
                     "message.delta", topics, {"message_id": turn.reply_id, "delta": delta}
                 )
             if over:
-                limit = service.limits.max_reply_chars
+                limit = context.limits.max_reply_chars
                 raise AgentError("reply_too_large", f"the reply passed {limit} characters")
 
 
-async def cancel(service: CommandService, command: CancelReplies) -> Cancelled:
+async def cancel(context: Context, command: CancelReplies) -> Cancelled:
     """Stop the running reply and cancel the queued ones; say which replies that touched."""
-    async with service.lock(command.session_id):
-        session = service.session_or_404(command.session_id)
-        stopped = await cancel_jobs(service, session.id)
+    async with context.lock(command.session_id):
+        session = context.cache.require_session(command.session_id)
+        stopped = await cancel_jobs(context, session.id)
     return Cancelled(session_id=command.session_id, cancelled=tuple(stopped))
 
 
-async def cancel_jobs(
-    service: CommandService, session_id: str, *, ending: bool = False
-) -> list[str]:
+async def cancel_jobs(context: Context, session_id: str, *, ending: bool = False) -> list[str]:
     """Cancel a session's queued replies (recorded as cancelled messages) and stop its running
     one; with ``ending``, the session is recorded ended in the same write. The caller holds
     the session's lock. Return the replies' ids. If the write fails, nothing changed."""
-    session = service.session_or_404(session_id)
-    lane = service.lanes.get(session_id)
-    queued = list(lane.jobs) if lane is not None else []
-    if lane is not None:
-        lane.jobs.clear()  # so the lane cannot start one while they are being recorded
+    session = context.cache.require_session(session_id)
+    queued = context.lanes.take_queued(session_id)  # so none starts while they are recorded
     try:
         if queued or ending:
-            await endings.record_cancelled(service, session, queued, ending=ending)
+            await endings.record_cancelled(context, session, queued, ending=ending)
     except BaseException:
         for job in queued:  # nothing was recorded: they wait again, in order
-            service.enqueue(job)
+            context.lanes.enqueue(job)
         raise
     stopped = [job.reply_id for job in queued]
-    if lane is not None and lane.current is not None:
-        stopped.append(lane.current.reply_id)
-        lane.current.stop("cancelled")
+    for job in context.lanes.running(session_id):
+        stopped.append(job.reply_id)
+        job.stop("cancelled")
     return stopped
 
 
-def drop_jobs(service: CommandService, session_id: str) -> None:
+def drop_jobs(context: Context, session_id: str) -> None:
     """Forget a deleted session's queued replies and stop its running one (nothing recorded:
     the rows go with the session)."""
-    lane = service.lanes.get(session_id)
-    if lane is None:
-        return
     now = utcnow()
-    for job in lane.jobs:
+    for job in context.lanes.take_queued(session_id):
         if not job.done.done():  # a waiting client gets the reply as it ended: never started
             job.done.set_result(endings.never_started(job, now))
-    lane.jobs.clear()
-    if lane.current is not None:
-        lane.current.stop("cancelled")
+    for job in context.lanes.running(session_id):
+        job.stop("cancelled")

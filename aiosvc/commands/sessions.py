@@ -2,39 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import attrs
 import structlog
 
 from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands import replies
+from aiosvc.commands.context import Context
 from aiosvc.commands.types import CreateSession, DeleteSession, EndSession, UpdateSession
 from aiosvc.errors import Unprocessable, ValidationFailed
 from aiosvc.models import Session, SessionStatus, new_id
+from aiosvc.rules import MAX_PROJECT_CHARS, MIN_PROJECT_CHARS, length_error
 from aiosvc.store.tables import SESSIONS
-
-if TYPE_CHECKING:
-    from aiosvc.commands.service import CommandService
 
 log = structlog.get_logger(__name__)
 
 
-def check_title(service: CommandService, title: str | None) -> None:
+def check_title(context: Context, title: str | None) -> None:
     """Refuse a title over the configured length."""
-    limit = service.limits.max_title_chars
+    limit = context.limits.max_title_chars
     if title is not None and len(title) > limit:
-        raise ValidationFailed({"title": f"must be at most {limit} characters"})
+        raise ValidationFailed({"title": length_error(0, limit)})
 
 
-async def create(service: CommandService, command: CreateSession) -> Session:
+async def create(context: Context, command: CreateSession) -> Session:
     """Create a session with the named (or default) agent."""
-    check_title(service, command.title)
-    if command.project is not None and not 1 <= len(command.project) <= 200:
-        raise ValidationFailed({"project": "must be 1 to 200 characters"})
-    agent = command.agent if command.agent is not None else service.agents.default
-    if service.agents.get(agent) is None:
+    check_title(context, command.title)
+    project = command.project
+    if project is not None and not MIN_PROJECT_CHARS <= len(project) <= MAX_PROJECT_CHARS:
+        raise ValidationFailed({"project": length_error(MIN_PROJECT_CHARS, MAX_PROJECT_CHARS)})
+    agent = command.agent if command.agent is not None else context.agents.default
+    if context.agents.get(agent) is None:
         raise Unprocessable(
             f"unknown agent {agent!r}", code="unknown_agent", details={"field": "agent"}
         )
@@ -44,53 +42,53 @@ async def create(service: CommandService, command: CreateSession) -> Session:
         title=command.title or "",
         agent=agent,
         project=command.project,
-        computer=service.computer,
+        computer=context.computer,
         status=SessionStatus.IDLE,
         created_at=now,
         updated_at=now,
     )
-    await service.store.write([SESSIONS.save(session)])
-    service.publish_session("session.created", session)
+    await context.store.write([SESSIONS.save(session)])
+    context.publish_session("session.created", session)
     log.info("session_created", session_id=session.id, agent=agent, project=session.project)
     return session
 
 
-async def update(service: CommandService, command: UpdateSession) -> Session:
+async def update(context: Context, command: UpdateSession) -> Session:
     """Rename a session."""
-    service.session_or_404(command.session_id)
-    check_title(service, command.title)
-    async with service.lock(command.session_id):
-        session = service.session_or_404(command.session_id)
+    context.cache.require_session(command.session_id)
+    check_title(context, command.title)
+    async with context.lock(command.session_id):
+        session = context.cache.require_session(command.session_id)
         session = attrs.evolve(session, title=command.title, updated_at=utcnow())
-        await service.store.write([SESSIONS.save(session)])
-        service.publish_session("session.updated", session)
+        await context.store.write([SESSIONS.save(session)])
+        context.publish_session("session.updated", session)
     return session
 
 
-async def end(service: CommandService, command: EndSession) -> Session:
+async def end(context: Context, command: EndSession) -> Session:
     """End a session: cancel what runs or waits, refuse further messages, keep history.
 
     Ending an ended session changes nothing and answers it as it is.
     """
-    async with service.lock(command.session_id):
-        session = service.session_or_404(command.session_id)
+    async with context.lock(command.session_id):
+        session = context.cache.require_session(command.session_id)
         if session.status is SessionStatus.ENDED:
             return session
         # One write: its queued replies cancelled and the session ended, or nothing changed.
-        stopped = await replies.cancel_jobs(service, session.id, ending=True)
-        session = service.session_or_404(command.session_id)
+        stopped = await replies.cancel_jobs(context, session.id, ending=True)
+        session = context.cache.require_session(command.session_id)
     log.info("session_ended", session_id=session.id, replies_cancelled=len(stopped))
     return session
 
 
-async def delete(service: CommandService, command: DeleteSession) -> None:
+async def delete(context: Context, command: DeleteSession) -> None:
     """Delete a session with its messages, commands and approvals."""
-    async with service.lock(command.session_id):
-        session = service.session_or_404(command.session_id)
-        await service.store.write([SESSIONS.delete(session.id)])
+    async with context.lock(command.session_id):
+        session = context.cache.require_session(command.session_id)
+        await context.store.write([SESSIONS.delete(session.id)])
         # Only once it is gone for good (a failed write leaves it, and its replies, as they were)
-        replies.drop_jobs(service, session.id)
-        service.bus.publish(
+        replies.drop_jobs(context, session.id)
+        context.bus.publish(
             "session.deleted", ("sessions", session_topic(session.id)), {"id": session.id}
         )
     log.info("session_deleted", session_id=session.id, messages=session.message_count)

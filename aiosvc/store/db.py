@@ -1,4 +1,5 @@
-"""The SQLite database: opening and checking it, migrations, one writer, one reader.
+"""The SQLite database: its lock, one writer, one reader (connections opened, checked and
+migrated by :mod:`aiosvc.store.connection`).
 
 aiosqlite runs every call of a connection on that connection's own thread, and tasks sharing a
 connection share its transaction. So there is exactly one write connection, driven by one writer
@@ -28,17 +29,16 @@ import structlog
 
 from aiosvc.clock import utcnow
 from aiosvc.metrics import Histogram, Metrics
-from aiosvc.store import files
+from aiosvc.store import connection, files
 from aiosvc.store.errors import StoreError
 from aiosvc.store.faults import (
     StorageFull,
     StorageUnavailable,
-    cannot,
     classify,
     lost_connection,
 )
 from aiosvc.store.lock import DatabaseLock
-from aiosvc.store.schema import migrations, schema_version, split_sql
+from aiosvc.store.schema import migrations, schema_version
 
 log = structlog.get_logger(__name__)
 
@@ -112,11 +112,11 @@ class Database:
         try:
             self._writer_conn = await self._connect(create=creating)
             self._file = files.file_id(self.path)
-            await self._check(self._writer_conn)
+            await connection.check(self._writer_conn, self.path)
             if migrate:
                 await self.migrate()
             elif require_current:
-                await self._require_current()
+                await connection.require_current(self._writer_conn, self.path)
             self._reader_conn = await self._connect(readonly=True)
         except BaseException:
             await self.close()
@@ -129,78 +129,11 @@ class Database:
     async def _connect(
         self, *, readonly: bool = False, create: bool = False
     ) -> aiosqlite.Connection:
-        mode = "ro" if readonly else "rwc" if create else "rw"
-        try:
-            conn = await aiosqlite.connect(
-                f"file:{self.path}?mode={mode}", uri=True, isolation_level=None
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(cannot(self.path, "cannot open the database", exc)) from None
-        try:
-            await conn.execute("PRAGMA busy_timeout = 5000")
-            if not readonly:
-                row = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
-                if row is None or row[0] != "wal":
-                    raise StoreError(f"{self.path}: cannot switch the database to WAL mode")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as exc:
-            await conn.close()
-            raise StoreError(cannot(self.path, "not a usable SQLite database", exc)) from None
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    async def _check(self, conn: aiosqlite.Connection) -> None:
-        """Refuse a corrupt file or one written by a newer version; never recreate it."""
-        try:
-            row = await (await conn.execute("PRAGMA quick_check")).fetchone()
-            version = await self._user_version(conn)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(cannot(self.path, "not a usable SQLite database", exc)) from None
-        if row is None or row[0] != "ok":
-            raise StoreError(f"{self.path}: the database is corrupt: {row[0] if row else '?'}")
-        if version > schema_version():
-            raise StoreError(
-                f"{self.path}: the database has schema version {version}, newer than this "
-                f"aiosvc understands ({schema_version()}); upgrade aiosvc or use another file"
-            )
-
-    @staticmethod
-    async def _user_version(conn: aiosqlite.Connection) -> int:
-        row = await (await conn.execute("PRAGMA user_version")).fetchone()
-        return int(row[0]) if row else 0
+        return await connection.connect(self.path, readonly=readonly, create=create)
 
     async def migrate(self) -> list[str]:
         """Apply every migration newer than the file's version; return their names."""
-        conn = self._require_writer()
-        current = await self._user_version(conn)
-        applied = []
-        for number, name, sql in migrations():
-            if number <= current:
-                continue
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                for statement in split_sql(sql):
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {number:d}")
-                await conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise StoreError(cannot(self.path, f"migration {name} failed", exc)) from None
-            log.info("migration_applied", migration=name)
-            applied.append(name)
-        return applied
-
-    async def _require_current(self) -> None:
-        version = await self._user_version(self._require_writer())
-        if version != schema_version():
-            raise StoreError(
-                f"{self.path}: schema version {version}, expected {schema_version()}: "
-                "run 'aiosvc migrate'"
-            )
+        return await connection.migrate(self._require_writer(), self.path)
 
     async def close(self) -> None:
         """Finish queued writes, stop the writer and close both connections."""

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiosvc.config import ConfigError
 from aiosvc.config.live import document
 from aiosvc.errors import InvalidConfig
-from aiosvc.keys import SETTINGS
-from aiosvc.web.openapi import operation
+from aiosvc.web.keys import SETTINGS
+from aiosvc.web.operation import operation
 from aiosvc.web.responses import ok
 
 routes = web.RouteTableDef()

@@ -1,4 +1,11 @@
-"""Wire frames for the two stream transports, each event's built once and shared by clients."""
+"""Wire frames for the two stream transports, each event's built once and shared by clients.
+
+Couplings to how aiohttp frames what it writes (marked ``# aiohttp-internals:``), since the
+streams write these frames to the transport themselves, past aiohttp's writers:
+:func:`websocket_text` is the frame aiohttp's WebSocket writer makes of a text message on an
+uncompressed server socket, and :func:`http_chunk` the chunk its HTTP writer makes of a piece
+of a chunked body; ``tests/test_frames.py`` pins both against aiohttp's own writers.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ class Framing(Protocol):
 _SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
+# aiohttp-internals: the frame aiohttp's WebSocketWriter writes for a text message.
 def websocket_text(payload: bytes) -> bytes:
     """``payload`` as one unmasked, uncompressed WebSocket text frame."""
     size = len(payload)
@@ -51,6 +59,7 @@ def websocket_text(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
+# aiohttp-internals: the chunk aiohttp's StreamWriter writes for a piece of a chunked body.
 def http_chunk(data: bytes) -> bytes:
     """``data`` as one chunk of a chunked HTTP/1.1 body."""
     return b"%x\r\n%b\r\n" % (len(data), data)

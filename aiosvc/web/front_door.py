@@ -40,11 +40,10 @@ from aiosvc.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
-    UnsupportedMediaType,
 )
-from aiosvc.logthrottle import Throttled
+from aiosvc.logs.throttle import Throttled
 from aiosvc.metrics import Metrics, RouteStats
-from aiosvc.web import requests
+from aiosvc.web import params
 from aiosvc.web.limits import (
     ConnectionRates,
     Places,
@@ -53,7 +52,7 @@ from aiosvc.web.limits import (
     long_lived_places,
 )
 from aiosvc.web.responses import error_response
-from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES, Gate, cors_headers
+from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES, AccessGate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -98,7 +97,9 @@ class FrontDoor:
     """The checks every request passes before its handler: it gives the request an id, runs
     the checks, maps every failure to the error envelope, and writes the request's log line."""
 
-    def __init__(self, limits: LimitsConfig, gate: Gate, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, limits: LimitsConfig, gate: AccessGate, metrics: Metrics | None = None
+    ) -> None:
         self.gate = gate
         self.metrics = metrics or Metrics()
         self.max_body_bytes = limits.max_body_bytes
@@ -120,16 +121,35 @@ class FrontDoor:
         self.places.per_credential_limit = limits.max_streams_per_credential
 
     def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
-        """Register every route of ``tables`` behind the door, then the catch-all."""
+        """Register every route of ``tables`` behind the door, then the catch-all.
+
+        The router must be empty: a route registered before would skip every check (and one
+        registered after is shadowed by the catch-all).
+        """
+        if len(router.resources()):
+            raise RuntimeError(
+                "the front door registers every route: this router already has routes, "
+                "which no check would guard"
+            )
         for table in tables:
             for definition in table:
-                assert isinstance(definition, web.RouteDef), definition
-                route = router.add_resource(definition.path).canonical
-                guarded = self.guard(definition.handler, route, definition.method)
-                attrs.evolve(definition, handler=guarded).register(router)
+                if not isinstance(definition, web.RouteDef):
+                    raise TypeError(f"only routes go behind the front door: {definition!r}")
+                self._add(router, definition)
         fallback = self.guard(self.no_route, None)
         # [\s\S], not ".": a path may hold an encoded newline (/x%0ay), which "." skips
         router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", fallback, name=NO_ROUTE)
+
+    def _add(self, router: web.UrlDispatcher, definition: web.RouteDef) -> None:
+        """One route, through aiohttp's public API: its resource (the path's), then the
+        guarded handler on it (with HEAD beside GET, as ``router.add_get`` does)."""
+        options = dict(definition.kwargs)
+        resource = router.add_resource(definition.path, name=options.pop("name", None))
+        allow_head = options.pop("allow_head", True) and definition.method == hdrs.METH_GET
+        guarded = self.guard(definition.handler, resource.canonical, definition.method)
+        if allow_head:
+            resource.add_route(hdrs.METH_HEAD, guarded, **options)
+        resource.add_route(definition.method, guarded, **options)
 
     def guard(self, handler: Handler, route: str | None, method: str = hdrs.METH_ANY) -> Handler:
         """``handler`` behind the door; ``route`` is its canonical path (None: no route)."""
@@ -265,7 +285,7 @@ class FrontDoor:
             raise RateLimited(
                 "too many writes: slow down", headers={"Retry-After": str(math.ceil(wait))}
             )
-        check_body(request, self.max_body_bytes)
+        params.check_body(request, self.max_body_bytes)
 
     def long_lived(self, handler: Handler, *, waits_only: bool) -> Handler:
         """``handler`` holding a place while it runs (``waits_only``: only when asked to
@@ -273,7 +293,7 @@ class FrontDoor:
         places = self.places
 
         async def held(request: web.Request) -> web.StreamResponse:
-            if waits_only and not requests.boolean(request, "wait"):
+            if waits_only and not params.boolean(request, "wait"):
                 return await handler(request)
             owner = credential.get()
             over = places.take(owner)
@@ -368,18 +388,3 @@ def _from_http(exc: web.HTTPException) -> AppError:
         return PayloadTooLarge("the request body is over the size limit")
     code = re.sub(r"[^a-z0-9]+", "_", exc.reason.lower()).strip("_") or "error"
     return AppError(exc.reason, code=code, status=exc.status)
-
-
-def check_body(request: web.Request, max_bytes: int) -> None:
-    """Refuse a body that is not ``application/json`` (415) or is declared too large (413)."""
-    if request.body_exists:
-        charset = (request.charset or "utf-8").lower()
-        if request.content_type != "application/json" or charset != "utf-8":
-            raise UnsupportedMediaType(
-                "a request body must be JSON sent as 'Content-Type: application/json'"
-            )
-        if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
-            raise UnsupportedMediaType("a request body must not be compressed (Content-Encoding)")
-        length = request.content_length
-        if length is not None and length > max_bytes:
-            raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")

@@ -4,7 +4,11 @@ the client sends a frame that is not masked; aiohttp's reader accepts them.
 :class:`MaskedFramesOnly` sits between the connection and aiohttp's reader and reads only
 frame headers. At the first unmasked frame it hands the reader, in its place, a frame with a
 reserved opcode, which the reader refuses as a protocol error: aiohttp then closes with 1002
-as it does for any other (a coupling pinned by ``tests/test_aiohttp_pins.py``).
+as it does for any other.
+
+Coupling to aiohttp's internals (marked ``# aiohttp-internals:``, pinned by
+``tests/test_aiohttp_pins.py``): aiohttp's WebSocket reader fails a frame with a reserved
+opcode as a protocol error, with close code 1002.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document, generated from the route table, handler metadata and attrs models.
 
-A handler declares what the route table cannot know with ``@operation(...)``; JSON Schemas come
-from the attrs models by introspection, and limits from the running configuration.
+A handler declares what the route table cannot know with ``@operation(...)``
+(:mod:`aiosvc.web.operation`); JSON Schemas come from the attrs models by introspection, and
+limits from the running configuration.
 """
 
 from __future__ import annotations
@@ -12,122 +13,33 @@ import sys
 import types
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from http import HTTPStatus
-from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin
+from typing import Any, Literal, Union, cast, get_args, get_origin
 
 import attrs
 import orjson
 from aiohttp import web
 
 from aiosvc import __version__
-from aiosvc.commands.hooks import HOOK_TYPE
 from aiosvc.config import Config, LimitsConfig
-from aiosvc.convert import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
-from aiosvc.keys import SETTINGS
 from aiosvc.models import ID_PATTERN
+from aiosvc.rules import HOOK_TYPE, MAX_PROJECT_CHARS, MIN_PROJECT_CHARS
+from aiosvc.web.bodies import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
+from aiosvc.web.keys import SETTINGS
+from aiosvc.web.operation import Limit, Operation, Page, Raw, Text, metadata
 from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES
 
-H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 JSON = "application/json"
-METADATA = "__openapi__"
 SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
-MAX_OFFSET = 10**18 - 1  # query integers have at most 18 digits
-
-
-@attrs.frozen
-class Limit:
-    """A value read from the running configuration's ``[limits]`` when the document is built."""
-
-    name: str
-
-
-@attrs.frozen
-class Page:
-    """A list answer: ``{"data": [item, ...], "total", "limit", "offset"}``; with ``cursors``
-    also ``"next"`` and ``"prev"``, and ``offset`` null for a page asked for by cursor."""
-
-    item: Any
-    cursors: bool = False
-
-
-@attrs.frozen
-class Raw:
-    """An answer that is ``shape`` itself, not wrapped in ``{"data": ...}``."""
-
-    shape: Any
-
-
-@attrs.frozen
-class Text:
-    """An answer that is text of ``media_type``, not JSON."""
-
-    media_type: str
-
-
-@attrs.frozen
-class Param:
-    """A query parameter or request header an operation reads."""
-
-    name: str
-    type: Any
-    description: str
-    keywords: Mapping[str, Any] = attrs.field(factory=dict)  # more JSON Schema; Limit allowed
-    where: Literal["query", "header"] = "query"
-
-
-@attrs.frozen(kw_only=True)
-class Operation:
-    """What the route table cannot say about a handler; used as a decorator, ``@operation``."""
-
-    responses: Mapping[int, Any]  # status: a type, a model, Page, Raw, Text, {name: type}, None
-    body: type | None = None
-    params: Sequence[Param] = ()
-    errors: Mapping[int, str] = attrs.field(factory=dict)  # status: its codes, comma-separated
-    located: Collection[int] = ()  # the statuses that carry a Location header
-    stream: Literal["sse", "websocket"] | None = None
-    messages: Mapping[str, type] = attrs.field(factory=dict)  # WebSocket ops: name to body
-
-    def __call__(self, handler: H) -> H:
-        """Attach this metadata to a route handler, which is otherwise unchanged."""
-        setattr(handler, METADATA, self)
-        return handler
-
-
-operation = Operation
-
-
-def metadata(handler: object) -> Operation | None:
-    """The metadata ``@operation`` attached to a handler, if any."""
-    meta = getattr(handler, METADATA, None)
-    return meta if isinstance(meta, Operation) else None
-
-
-PAGING = (
-    Param("limit", int, "Page size.", {"minimum": 1, "maximum": Limit("max_page_size")}),
-    Param("offset", int, "Items to skip.", {"minimum": 0, "maximum": MAX_OFFSET}),
-)
-
-
-def cursors(item: str, after: str, before: str) -> tuple[Param, Param]:
-    """The cursor parameters of a list of ``item``s: ``after`` and ``before`` an item's id,
-    whose pages hold the ``after`` and ``before`` ones (keyset pages)."""
-    shape = {"pattern": f"^{ID_PATTERN.pattern}$", "maxLength": 64}
-    also = "; not with before, nor with a non-zero offset"
-    return (
-        Param(
-            "after", str, f"A {item}'s id: the page of the {after} ones next to it{also}.", shape
-        ),
-        Param("before", str, f"A {item}'s id: the page of the {before} ones next to it.", shape),
-    )
 
 
 #: Constraints the handlers check beyond the type, by (body class, field).
 FIELD_KEYWORDS: dict[tuple[type, str], dict[str, Any]] = {
     (SessionCreate, "title"): {"maxLength": Limit("max_title_chars")},
-    (SessionCreate, "project"): {"minLength": 1, "maxLength": 200},
+    (SessionCreate, "project"): {"minLength": MIN_PROJECT_CHARS, "maxLength": MAX_PROJECT_CHARS},
     (SessionPatch, "title"): {"maxLength": Limit("max_title_chars")},
     (MessageCreate, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},
     (SendMessageOp, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},

@@ -46,7 +46,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from aiosvc.errors import AppError
-from aiosvc.logthrottle import Throttled
+from aiosvc.logs.throttle import Throttled
 from aiosvc.web.front_door import REQUEST_ID_HEADER, new_request_id
 from aiosvc.web.limits import ConnectionCounter, is_local
 from aiosvc.web.linger import Lingering, unread_bytes

@@ -30,20 +30,25 @@ def ok(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 
 
 def page(items: Sequence[Any], *, limit: int, offset: int) -> web.Response:
-    """Answer one page of ``items`` with ``total``, ``limit`` and ``offset`` beside it."""
-    return json_response(
-        {
-            "data": items[offset : offset + limit],
-            "total": len(items),
-            "limit": limit,
-            "offset": offset,
-        }
-    )
+    """Answer one page of ``items`` (models allowed) with ``total``, ``limit`` and ``offset``."""
+    shown = [orjson.dumps(unstructure(item)) for item in items[offset : offset + limit]]
+    return raw_page(shown, total=len(items), limit=limit, offset=offset)
 
 
 def raw_ok(data: bytes, *, status: int = 200) -> web.Response:
     """Answer ``{"data": ...}`` around JSON that is already serialised."""
     return web.Response(body=b'{"data":%s}' % data, status=status, content_type=JSON)
+
+
+def raw_page(items: Sequence[bytes], *, total: int, limit: int, offset: int) -> web.Response:
+    """Answer a page of already serialised items with ``total``, ``limit`` and ``offset``."""
+    body = b'{"data":[%s],"total":%d,"limit":%d,"offset":%d}' % (
+        b",".join(items),
+        total,
+        limit,
+        offset,
+    )
+    return web.Response(body=body, content_type=JSON)
 
 
 def cursor_page(page: Page, *, limit: int) -> web.Response:

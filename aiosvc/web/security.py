@@ -49,7 +49,7 @@ def host_name(host: str) -> str | None:
     return found.group(1) if found else None
 
 
-class Gate:
+class AccessGate:
     """Applies the allowlists and credentials of the server's configuration."""
 
     def __init__(self, config: ServerConfig) -> None:

@@ -35,7 +35,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from aiosvc.config import Config, LimitsConfig
-from aiosvc.keys import SETTINGS
+from aiosvc.web.keys import SETTINGS
 from aiosvc.web.limits import ConnectionCounter, descriptor_budget
 from aiosvc.web.linger import LINGER_S, Lingering, unread_bytes
 from aiosvc.web.protocol import TOO_MANY, Guard, GuardedProtocol, Settings

@@ -12,25 +12,22 @@ from aiosvc.commands.types import (
     SendMessage,
     UpdateSession,
 )
-from aiosvc.convert import MessageCreate, SessionCreate, SessionPatch
-from aiosvc.errors import NotFound
-from aiosvc.keys import CACHE, COMMANDS, SETTINGS
-from aiosvc.models import Message, Session, SessionStatus, is_valid_id
-from aiosvc.web import requests
-from aiosvc.web.openapi import PAGING, Page, Param, cursors, operation
+from aiosvc.models import Message, Session, SessionStatus
+from aiosvc.rules import MAX_FILTER_CHARS
+from aiosvc.web import params
+from aiosvc.web.bodies import MessageCreate, SessionCreate, SessionPatch
+from aiosvc.web.keys import CACHE, COMMAND_SERVICE, SETTINGS
+from aiosvc.web.operation import PAGING, Page, Param, cursors, operation
 from aiosvc.web.responses import JSON, cursor_page, ok, raw_ok
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/sessions"
+FILTER = {"minLength": 1, "maxLength": MAX_FILTER_CHARS}
 
 
 def session_from_path(request: web.Request) -> Session:
     """The session named by the route's ``{id}``, or 404."""
-    session_id = request.match_info["id"]
-    session = request.app[CACHE].session(session_id) if is_valid_id(session_id) else None
-    if session is None:
-        raise NotFound.of("session", session_id)
-    return session
+    return request.app[CACHE].require_session(request.match_info["id"])
 
 
 @routes.get(BASE)
@@ -40,8 +37,8 @@ def session_from_path(request: web.Request) -> Session:
         *PAGING,
         *cursors("session", after="older", before="newer"),
         Param("status", SessionStatus, "Only sessions in this state."),
-        Param("project", str, "Only this project's sessions.", {"minLength": 1, "maxLength": 200}),
-        Param("computer", str, "Only this computer's.", {"minLength": 1, "maxLength": 200}),
+        Param("project", str, "Only this project's sessions.", FILTER),
+        Param("computer", str, "Only this computer's.", FILTER),
     ],
 )
 async def list_sessions(request: web.Request) -> web.Response:
@@ -49,13 +46,13 @@ async def list_sessions(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
     if not request.query_string:  # the common case, served from one cached body
         return web.Response(body=cache.first_sessions_page(), content_type=JSON)
-    window = requests.window(request, request.app[SETTINGS].config.limits.max_page_size)
+    window = params.window(request, request.app[SETTINGS].config.limits.max_page_size)
     filters = {
         name: value
         for name, value in (
-            ("status", requests.choice(request, "status", SessionStatus)),
-            ("project", requests.text(request, "project")),
-            ("computer", requests.text(request, "computer")),
+            ("status", params.choice(request, "status", SessionStatus)),
+            ("project", params.text(request, "project")),
+            ("computer", params.text(request, "computer")),
         )
         if value is not None
     }
@@ -68,8 +65,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 )
 async def create_session(request: web.Request) -> web.Response:
     """Create a session; answers 201 with its ``Location``."""
-    body = await requests.body(request, SessionCreate)
-    session = await request.app[COMMANDS].execute(
+    body = await params.body(request, SessionCreate)
+    session = await request.app[COMMAND_SERVICE].execute(
         CreateSession(title=body.title, agent=body.agent, project=body.project)
     )
     return ok(session, status=201, headers={"Location": f"{BASE}/{session.id}"})
@@ -87,9 +84,11 @@ async def get_session(request: web.Request) -> web.Response:
 async def patch_session(request: web.Request) -> web.Response:
     """Rename a session."""
     session_id = session_from_path(request).id
-    body = await requests.body(request, SessionPatch)
+    body = await params.body(request, SessionPatch)
     return ok(
-        await request.app[COMMANDS].execute(UpdateSession(session_id=session_id, title=body.title))
+        await request.app[COMMAND_SERVICE].execute(
+            UpdateSession(session_id=session_id, title=body.title)
+        )
     )
 
 
@@ -98,7 +97,7 @@ async def patch_session(request: web.Request) -> web.Response:
 async def end_session(request: web.Request) -> web.Response:
     """End a session; its history stays."""
     session_id = session_from_path(request).id
-    return ok(await request.app[COMMANDS].execute(EndSession(session_id=session_id)))
+    return ok(await request.app[COMMAND_SERVICE].execute(EndSession(session_id=session_id)))
 
 
 @routes.delete(BASE + "/{id}")
@@ -106,7 +105,7 @@ async def end_session(request: web.Request) -> web.Response:
 async def delete_session(request: web.Request) -> web.Response:
     """Delete a session and everything in it."""
     session_id = session_from_path(request).id
-    await request.app[COMMANDS].execute(DeleteSession(session_id=session_id))
+    await request.app[COMMAND_SERVICE].execute(DeleteSession(session_id=session_id))
     return web.Response(status=204)
 
 
@@ -118,7 +117,7 @@ async def delete_session(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     """A session's history, oldest first."""
     session = session_from_path(request)
-    window = requests.window(request, request.app[SETTINGS].config.limits.max_page_size)
+    window = params.window(request, request.app[SETTINGS].config.limits.max_page_size)
     page = await request.app[CACHE].history_page(session, window)
     return cursor_page(page, limit=window.limit)
 
@@ -134,9 +133,9 @@ async def list_messages(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     """Send a message: 202 once it is stored, or with ``?wait=true`` 200 with the reply."""
     session_id = session_from_path(request).id
-    wait = requests.boolean(request, "wait")
-    body = await requests.body(request, MessageCreate)
-    accepted = await request.app[COMMANDS].execute(
+    wait = params.boolean(request, "wait")
+    body = await params.body(request, MessageCreate)
+    accepted = await request.app[COMMAND_SERVICE].execute(
         SendMessage(session_id=session_id, content=body.content)
     )
     if wait:
@@ -157,7 +156,7 @@ async def send_message(request: web.Request) -> web.Response:
 async def cancel_reply(request: web.Request) -> web.Response:
     """Stop the running reply and drop queued ones."""
     session_id = session_from_path(request).id
-    cancelled = await request.app[COMMANDS].execute(CancelReplies(session_id=session_id))
+    cancelled = await request.app[COMMAND_SERVICE].execute(CancelReplies(session_id=session_id))
     return ok(
         {"session_id": cancelled.session_id, "cancelled": list(cancelled.cancelled)}, status=202
     )

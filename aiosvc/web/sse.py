@@ -1,5 +1,17 @@
 """The SSE streams: ``/api/v1/events`` (all topics, or ``?topics=``) and
-``/api/v1/sessions/{id}/events``."""
+``/api/v1/sessions/{id}/events``.
+
+Couplings to how aiohttp writes a response (marked ``# aiohttp-internals:``): frames go
+straight to the transport once the body has started (:meth:`SSEStream.write_now`), framed as
+aiohttp frames the body, which assumes that
+
+- aiohttp sends a response's headers with its first body write, not when it is prepared: the
+  body is started with a write through aiohttp (``retry:``) before any direct write;
+- a streamed HTTP/1.1 body without a length is chunked, and its ``Transfer-Encoding`` header
+  says so (HTTP/1.0: as it comes), the chunks framed as :func:`~aiosvc.web.frames.http_chunk`
+  frames them (pinned by ``tests/test_frames.py``; HTTP/1.0 by ``tests/test_streams.py``);
+- the response is not compressed (checked: a compressed one is refused).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +24,14 @@ from aiohttp_sse import EventSourceResponse
 
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
-from aiosvc.keys import BUS, METRICS, SETTINGS, STREAMS
-from aiosvc.web.connection import StreamConnection
+from aiosvc.rules import MAX_TOPICS, TOPICS
 from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
-from aiosvc.web.openapi import MAX_OFFSET, Param, operation
+from aiosvc.web.keys import BUS, METRICS, SETTINGS, STREAMS
+from aiosvc.web.operation import MAX_OFFSET, Param, operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
+from aiosvc.web.stream import StreamConnection
 
 routes = web.RouteTableDef()
 FRAMING = SSEFraming()
@@ -41,7 +54,21 @@ class SSEStream(StreamConnection):
         super().__init__(outbox, request.transport, low_mark, request.app[METRICS])
         self.request = request
         self.response = response
-        self.chunked = False  # known once the response is prepared
+        self.chunked = False  # known once the body has started
+        self.started = False  # the headers are out: frames may be written directly
+
+    def body_started(self) -> None:
+        """The headers are out, with the body's first bytes: from now on frames may go to
+        the transport directly, framed as aiohttp frames the body."""
+        if self.response.compression:
+            raise RuntimeError("an event stream's frames are written directly: no compression")
+        # aiohttp-internals: a streamed HTTP/1.1 body is chunked, and the header says so.
+        self.chunked = self.response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
+        self.started = True
+
+    def writable(self) -> bool:
+        """Started, open and keeping up."""
+        return self.started and super().writable()
 
     async def send(self, frames: Sequence[bytes]) -> None:
         """Write the frames as one chunk."""
@@ -51,6 +78,7 @@ class SSEStream(StreamConnection):
         """Write the frames as one chunk, framed as :meth:`send` would (chunked for HTTP/1.1,
         as they come for HTTP/1.0)."""
         assert self.transport is not None  # writable() said so
+        # aiohttp-internals: past aiohttp's writer, framed as it frames a body.
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         self.transport.write(http_chunk(data) if self.chunked else data)
 
@@ -73,8 +101,7 @@ class SSEStream(StreamConnection):
         Param(
             "topics",
             str,
-            "Comma-separated: 'sessions', 'approvals', 'hooks', 'system', '*' or "
-            "'session:<id>'; all events when absent.",
+            f"Comma-separated: {TOPICS}; all events when absent.",
         ),
         *RESUME,
     ],
@@ -83,12 +110,8 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     """Every event, or those of ``?topics=a,b``."""
     raw = request.query.get("topics")
     topics = [t for t in raw.split(",") if t] if raw is not None else [ALL]
-    if not topics or len(topics) > 256 or not all(is_valid_topic(t) for t in topics):
-        raise InvalidParameter(
-            "topics",
-            "expected a comma-separated list of 'sessions', 'approvals', 'hooks', 'system', "
-            "'*' or 'session:<id>'",
-        )
+    if not topics or len(topics) > MAX_TOPICS or not all(is_valid_topic(t) for t in topics):
+        raise InvalidParameter("topics", f"expected a comma-separated list of {TOPICS}")
     return await _stream(request, topics)
 
 
@@ -126,9 +149,9 @@ async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse
     try:
         stamp(response)
         await response.prepare(request)
-        # aiohttp chose the body's framing from the HTTP version; the headers it sent say which
-        stream.chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
-        await response.write(RETRY)  # also sends the headers, before any direct write
+        # aiohttp-internals: the headers go out with the body's first write, not at prepare.
+        await response.write(RETRY)
+        stream.body_started()
         streams.add(stream)
         stream.start_writer()
         assert stream.writer is not None

@@ -10,23 +10,23 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from aiosvc import __version__
 from aiosvc.commands.types import PublishHook, ResolveApproval
-from aiosvc.convert import ApprovalDecision, HookCreate
 from aiosvc.errors import NotFound, Unavailable
-from aiosvc.keys import (
+from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
+from aiosvc.store import StorageFull
+from aiosvc.web import openapi, params
+from aiosvc.web.bodies import ApprovalDecision, HookCreate
+from aiosvc.web.front_door import credential
+from aiosvc.web.keys import (
+    ACCESS_GATE,
     AGENTS,
     CACHE,
-    COMMANDS,
+    COMMAND_SERVICE,
     DATABASE,
-    GATE,
     METRICS_REGISTRY,
     SETTINGS,
     STARTED_AT,
 )
-from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
-from aiosvc.store import StorageFull
-from aiosvc.web import openapi, requests
-from aiosvc.web.front_door import credential
-from aiosvc.web.openapi import PAGING, Page, Param, Raw, Text, operation
+from aiosvc.web.operation import PAGING, Page, Param, Raw, Text, operation
 from aiosvc.web.responses import JSON, ok, page
 
 routes = web.RouteTableDef()
@@ -47,7 +47,7 @@ async def health(request: web.Request) -> web.Response:
         "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
         "db": "ok",
     }
-    problem = await request.app[DATABASE].check() or request.app[COMMANDS].not_ready
+    problem = await request.app[DATABASE].check() or request.app[COMMAND_SERVICE].not_ready
     if problem is not None:
         degraded = isinstance(problem, StorageFull)
         report.update(status="unavailable", db="degraded" if degraded else "error")
@@ -68,7 +68,7 @@ async def metrics(request: web.Request) -> web.Response:
 @operation(responses={200: Page(AGENT)}, params=PAGING)
 async def list_agents(request: web.Request) -> web.Response:
     """The configured agents with their kind and non-secret settings."""
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
 
 
@@ -76,7 +76,7 @@ async def list_agents(request: web.Request) -> web.Response:
 @operation(responses={201: {"ticket": str, "expires_at": str}})
 async def issue_ticket(request: web.Request) -> web.Response:
     """A single-use ticket for a WebSocket or EventSource URL (``?ticket=``), valid 60 s."""
-    ticket, expires_at = request.app[GATE].tickets.issue(credential.get())
+    ticket, expires_at = request.app[ACCESS_GATE].tickets.issue(credential.get())
     return ok({"ticket": ticket, "expires_at": expires_at}, status=201)
 
 
@@ -88,8 +88,8 @@ async def issue_ticket(request: web.Request) -> web.Response:
 )
 async def post_hook(request: web.Request) -> web.Response:
     """Publish an external event as ``hook.<type>``; answers 202 with its event id."""
-    body = await requests.body(request, HookCreate)
-    event = await request.app[COMMANDS].execute(
+    body = await params.body(request, HookCreate)
+    event = await request.app[COMMAND_SERVICE].execute(
         PublishHook(type=body.type, session_id=body.session_id, data=body.data)
     )
     return ok({"event_id": event.id, "type": event.type}, status=202)
@@ -117,10 +117,10 @@ async def get_command(request: web.Request) -> web.Response:
 )
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals, newest first, filtered by status and session."""
-    limit, offset = requests.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     approvals = request.app[CACHE].approvals(
-        status=requests.choice(request, "status", ApprovalStatus),
-        session_id=requests.text(request, "session_id", 64),
+        status=params.choice(request, "status", ApprovalStatus),
+        session_id=params.text(request, "session_id", 64),
     )
     return page(approvals, limit=limit, offset=offset)
 
@@ -130,10 +130,9 @@ async def list_approvals(request: web.Request) -> web.Response:
 async def resolve_approval(request: web.Request) -> web.Response:
     """Approve or deny a pending approval; a resolved one is 409."""
     approval_id = request.match_info["id"]
-    if not is_valid_id(approval_id) or request.app[CACHE].approval(approval_id) is None:
-        raise NotFound.of("approval", approval_id)
-    body = await requests.body(request, ApprovalDecision)
-    approval = await request.app[COMMANDS].execute(
+    request.app[CACHE].require_approval(approval_id)  # 404 before the body is read
+    body = await params.body(request, ApprovalDecision)
+    approval = await request.app[COMMAND_SERVICE].execute(
         ResolveApproval(approval_id=approval_id, decision=body.decision)
     )
     return ok(approval)

@@ -1,44 +1,41 @@
-"""The WebSocket streams: ``/api/v1/ws`` (multiplexed) and ``/api/v1/sessions/{id}/ws``."""
+"""The WebSocket streams: ``/api/v1/ws`` (multiplexed) and ``/api/v1/sessions/{id}/ws``.
+
+Couplings to how aiohttp writes a WebSocket (marked ``# aiohttp-internals:``): while a client
+keeps up, text frames built by :func:`~aiosvc.web.frames.websocket_text` go straight to the
+transport (:meth:`WebSocketStream.write_now`), past aiohttp's writer, which assumes that the
+socket is not compressed (checked when the stream starts: :func:`uncompressed`) and that
+aiohttp's writer holds nothing back between frames, so direct frames and its own (pings,
+close) never interleave mid-frame (pinned by ``tests/test_frames.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from aiosvc import __version__
-from aiosvc.bus import is_valid_topic, session_topic
-from aiosvc.commands.types import CancelReplies, ResolveApproval, SendMessage
+from aiosvc.bus import session_topic
 from aiosvc.config import Config
-from aiosvc.convert import (
-    INT_LIMIT,
-    ApproveOp,
-    CancelOp,
-    PingOp,
-    SendMessageOp,
-    SubscribeOp,
-    UnsubscribeOp,
-    loads,
-    structure,
-    unstructure,
-)
-from aiosvc.errors import AppError, InvalidParameter, ValidationFailed
-from aiosvc.keys import BUS, COMMANDS, METRICS, SETTINGS, STREAMS
-from aiosvc.web.connection import CLOSE_TIMEOUT_S, StreamConnection
+from aiosvc.convert import INT_LIMIT, loads, structure, unstructure
+from aiosvc.errors import AppError, ValidationFailed
+from aiosvc.web import ws_ops
 from aiosvc.web.frames import WebSocketFraming, websocket_text
 from aiosvc.web.front_door import stamp
+from aiosvc.web.keys import BUS, METRICS, SETTINGS, STREAMS
 from aiosvc.web.limits import TokenBucket
-from aiosvc.web.openapi import operation
+from aiosvc.web.operation import operation
 from aiosvc.web.outbox import Ending, Outbox
 from aiosvc.web.sessions import BASE, session_from_path
+from aiosvc.web.stream import CLOSE_TIMEOUT_S, StreamConnection
+from aiosvc.web.ws_ops import ACKED, OPS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 FRAMING = WebSocketFraming()
-MAX_TOPICS = 256  # per subscribe op
 MAX_CLIENT_ID = 128  # characters of an op's "id"
 MAX_LIMITED = 20  # messages refused in a row for the rate before the socket is closed
 
@@ -75,6 +72,7 @@ class WebSocketStream(StreamConnection):
         """Write each frame as one text message, all in one write (the socket is not
         compressed, so the frames are what :meth:`send` would write)."""
         assert self.transport is not None  # writable() said so
+        # aiohttp-internals: past aiohttp's writer, framed as it frames an uncompressed text.
         if len(frames) == 1:
             self.transport.write(websocket_text(frames[0]))
         else:
@@ -179,13 +177,13 @@ class WebSocketStream(StreamConnection):
             )
             self._error(None, error)
             return
-        op = frame.pop("op", None)
-        handler = OPS.get(op) if isinstance(op, str) else None
-        if handler is None:
+        name = frame.pop("op", None)
+        op = OPS.get(name) if isinstance(name, str) else None
+        if op is None:
             self._error(
                 client_id,
                 AppError(
-                    f"unknown op {op!r}",
+                    f"unknown op {name!r}",
                     code="unknown_op",
                     details={"ops": sorted(OPS)},
                     status=400,
@@ -193,11 +191,11 @@ class WebSocketStream(StreamConnection):
             )
             return
         try:
-            data = await handler(self, frame, client_id)
+            data = await op.handler(self, structure(frame, op.body), client_id)
         except AppError as exc:
             self._error(client_id, exc)
             return
-        if data is not _ACKED:
+        if data is not ACKED:
             self.outbox.put(FRAMING.message("ack", id=client_id, data=unstructure(data)))
 
     def _error(self, client_id: object, error: AppError) -> None:
@@ -209,11 +207,19 @@ class WebSocketStream(StreamConnection):
             fields["id"] = client_id
         self.outbox.put(FRAMING.message("error", **fields))
 
-    def _session_id(self, given: str | None) -> str:
+    def session_id(self, given: str | None) -> str:
+        """The session an op names, or the one the socket is bound to."""
         session_id = given if given is not None else self.bound
         if session_id is None:
             raise ValidationFailed({"session_id": "required field is missing"})
         return session_id
+
+
+def uncompressed(ws: web.WebSocketResponse) -> web.WebSocketResponse:
+    """``ws``, refused if it is compressed: its frames are written directly, uncompressed."""
+    if ws.compress:
+        raise RuntimeError("a WebSocket whose frames are written directly cannot be compressed")
+    return ws
 
 
 def _why_closed(error: object) -> str:
@@ -230,80 +236,6 @@ def _why_closed(error: object) -> str:
     return "error"
 
 
-_ACKED = object()  # an op that queued its own ack (subscribe: the ack precedes the replay)
-Op = Callable[[WebSocketStream, dict[str, Any], object], Awaitable[Any]]
-
-
-async def _subscribe(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
-    op = structure(frame, SubscribeOp)
-    _check_topics(op.topics)
-    if op.since is not None and op.since < 0:
-        raise InvalidParameter("since", "must be an event id (an integer >= 0)")
-    topics = sorted(stream.outbox.topics | set(op.topics))
-    ack = FRAMING.message("ack", id=client_id, data={"topics": topics, "since": op.since})
-    stream.outbox.subscribe(op.topics, op.since, preface=ack)
-    return _ACKED
-
-
-async def _unsubscribe(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
-    op = structure(frame, UnsubscribeOp)
-    _check_topics(op.topics)
-    stream.outbox.unsubscribe(op.topics)
-    return {"topics": sorted(stream.outbox.topics)}
-
-
-async def _send_message(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
-    op = structure(frame, SendMessageOp)
-    command = SendMessage(session_id=stream._session_id(op.session_id), content=op.content)
-    accepted = await stream.app[COMMANDS].execute(command)
-    return {
-        "message": accepted.message,
-        "reply_id": accepted.reply_id,
-        "command_id": accepted.command_id,
-    }
-
-
-async def _cancel(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
-    op = structure(frame, CancelOp)
-    result = await stream.app[COMMANDS].execute(
-        CancelReplies(session_id=stream._session_id(op.session_id))
-    )
-    return {"session_id": result.session_id, "cancelled": list(result.cancelled)}
-
-
-async def _approve(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
-    op = structure(frame, ApproveOp)
-    return await stream.app[COMMANDS].execute(
-        ResolveApproval(approval_id=op.approval_id, decision=op.decision)
-    )
-
-
-async def _ping(stream: WebSocketStream, frame: dict[str, Any], client_id: object) -> Any:
-    structure(frame, PingOp)
-    return {}
-
-
-OPS: dict[str, Op] = {
-    "subscribe": _subscribe,
-    "unsubscribe": _unsubscribe,
-    "send_message": _send_message,
-    "cancel": _cancel,
-    "approve": _approve,
-    "ping": _ping,
-}
-
-
-def _check_topics(topics: list[str]) -> None:
-    if len(topics) > MAX_TOPICS:
-        raise ValidationFailed({"topics": f"at most {MAX_TOPICS} topics at a time"})
-    bad = [t for t in topics if not is_valid_topic(t)]
-    if bad:
-        raise ValidationFailed(
-            {"topics": f"unknown topic(s): {', '.join(map(repr, bad[:5]))}"},
-            message="expected 'sessions', 'approvals', 'hooks', 'system', '*' or 'session:<id>'",
-        )
-
-
 def _valid_client_id(value: object) -> bool:
     if value is None:
         return True
@@ -314,26 +246,16 @@ def _valid_client_id(value: object) -> bool:
 
 # Routes ---------------------------------------------------------------------------------------
 
-#: The body of each op, for the OpenAPI document (the frame's "op" and "id" come on top).
-OP_BODIES: dict[str, type] = {
-    "subscribe": SubscribeOp,
-    "unsubscribe": UnsubscribeOp,
-    "send_message": SendMessageOp,
-    "cancel": CancelOp,
-    "approve": ApproveOp,
-    "ping": PingOp,
-}
-
 
 @routes.get("/api/v1/ws")
-@operation(responses={101: None}, stream="websocket", messages=OP_BODIES)
+@operation(responses={101: None}, stream="websocket", messages=ws_ops.bodies())
 async def multiplexed(request: web.Request) -> web.StreamResponse:
     """A WebSocket for any topics the client subscribes to."""
     return await _serve(request, None)
 
 
 @routes.get(BASE + "/{id}/ws")
-@operation(responses={101: None}, stream="websocket", messages=OP_BODIES)
+@operation(responses={101: None}, stream="websocket", messages=ws_ops.bodies())
 async def bound_to_session(request: web.Request) -> web.StreamResponse:
     """A WebSocket subscribed to one session from the start."""
     session = session_from_path(request)  # 404 before the upgrade
@@ -353,7 +275,7 @@ async def _serve(request: web.Request, bound: str | None) -> web.StreamResponse:
         raise AppError("this route needs a WebSocket upgrade", code="upgrade_required", status=426)
     stamp(ws)
     await ws.prepare(request)
-    stream = WebSocketStream(request, ws, bound, config)
+    stream = WebSocketStream(request, uncompressed(ws), bound, config)
     streams = request.app[STREAMS]
     streams.add(stream)
     try:

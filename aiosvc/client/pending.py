@@ -39,7 +39,7 @@ class Op:
         return json.dumps({**self.frame, "id": self.id}, ensure_ascii=False)
 
 
-class Outbox:
+class PendingOps:
     """Unsent ops in order, and sent ones by id until their ack or error arrives."""
 
     def __init__(self) -> None:

@@ -1,4 +1,7 @@
-"""Every typed application key, in one place."""
+"""The application's typed keys: how handlers reach the core's services and the web layer's own.
+
+They live in the web layer, which owns the application: the core never imports aiohttp.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +13,25 @@ from aiosvc.bus import Bus
 from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
 from aiosvc.config import Settings
+from aiosvc.core import Core
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
-from aiosvc.web.security import Gate
-from aiosvc.web.streams import OpenStreams
+from aiosvc.web.open_streams import OpenStreams
+from aiosvc.web.security import AccessGate
 
 #: The configuration in effect: ``app[SETTINGS].config`` (replaced by each reload).
 SETTINGS = web.AppKey("settings", Settings)
+#: The core's parts together (each also under its own key, for the handlers).
+CORE = web.AppKey("core", Core)
 DATABASE = web.AppKey("database", Database)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", Bus)
 CACHE = web.AppKey("cache", Cache)
 AGENTS = web.AppKey("agents", AgentRegistry)
-COMMANDS = web.AppKey("commands", CommandService)
+#: The command service (not ``store.tables.COMMANDS``, the table of commands).
+COMMAND_SERVICE = web.AppKey("commands", CommandService)
 STREAMS = web.AppKey("streams", OpenStreams)
-GATE = web.AppKey("gate", Gate)
+ACCESS_GATE = web.AppKey("access_gate", AccessGate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
 METRICS = web.AppKey("metrics", Metrics)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)  # what /metrics shows

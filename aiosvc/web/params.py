@@ -1,16 +1,18 @@
-"""Reading requests: JSON bodies into attrs models, query parameters, path ids."""
+"""Reading requests: the body (JSON of the declared size only) into attrs models, query
+parameters."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from aiosvc.convert import loads, structure
-from aiosvc.errors import BadRequest, InvalidParameter
+from aiosvc.errors import BadRequest, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 from aiosvc.models import is_valid_id
 from aiosvc.paging import Window
+from aiosvc.rules import MAX_FILTER_CHARS, length_error
 
 T = TypeVar("T")
 
@@ -87,9 +89,24 @@ def choice(request: web.Request, name: str, enum: type[StrEnum]) -> str | None:
     return raw
 
 
-def text(request: web.Request, name: str, max_length: int = 200) -> str | None:
+def text(request: web.Request, name: str, max_length: int = MAX_FILTER_CHARS) -> str | None:
     """Read an optional free-text query parameter."""
     raw = request.query.get(name)
     if raw is not None and not 1 <= len(raw) <= max_length:
-        raise InvalidParameter(name, f"must be 1 to {max_length} characters")
+        raise InvalidParameter(name, length_error(1, max_length))
     return raw
+
+
+def check_body(request: web.Request, max_bytes: int) -> None:
+    """Refuse a body that is not ``application/json`` (415) or is declared too large (413)."""
+    if request.body_exists:
+        charset = (request.charset or "utf-8").lower()
+        if request.content_type != "application/json" or charset != "utf-8":
+            raise UnsupportedMediaType(
+                "a request body must be JSON sent as 'Content-Type: application/json'"
+            )
+        if request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+            raise UnsupportedMediaType("a request body must not be compressed (Content-Encoding)")
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise PayloadTooLarge(f"the request body is over the limit of {max_bytes} bytes")

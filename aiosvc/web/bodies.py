@@ -1,0 +1,96 @@
+"""The bodies the API reads: each route's JSON body and each WebSocket op's frame, as frozen
+attrs classes that the strict converter (:mod:`aiosvc.convert`) builds and the OpenAPI document
+describes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from attrs import frozen
+
+# Request bodies ------------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class SessionCreate:
+    """Body of ``POST /api/v1/sessions``."""
+
+    title: str | None = None
+    agent: str | None = None
+    project: str | None = None
+
+
+@frozen(kw_only=True)
+class SessionPatch:
+    """Body of ``PATCH /api/v1/sessions/{id}``."""
+
+    title: str
+
+
+@frozen(kw_only=True)
+class MessageCreate:
+    """Body of ``POST /api/v1/sessions/{id}/messages``."""
+
+    content: str
+
+
+@frozen(kw_only=True)
+class ApprovalDecision:
+    """Body of ``POST /api/v1/approvals/{id}``."""
+
+    decision: Literal["approve", "deny"]
+
+
+@frozen(kw_only=True)
+class HookCreate:
+    """Body of ``POST /api/v1/hooks``."""
+
+    type: str
+    session_id: str | None = None
+    data: Any = None
+
+
+# WebSocket ops (the frame's "op" and "id" are read before these) -------------------------------
+
+
+@frozen(kw_only=True)
+class SubscribeOp:
+    """``{"op": "subscribe", "topics": [...], "since"?: N}``."""
+
+    topics: list[str]
+    since: int | None = None
+
+
+@frozen(kw_only=True)
+class UnsubscribeOp:
+    """``{"op": "unsubscribe", "topics": [...]}``."""
+
+    topics: list[str]
+
+
+@frozen(kw_only=True)
+class SendMessageOp:
+    """``{"op": "send_message", "session_id", "content"}``."""
+
+    content: str
+    session_id: str | None = None
+
+
+@frozen(kw_only=True)
+class CancelOp:
+    """``{"op": "cancel", "session_id"}``."""
+
+    session_id: str | None = None
+
+
+@frozen(kw_only=True)
+class ApproveOp:
+    """``{"op": "approve", "approval_id", "decision"}``."""
+
+    approval_id: str
+    decision: Literal["approve", "deny"]
+
+
+@frozen(kw_only=True)
+class PingOp:
+    """``{"op": "ping"}``."""
