@@ -87,18 +87,10 @@ def _json_access(stream: Any, level: str) -> AccessLine:
         flush_due = False
         flush()
 
-    def line(
-        request_id: str,
-        method: str,
-        path: str,
-        route: str | None,
-        status: int,
-        duration_ms: float,
-        remote: str | None,
-    ) -> None:
+    def line(*given: Any) -> None:  # the fields in AccessLine's order
         nonlocal flush_due
-        # Positional arguments and item assignments: this runs for every request.
-        fields = request_fields(request_id, method, path, route, status, duration_ms, remote)
+        # Item assignments, not keywords: this runs for every request.
+        fields = request_fields(*given)
         fields["event"] = "request"
         fields["level"] = level
         fields["logger"] = "aiosvc.access"
