@@ -81,6 +81,15 @@ def retained_bytes(event: Event) -> int:
     return len(event.data_json) + EVENT_OVERHEAD
 
 
+class EventTooLarge(ValueError):
+    """An event's data is longer, as JSON, than its publisher allows."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes as JSON, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
 class Subscription:
     """One subscriber's interest in a set of topics; topics can change while it lives."""
 
@@ -165,15 +174,20 @@ class Bus:
         subscription.add(topics)
         return subscription
 
-    def publish(self, type_: str, topics: Iterable[str], data: Any) -> Event:
-        """Number, serialise and deliver one event; return it."""
-        topics = tuple(topics)
+    def publish(
+        self, type_: str, topics: Iterable[str], data: Any, *, max_bytes: int | None = None
+    ) -> Event:
+        """Number, serialise and deliver one event; return it. With ``max_bytes``, data whose
+        JSON is longer is :class:`EventTooLarge`, and nothing is published."""
+        data_json = orjson.dumps(unstructure(data))
+        if max_bytes is not None and len(data_json) > max_bytes:
+            raise EventTooLarge(len(data_json), max_bytes)
         event = Event(
             id=self._next_id,
             type=type_,
-            topics=topics,
+            topics=tuple(topics),
             ts=utcnow(),
-            data_json=right_sized(orjson.dumps(unstructure(data))),
+            data_json=right_sized(data_json),
             low_priority=type_ in LOW_PRIORITY,
             obj=data,
         )

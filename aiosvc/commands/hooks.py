@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import orjson
-
-from aiosvc.bus import session_topic
+from aiosvc.bus import EventTooLarge, session_topic
 from aiosvc.commands.context import Context
 from aiosvc.commands.types import PublishHook
-from aiosvc.convert import unstructure
 from aiosvc.errors import PayloadTooLarge, ValidationFailed
 from aiosvc.models import Event
 from aiosvc.rules import HOOK_TYPE, HOOK_TYPE_ERROR
@@ -21,10 +18,10 @@ async def publish(context: Context, command: PublishHook) -> Event:
     if command.session_id is not None:
         topics.append(session_topic(context.cache.require_session(command.session_id).id))
     data = {"type": command.type, "session_id": command.session_id, "data": command.data}
-    size, limit = len(orjson.dumps(unstructure(data))), context.limits.max_event_bytes
-    if size > limit:  # every event is kept for resuming clients: each must be bounded
-        raise PayloadTooLarge(
-            f"the hook event is {size} bytes as JSON, over the limit of {limit} bytes "
-            "(limits.max_event_bytes)"
+    # every event is kept for resuming clients: each must be bounded (serialised once, here)
+    try:
+        return context.bus.publish(
+            f"hook.{command.type}", topics, data, max_bytes=context.limits.max_event_bytes
         )
-    return context.bus.publish(f"hook.{command.type}", topics, data)
+    except EventTooLarge as exc:
+        raise PayloadTooLarge(f"the hook event is {exc} (limits.max_event_bytes)") from None
