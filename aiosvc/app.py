@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from aiosvc import logs
+from aiosvc.client.events import EventType
 from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
@@ -96,7 +97,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
 
     settings.on_change(apply)
     settings.on_reload(
-        lambda outcome: bus.publish("config.reloaded", ("system",), attrs.asdict(outcome))
+        lambda outcome: bus.publish(EventType.CONFIG_RELOADED, ("system",), attrs.asdict(outcome))
     )
     app.cleanup_ctx.append(_core)
     app.on_shutdown.append(_drain)

@@ -21,6 +21,7 @@ from typing import TypeVar
 import orjson
 
 from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
+from aiosvc.client.events import EventType
 from aiosvc.convert import dumps, dumps_kept
 from aiosvc.errors import InvalidParameter, NotFound
 from aiosvc.history import Histories
@@ -327,16 +328,16 @@ def _require(found: Mapping[str, T], kind: str, item_id: str) -> T:
 
 
 _HANDLERS: dict[str, Callable[[Cache, Event], None]] = {
-    "session.created": Cache._on_session,
-    "session.updated": Cache._on_session,
-    "session.ended": Cache._on_session,
-    "session.deleted": Cache._on_session_deleted,
-    "message.created": Cache._on_message,
-    "message.started": Cache._on_message,
-    "message.completed": Cache._on_message,
-    "message.failed": Cache._on_message,
-    "message.cancelled": Cache._on_message,
-    "message.delta": Cache._on_delta,
-    "approval.requested": Cache._on_approval,
-    "approval.resolved": Cache._on_approval,
+    EventType.SESSION_CREATED: Cache._on_session,
+    EventType.SESSION_UPDATED: Cache._on_session,
+    EventType.SESSION_ENDED: Cache._on_session,
+    EventType.SESSION_DELETED: Cache._on_session_deleted,
+    EventType.MESSAGE_CREATED: Cache._on_message,
+    EventType.MESSAGE_STARTED: Cache._on_message,
+    EventType.MESSAGE_COMPLETED: Cache._on_message,
+    EventType.MESSAGE_FAILED: Cache._on_message,
+    EventType.MESSAGE_CANCELLED: Cache._on_message,
+    EventType.MESSAGE_DELTA: Cache._on_delta,
+    EventType.APPROVAL_REQUESTED: Cache._on_approval,
+    EventType.APPROVAL_RESOLVED: Cache._on_approval,
 }

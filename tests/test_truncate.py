@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from aiosvc.bus import Bus
+from aiosvc.client.events import EventType
 from aiosvc.web.frames import SSEFraming, WebSocketFraming
 from aiosvc.web.truncate import cut_data, cut_frame, cut_text
 
@@ -59,7 +60,7 @@ def test_data_that_is_not_an_object_is_only_marked() -> None:
 
 def test_a_cut_frame_is_built_once_per_transport_and_topic_for_a_fan_out() -> None:
     bus = Bus(buffer_size=10)
-    event = bus.publish("message.completed", ["session:a"], {"content": "w" * 5_000})
+    event = bus.publish(EventType.MESSAGE_COMPLETED, ["session:a"], {"content": "w" * 5_000})
     ws, sse = WebSocketFraming(), SSEFraming()
     frame = cut_frame(ws, event, "session:a", ROOM)
     assert cut_frame(ws, event, "session:a", ROOM) is frame
