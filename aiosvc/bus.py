@@ -210,11 +210,8 @@ class Bus:
         published[counted] = published.get(counted, 0) + 1
         self._check_reservation()
         self._fan_out(event)
-        # The frames built for this fan-out are queued in the outboxes that need them; the
-        # ring buffer keeps only the event, without its object (a replay builds its frames
-        # again from the JSON).
-        event.frames.clear()
-        self._retain(attrs.evolve(event, obj=None, frames={}))
+        # The ring buffer keeps the event without its object (needed only while publishing).
+        self._retain(attrs.evolve(event, obj=None))
         return event
 
     def _retain(self, event: Event) -> None:

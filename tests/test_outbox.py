@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 
 import orjson
 import pytest
 
-from aiosvc.bus import Bus
+from aiosvc.bus import Bus, Deliver
 from aiosvc.client.events import EventType
 from aiosvc.config import StreamsConfig
-from aiosvc.web.frames import WebSocketFraming
+from aiosvc.web.frames import FANOUT, Framing, SSEFraming, WebSocketFraming
 from aiosvc.web.outbox import Ending, Flusher, Outbox
 
 LIMITS = StreamsConfig(outbox_low_bytes=1_000, outbox_high_bytes=4_000, outbox_limit_bytes=20_000)
@@ -45,6 +46,27 @@ async def bus() -> Bus:
 
 async def run(outbox: Outbox, client: Client) -> asyncio.Task[Ending]:
     return asyncio.get_running_loop().create_task(outbox.run(client.send))
+
+
+def test_a_fan_out_builds_each_frame_once_and_its_frames_go_with_the_event() -> None:
+    bus, ws, sse = Bus(buffer_size=10), WebSocketFraming(), SSEFraming()
+    built: dict[str, list[bytes]] = {"ws": [], "sse": []}
+
+    def client(framing: Framing) -> Deliver:
+        return lambda event, topic: built[framing.name].append(framing.event(event, topic))
+
+    for framing in (ws, ws, sse, sse):
+        bus.subscribe(client(framing), ["s"])
+    event = bus.publish(EventType.TOOL_USE, ["s"], {"n": 1})
+    [one, two], [three, four] = built["ws"], built["sse"]
+    assert one is two and three is four
+    assert FANOUT.kept(event) == {("ws", "s"): one, ("sse", "s"): three}
+    following = bus.publish(EventType.TOOL_USE, ["s"], {"n": 2})  # starts afresh
+    assert FANOUT.kept(event) == {} and len(FANOUT) == 2
+    assert ws.event(event, "s") == one  # (built again: the one in hand is the next)
+    gone = weakref.ref(following)
+    del event, following
+    assert gone() is None and len(FANOUT) == 0  # nothing outlives the events
 
 
 async def test_live_events_in_order_for_subscribed_topics_only(bus: Bus) -> None:
