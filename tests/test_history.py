@@ -176,7 +176,7 @@ async def test_a_page_read_while_its_session_changes_is_answered_but_not_kept(
 async def test_kept_pages_stay_within_the_budget_least_recently_read_first(
     core: Core,
 ) -> None:
-    core.cache.reconfigure(50, 64 * 1024)
+    core.cache.reconfigure(64 * 1024)
     for n in range(20):
         await core.add_session(f"ses_{n:02d}", 30)
     for n in range(20):
@@ -186,16 +186,16 @@ async def test_kept_pages_stay_within_the_budget_least_recently_read_first(
     assert 0 < kept < 20
     # The most recently read are kept; reading one again moves it to the back of the line.
     assert (await core.history("ses_19", limit=30)).items
-    core.cache.reconfigure(50, 0)
+    core.cache.reconfigure(0)
     assert core.cache.histories.kept == (0, 0)
 
 
 async def test_a_page_costs_no_more_memory_than_the_budget_counts(core: Core) -> None:
     await core.add_session("ses_a", 200)
-    core.cache.reconfigure(50, 0)  # read once keeping nothing: what any read leaves behind
+    core.cache.reconfigure(0)  # read once keeping nothing: what any read leaves behind
     for offset in range(0, 200, 20):
         await core.history("ses_a", offset=offset, limit=20)
-    core.cache.reconfigure(50, 1 << 20)
+    core.cache.reconfigure(1 << 20)
     gc.collect()
     tracemalloc.start()
     try:
