@@ -61,9 +61,10 @@ def test_the_type_checker_refuses_a_type_outside_the_enum(tmp_path: Path) -> Non
     )
     out, _, status = mypy.api.run(["--strict", "--no-error-summary", str(source)])
     assert status == 1
-    assert [line.split(": error: ")[0] for line in out.splitlines()] == [
-        f"{source}:5",
-        f"{source}:6",
+    # (the lines only: mypy may report a file it has seen before under its earlier path)
+    assert [line.split(": error: ")[0].rsplit(":", 1)[1] for line in out.splitlines()] == [
+        "5",
+        "6",
     ]
 
 
