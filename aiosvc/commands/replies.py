@@ -13,6 +13,7 @@ import structlog
 from aiosvc.agents import Agent, AgentError, Turn
 from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
+from aiosvc.client.events import EventType
 from aiosvc.clock import utcnow
 from aiosvc.commands import durable, endings
 from aiosvc.commands.approvals import ReplyApprovals
@@ -86,8 +87,8 @@ async def send(context: Context, command: SendMessage) -> Accepted:
             ]
         )
         context.command_changed(journal)
-        context.publish_message("message.created", message)
-        context.publish_session("session.updated", session)
+        context.publish_message(EventType.MESSAGE_CREATED, message)
+        context.publish_session(EventType.SESSION_UPDATED, session)
         job = Job(
             journal,
             message.id,
@@ -200,9 +201,9 @@ async def _start(context: Context, job: Job, started: list[Message]) -> None:
         )
         job.command = command
         context.command_changed(job.command)
-        context.publish_message("message.started", reply)
+        context.publish_message(EventType.MESSAGE_STARTED, reply)
         context.publish_status(session)
-        context.publish_session("session.updated", session)
+        context.publish_session(EventType.SESSION_UPDATED, session)
     started.append(reply)
 
 
@@ -259,7 +260,7 @@ async def _stream(context: Context, agent: Agent, turn: Turn, chunks: list[str])
             if delta:
                 chunks.append(delta)
                 context.bus.publish(
-                    "message.delta", topics, {"message_id": turn.reply_id, "delta": delta}
+                    EventType.MESSAGE_DELTA, topics, {"message_id": turn.reply_id, "delta": delta}
                 )
             if over:
                 limit = context.limits.max_reply_chars
