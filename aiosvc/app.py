@@ -15,9 +15,9 @@ import structlog
 from aiohttp import web
 
 from aiosvc import logs
-from aiosvc.client.events import EventType
 from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
+from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
 from aiosvc.web import configuration, sessions, sse, system, ws

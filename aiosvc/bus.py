@@ -32,9 +32,9 @@ import attrs
 import orjson
 import structlog
 
-from aiosvc.client.events import HOOK_PREFIX, EventType
 from aiosvc.clock import utcnow
 from aiosvc.convert import right_sized, unstructure
+from aiosvc.events import HOOK_PREFIX, EventType
 from aiosvc.metrics import HOOKS, Metrics
 from aiosvc.models import Event, is_valid_id
 

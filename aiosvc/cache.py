@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
-from aiosvc.client.events import EventType
 from aiosvc.convert import dumps, dumps_kept
 from aiosvc.errors import InvalidParameter, NotFound
+from aiosvc.events import EventType
 from aiosvc.history import Histories
 from aiosvc.models import (
     Approval,

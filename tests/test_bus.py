@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from aiosvc.bus import ALL, EVENT_OVERHEAD, Bus
-from aiosvc.client.events import EventType
+from aiosvc.events import EventType
 from aiosvc.models import Event
 
 
@@ -53,7 +53,7 @@ def test_the_type_checker_refuses_a_type_outside_the_enum(tmp_path: Path) -> Non
     source = tmp_path / "publisher.py"
     source.write_text(
         "from aiosvc.bus import Bus\n"
-        "from aiosvc.client.events import EventType\n"
+        "from aiosvc.events import EventType\n"
         "def publish(bus: Bus) -> None:\n"
         "    bus.publish(EventType.MESSAGE_COMPLETED, ['s'], {})\n"
         "    bus.publish('message.complete', ['s'], {})\n"

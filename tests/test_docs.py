@@ -3,7 +3,7 @@ every event type the code publishes and every WebSocket op has its own section t
 and nothing documented is gone from the code. The reference must also parse cleanly, as
 GitHub renders it, and its WebSocket example must print what it says against a real daemon.
 
-Event types are read from :class:`aiosvc.client.events.EventType` (the hooks' as
+Event types are read from :class:`aiosvc.events.EventType` (the hooks' as
 ``hook.<type>``), and each member must be named by some module of the server: a type in the
 enum that nothing publishes is as stale as a section documenting a gone one.
 """
@@ -23,8 +23,8 @@ from docutils.core import publish_doctree
 
 import aiosvc
 from aiosvc.app import create_app
-from aiosvc.client.events import HOOK_PREFIX, EventType
 from aiosvc.config import Config
+from aiosvc.events import HOOK_PREFIX, EventType
 from aiosvc.web import ws_ops
 from aiosvc.web.openapi import document
 from tests.serving import Server

@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 
 from aiosvc.bus import Bus, session_topic
 from aiosvc.cache import Cache
-from aiosvc.client.events import EventType
 from aiosvc.convert import dumps, right_sized
 from aiosvc.errors import InvalidParameter
+from aiosvc.events import EventType
 from aiosvc.history import ITEM_OVERHEAD, PAGE_OVERHEAD
 from aiosvc.models import ErrorInfo, Message, MessageStatus, Role, Session, SessionStatus
 from aiosvc.paging import Page, Window

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiosvc.app import create_app
 from aiosvc.bus import Bus
-from aiosvc.client.events import EventType
 from aiosvc.config import Config, StorageConfig
+from aiosvc.events import EventType
 from aiosvc.metrics import Histogram, Metrics
 from tests.conftest import ClientFactory
 from tests.helpers import Client

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from aiosvc.bus import Bus, Deliver
-from aiosvc.client.events import EventType
 from aiosvc.config import StreamsConfig
+from aiosvc.events import EventType
 from aiosvc.web.frames import FANOUT, Framing, SSEFraming, WebSocketFraming
 from aiosvc.web.outbox import Ending, Flusher, Outbox
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from aiosvc.bus import Bus
-from aiosvc.client.events import EventType
+from aiosvc.events import EventType
 from aiosvc.web.frames import FANOUT, SSEFraming, WebSocketFraming
 from aiosvc.web.truncate import cut_data, cut_frame, cut_text
 

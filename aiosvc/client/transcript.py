@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from aiosvc.client.display import Display
-from aiosvc.client.events import FINAL_TYPES, EventType
 from aiosvc.client.pending import Op, PendingOps
+from aiosvc.events import FINAL_TYPES, EventType
 
 UNFINISHED = frozenset({"pending", "streaming"})
 

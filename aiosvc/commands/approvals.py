@@ -10,12 +10,12 @@ import structlog
 
 from aiosvc.agents.output import clean_text, clean_value
 from aiosvc.bus import session_topic
-from aiosvc.client.events import EventType
 from aiosvc.clock import utcnow
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import ResolveApproval
 from aiosvc.errors import Conflict, NotFound
+from aiosvc.events import EventType
 from aiosvc.models import Approval, ApprovalStatus, SessionStatus, new_id
 from aiosvc.store.tables import APPROVALS, SESSIONS
 

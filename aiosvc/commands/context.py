@@ -16,10 +16,10 @@ import attrs
 from aiosvc.agents import AgentRegistry
 from aiosvc.bus import COMMAND_CHANGED, Bus, session_topic
 from aiosvc.cache import Cache
-from aiosvc.client.events import EventType
 from aiosvc.commands.jobs import Lanes
 from aiosvc.commands.locks import Held, KeyedLocks
 from aiosvc.config import LimitsConfig
+from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import Command, Message, Session
 from aiosvc.store import Store

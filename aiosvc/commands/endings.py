@@ -14,11 +14,11 @@ from typing import Any
 import attrs
 import structlog
 
-from aiosvc.client.events import EventType
 from aiosvc.clock import utcnow
 from aiosvc.commands import durable
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
+from aiosvc.events import EventType
 from aiosvc.models import (
     Command,
     CommandStatus,

@@ -13,7 +13,6 @@ import structlog
 from aiosvc.agents import Agent, AgentError, Turn
 from aiosvc.agents.output import clean_text
 from aiosvc.bus import session_topic
-from aiosvc.client.events import EventType
 from aiosvc.clock import utcnow
 from aiosvc.commands import durable, endings
 from aiosvc.commands.approvals import ReplyApprovals
@@ -21,6 +20,7 @@ from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
 from aiosvc.errors import SessionEnded, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import (
     Command,
     CommandStatus,

@@ -6,12 +6,12 @@ import attrs
 import structlog
 
 from aiosvc.bus import session_topic
-from aiosvc.client.events import EventType
 from aiosvc.clock import utcnow
 from aiosvc.commands import replies
 from aiosvc.commands.context import Context
 from aiosvc.commands.types import CreateSession, DeleteSession, EndSession, UpdateSession
 from aiosvc.errors import Unprocessable, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import Session, SessionStatus, new_id
 from aiosvc.rules import MAX_PROJECT_CHARS, MIN_PROJECT_CHARS, length_error
 from aiosvc.store.tables import SESSIONS

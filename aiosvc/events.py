@@ -1,9 +1,9 @@
 """The API's event types: what the server publishes and every client reads, named once.
 
-They live beside the terminal client because the client imports nothing outside its own
-package, while every floor of the server may import it (see ``tests/test_layers.py``): one list
-for both sides, so a misspelt type is an error where it is written, not an event that nothing
-handles. ``tests/test_docs.py`` checks that ``docs/api.rst`` documents each one.
+A leaf that the terminal client may import too (it imports nothing else of the server, see
+``tests/test_layers.py``): one list for both sides, so a misspelt type is an error where it is
+written, not an event that nothing handles. ``tests/test_docs.py`` checks that ``docs/api.rst``
+documents each one.
 """
 
 from __future__ import annotations
