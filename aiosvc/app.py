@@ -19,7 +19,7 @@ from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, params, sessions, sse, system, ws
+from aiosvc.web import configuration, params, projects, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
     ACCESS_GATE,
@@ -31,6 +31,7 @@ from aiosvc.web.keys import (
     DATABASE,
     METRICS,
     METRICS_REGISTRY,
+    PROJECTS,
     SETTINGS,
     STARTED_AT,
     STORE,
@@ -68,6 +69,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[CACHE] = cache
     app[AGENTS] = agents
     app[COMMAND_SERVICE] = commands
+    app[PROJECTS] = core.projects
     streams = app[STREAMS] = OpenStreams()
     app[ACCESS_GATE] = gate
     app[STARTED_AT] = time.monotonic()
@@ -79,7 +81,14 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     door = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
-        [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+        [
+            system.routes,
+            configuration.routes,
+            sessions.routes,
+            projects.routes,
+            sse.routes,
+            ws.routes,
+        ],
     )
 
     def apply(new: Config) -> None:
@@ -92,6 +101,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         cache.reconfigure(_first_page(new), new.cache.max_bytes)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
+        core.projects.reconfigure(new.projects, new.server.computer)
         logs.set_level(new.server.log_level)
 
     settings.on_change(apply)
