@@ -103,24 +103,28 @@ class Projects:
         directories = self._directories()
         names = sorted(directories)
         counts = await self._store.session_counts(names)
-        todos = await asyncio.gather(*(self._files.read(n, directories[n]) for n in names))
+        todos = await asyncio.gather(*(self._files.read(directories[n]) for n in names))
         return [
             Project(
                 name=name,
                 path=os.fspath(directories[name]),
                 computer=self._computer,
                 session_count=counts.get(name, 0),
-                open_todos=found.open_count,
+                open_todos=len(found.open_items),
                 todos_error=found.error,
             )
             for name, found in zip(names, todos, strict=True)
         ]
 
-    async def todos(self, project: str, *, include_done: bool = False) -> list[Todo]:
-        """A project's todos in the file's order, open ones only unless ``include_done``
-        (none when its ``TODO.md`` cannot be read); an unknown project is :class:`NotFound`."""
+    async def todos(
+        self, project: str, *, include_done: bool, limit: int, offset: int
+    ) -> tuple[list[Todo], int]:
+        """One page of a project's todos in the file's order, open ones only unless
+        ``include_done``, and how many there are in all (none when its ``TODO.md`` cannot be
+        read); an unknown project is :class:`NotFound`."""
         directory = self._directories().get(project)
         if directory is None:
             raise NotFound.of("project", project)
-        found = await self._files.read(project, directory)
-        return [t for t in found.items if include_done or not t.done]
+        found = await self._files.read(directory)
+        items = found.items if include_done else found.open_items
+        return [item.todo(project) for item in items[offset : offset + limit]], len(items)

@@ -18,7 +18,7 @@ import attrs
 import structlog
 
 from aiosvc.models import ErrorInfo
-from aiosvc.projects.todos import Todo, parse
+from aiosvc.projects.todos import Item, scan
 
 log = structlog.get_logger(__name__)
 
@@ -30,28 +30,28 @@ MAX_FILE_BYTES = 64 << 20
 Version = tuple[int, int, int, int]
 
 
-def _open(todos: TodoList) -> int:
-    return sum(1 for item in todos.items if not item.done)
+def _open(todos: TodoList) -> tuple[Item, ...]:
+    return tuple(item for item in todos.items if not item.done)
 
 
 @attrs.frozen
 class TodoList:
     """A project's items, or why there are none to show (``error``, with an empty list)."""
 
-    items: tuple[Todo, ...] = ()
+    items: tuple[Item, ...] = ()
     error: ErrorInfo | None = None
-    #: How many items are not done (counted once, when the file is parsed).
-    open_count: int = attrs.field(default=attrs.Factory(_open, takes_self=True))
+    #: The items not done (found once, when the file is parsed).
+    open_items: tuple[Item, ...] = attrs.field(default=attrs.Factory(_open, takes_self=True))
 
 
 class TodoFiles:
     """Each project's parsed ``TODO.md``, read again only when the file changed."""
 
     def __init__(self) -> None:
-        self._parsed: dict[Path, tuple[Version, str, TodoList]] = {}
+        self._parsed: dict[Path, tuple[Version, TodoList]] = {}
         self._locks: dict[Path, asyncio.Lock] = {}
 
-    async def read(self, project: str, directory: Path) -> TodoList:
+    async def read(self, directory: Path) -> TodoList:
         """The project's items as the file is now (an error instead when it cannot be read)."""
         path = directory / FILE_NAME
         # One reader per file at a time: concurrent requests after a change parse it once.
@@ -60,9 +60,9 @@ class TodoFiles:
             cached = self._parsed.get(path)
             try:
                 version = await asyncio.to_thread(_version, path)
-                if cached is not None and cached[0] == version and cached[1] == project:
-                    return cached[2]
-                version, todos = await asyncio.to_thread(_load, project, path)
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                version, todos = await asyncio.to_thread(_load, path)
             except OSError as exc:
                 self._parsed.pop(path, None)
                 return TodoList(error=_describe(exc, path))
@@ -70,7 +70,7 @@ class TodoFiles:
                 self._parsed.pop(path, None)
                 return TodoList(error=ErrorInfo(code="todos_too_large", message=str(exc)))
             found = TodoList(items=tuple(todos))
-            self._parsed[path] = (version, project, found)
+            self._parsed[path] = (version, found)
             return found
 
     def forget(self, keep: set[Path]) -> None:
@@ -91,7 +91,7 @@ def _version(path: Path) -> Version:
     return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def _load(project: str, path: Path) -> tuple[Version, list[Todo]]:
+def _load(path: Path) -> tuple[Version, list[Item]]:
     """Read and parse the file (in a worker thread); its version as of the read."""
     # O_NONBLOCK: a FIFO named TODO.md must not hang the thread in open()
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
@@ -106,7 +106,7 @@ def _load(project: str, path: Path) -> tuple[Version, list[Todo]]:
     if len(data) > MAX_FILE_BYTES:  # it grew while being read
         raise _TooLarge(f"{FILE_NAME} is over the limit of {MAX_FILE_BYTES} bytes")
     version = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
-    return version, parse(project, data)
+    return version, scan(data)
 
 
 def _describe(exc: OSError, path: Path) -> ErrorInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from typing import NamedTuple
 
 import attrs
 
@@ -39,11 +40,32 @@ def todo_id(project: str, text: str, occurrence: int) -> str:
     return f"todo_{digest[:20]}"
 
 
-def parse(project: str, data: bytes | str) -> list[Todo]:
+class Item(NamedTuple):
+    """An item as found, before it is given its project and id (a file may hold hundreds of
+    thousands: they are made into :class:`Todo` only for the page that is shown)."""
+
+    text: str
+    done: bool
+    line: int
+    occurrence: int  # how many items before it have the same (whole) text
+    full_text: str
+
+    def todo(self, project: str) -> Todo:
+        """The item as clients see it."""
+        return Todo(
+            id=todo_id(project, self.full_text, self.occurrence),
+            project=project,
+            text=self.text,
+            done=self.done,
+            line=self.line,
+        )
+
+
+def scan(data: bytes | str) -> list[Item]:
     """Every checklist item of a ``TODO.md`` (bytes are read as UTF-8; what is not UTF-8
     becomes U+FFFD), in the file's order."""
     text = data.decode("utf-8-sig", errors="replace") if isinstance(data, bytes) else data
-    found: list[Todo] = []
+    found: list[Item] = []
     seen: Counter[str] = Counter()
     line, at = 1, 0
     for match in ITEM.finditer(text):
@@ -55,13 +77,10 @@ def parse(project: str, data: bytes | str) -> list[Todo]:
         occurrence = seen[body]
         seen[body] += 1
         shown = body if len(body) <= MAX_TEXT_CHARS else body[: MAX_TEXT_CHARS - 1] + "…"
-        found.append(
-            Todo(
-                id=todo_id(project, body, occurrence),
-                project=project,
-                text=shown,
-                done=match.group(1) != " ",
-                line=line,
-            )
-        )
+        found.append(Item(shown, match.group(1) != " ", line, occurrence, body))
     return found
+
+
+def parse(project: str, data: bytes | str) -> list[Todo]:
+    """Every checklist item of a ``TODO.md`` as todos of ``project``, in the file's order."""
+    return [item.todo(project) for item in scan(data)]

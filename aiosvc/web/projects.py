@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 from aiohttp import web
 
+from aiosvc.convert import unstructure
 from aiosvc.errors import InvalidParameter
 from aiosvc.projects import Project, Todo
 from aiosvc.rules import MAX_FILTER_CHARS
@@ -13,7 +15,7 @@ from aiosvc.store.stats import MAX_DAYS, Stats
 from aiosvc.web import params
 from aiosvc.web.keys import PROJECTS, SETTINGS, STORE
 from aiosvc.web.operation import PAGING, Page, Param, operation
-from aiosvc.web.responses import ok, page
+from aiosvc.web.responses import ok, page, raw_page
 
 routes = web.RouteTableDef()
 DEFAULT_DAYS = 30
@@ -49,8 +51,11 @@ async def list_todos(request: web.Request) -> web.Response:
         raise InvalidParameter("project", "is required")
     include_done = params.boolean(request, "all")
     limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
-    todos = await request.app[PROJECTS].todos(project, include_done=include_done)
-    return page(todos, limit=limit, offset=offset)
+    todos, total = await request.app[PROJECTS].todos(
+        project, include_done=include_done, limit=limit, offset=offset
+    )
+    shown = [orjson.dumps(unstructure(todo)) for todo in todos]
+    return raw_page(shown, total=total, limit=limit, offset=offset)
 
 
 @routes.get("/api/v1/stats")
