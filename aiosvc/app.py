@@ -19,7 +19,7 @@ from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, params, projects, sessions, sse, system, ws
+from aiosvc.web import computers, configuration, params, projects, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
     ACCESS_GATE,
@@ -27,6 +27,7 @@ from aiosvc.web.keys import (
     BUS,
     CACHE,
     COMMAND_SERVICE,
+    COMPUTERS,
     CORE,
     DATABASE,
     METRICS,
@@ -70,6 +71,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[AGENTS] = agents
     app[COMMAND_SERVICE] = commands
     app[PROJECTS] = core.projects
+    app[COMPUTERS] = core.computers
     streams = app[STREAMS] = OpenStreams()
     app[ACCESS_GATE] = gate
     app[STARTED_AT] = time.monotonic()
@@ -86,6 +88,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
             configuration.routes,
             sessions.routes,
             projects.routes,
+            computers.routes,
             sse.routes,
             ws.routes,
         ],

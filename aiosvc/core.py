@@ -1,5 +1,6 @@
 """The core without the web layer: one factory for the database, store, bus, cache, agents,
-command service and projects (:func:`build_core`), and their lifecycle in dependency order.
+command service, projects and computers (:func:`build_core`), and their lifecycle in
+dependency order.
 
 ``create_app`` puts the web layer on top of the core this builds; tests of the core use it as
 it is, so they run what the daemon runs.
@@ -17,6 +18,7 @@ from aiosvc.commands.service import CommandService
 from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
+from aiosvc.peers.computers import Computers
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 
@@ -38,6 +40,7 @@ class Core:
     agents: AgentRegistry
     commands: CommandService
     projects: Projects
+    computers: Computers
     _startup: Startup | None = None
 
     async def open(self) -> None:
@@ -95,4 +98,5 @@ def build_core(
         metrics=metrics,
     )
     projects = Projects(store, bus, config.projects, config.server.computer)
-    return Core(metrics, database, store, bus, cache, agents, commands, projects)
+    computers = Computers(cache, config.server.computer)
+    return Core(metrics, database, store, bus, cache, agents, commands, projects, computers)

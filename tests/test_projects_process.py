@@ -403,12 +403,33 @@ async def test_stats_count_what_was_created(server: Server, http: aiohttp.Client
         ), bad
 
 
+async def test_computers_list_this_machine(server: Server, http: aiohttp.ClientSession) -> None:
+    sessions = [await new_session(http, server) for _ in range(3)]
+    _, health = await call(http, "GET", server.url + "/health")
+    status, body = await call(http, "GET", server.url + API + "/computers")
+    assert status == 200
+    [here] = body["data"]
+    seen = here.pop("last_seen_at")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", seen)
+    assert here == {
+        "name": sessions[0]["computer"],
+        "url": server.url,
+        "local": True,
+        "status": "online",
+        "version": health["data"]["version"],
+        "session_count": 3,
+    }
+    assert (body["total"], body["limit"], body["offset"]) == (1, 50, 0)
+    status, body = await call(http, "GET", server.url + API + "/computers?limit=0")
+    assert (status, body["error"]["code"]) == (400, "invalid_parameter")
+
+
 async def test_the_api_document_describes_the_routes(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
     status, document = await call(http, "GET", server.url + API + "/openapi.json")
     assert status == 200
-    for path in ("/api/v1/projects", "/api/v1/todos", "/api/v1/stats"):
+    for path in ("/api/v1/computers", "/api/v1/projects", "/api/v1/todos", "/api/v1/stats"):
         assert set(document["paths"][path]) == {"get"}, path
     todos = document["paths"]["/api/v1/todos"]["get"]
     assert {p["name"] for p in todos["parameters"]} >= {"project", "all", "limit", "offset"}

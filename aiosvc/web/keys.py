@@ -15,6 +15,7 @@ from aiosvc.commands.service import CommandService
 from aiosvc.config import Settings
 from aiosvc.core import Core
 from aiosvc.metrics import Metrics
+from aiosvc.peers.computers import Computers
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 from aiosvc.web.open_streams import OpenStreams
@@ -32,6 +33,7 @@ AGENTS = web.AppKey("agents", AgentRegistry)
 #: The command service (not ``store.tables.COMMANDS``, the table of commands).
 COMMAND_SERVICE = web.AppKey("commands", CommandService)
 PROJECTS = web.AppKey("projects", Projects)
+COMPUTERS = web.AppKey("computers", Computers)
 STREAMS = web.AppKey("streams", OpenStreams)
 ACCESS_GATE = web.AppKey("access_gate", AccessGate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
