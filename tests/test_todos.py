@@ -10,8 +10,13 @@ from pathlib import Path
 import attrs
 
 from aiosvc.models import ErrorInfo
-from aiosvc.projects.files import MAX_FILE_BYTES, TodoFiles
-from aiosvc.projects.todos import MAX_TEXT_CHARS, Todo, parse, scan, todo_id
+from aiosvc.projects.files import MAX_FILE_BYTES, TodoFiles, TodoList
+from aiosvc.projects.todos import MAX_TEXT_CHARS, Checklist, Todo, parse, todo_id
+
+
+def texts(found: TodoList) -> list[str]:
+    todos, _ = found.checklist.page("p", include_done=True, limit=100, offset=0)
+    return [t.text for t in todos]
 
 
 def shown(todos: list[Todo]) -> list[tuple[str, bool, int]]:
@@ -127,11 +132,15 @@ def test_a_ten_megabyte_file_parses_quickly() -> None:
     data = "".join(lines).encode()
     assert len(data) > 10_000_000
     started = time.perf_counter()
-    found = scan(data)  # (made into todos a page at a time)
+    found = Checklist(data)  # (made into todos a page at a time)
     elapsed = time.perf_counter() - started
-    assert len(found) == 300_000 and found[-1].line == 300_000
-    assert sum(not t.done for t in found) == 200_000
-    assert found[-1].todo("big") == attrs.evolve(parse("big", lines[-1])[0], line=300_000)
+    assert len(found) == 300_000 and len(found.open) == 200_000
+    last = attrs.evolve(parse("big", lines[-1])[0], line=300_000)
+    assert found.todo("big", 299_999) == last
+    todos, total = found.page("big", include_done=False, limit=3, offset=199_998)
+    assert total == 200_000 and [t.line for t in todos] == [299_999, 300_000]
+    todos, total = found.page("big", include_done=True, limit=2, offset=0)
+    assert total == 300_000 and [(t.line, t.done) for t in todos] == [(1, True), (2, False)]
     assert elapsed < 10  # about half a second here; bounded generously for a loaded machine
 
 
@@ -141,18 +150,18 @@ def test_a_ten_megabyte_file_parses_quickly() -> None:
 async def test_the_reader_caches_by_version_and_reports_errors(tmp_path: Path) -> None:
     files = TodoFiles()
     found = await files.read(tmp_path)
-    assert found.items == ()
+    assert len(found.checklist) == 0
     assert found.error == ErrorInfo(
         code="todos_missing", message=f"{tmp_path / 'TODO.md'} does not exist"
     )
     todo = tmp_path / "TODO.md"
     todo.write_text("- [ ] one\n- [x] two\n")
     first = await files.read(tmp_path)
-    assert (first.error, len(first.open_items), len(first.items)) == (None, 1, 2)
+    assert (first.error, len(first.checklist.open), len(first.checklist)) == (None, 1, 2)
     assert await files.read(tmp_path) is first  # unchanged: not parsed again
     todo.write_text("- [ ] one\n- [ ] two\n- [ ] three\n")
     second = await files.read(tmp_path)
-    assert (len(second.open_items), len(second.items)) == (3, 3)
+    assert (len(second.checklist.open), len(second.checklist)) == (3, 3)
     todo.unlink()
     todo.mkdir()
     found = await files.read(tmp_path)
@@ -186,8 +195,8 @@ async def test_a_file_replaced_by_rename_is_read_again(tmp_path: Path) -> None:
     name = "TODO.md"
     files = TodoFiles()
     (tmp_path / name).write_text("- [ ] old\n")
-    assert [t.text for t in (await files.read(tmp_path)).items] == ["old"]
+    assert texts(await files.read(tmp_path)) == ["old"]
     new = tmp_path / "new.tmp"
     new.write_text("- [ ] new\n")  # same size, maybe the same mtime: another inode
     new.replace(tmp_path / name)
-    assert [t.text for t in (await files.read(tmp_path)).items] == ["new"]
+    assert texts(await files.read(tmp_path)) == ["new"]

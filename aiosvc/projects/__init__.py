@@ -110,7 +110,7 @@ class Projects:
                 path=os.fspath(directories[name]),
                 computer=self._computer,
                 session_count=counts.get(name, 0),
-                open_todos=len(found.open_items),
+                open_todos=len(found.checklist.open),
                 todos_error=found.error,
             )
             for name, found in zip(names, todos, strict=True)
@@ -126,5 +126,4 @@ class Projects:
         if directory is None:
             raise NotFound.of("project", project)
         found = await self._files.read(directory)
-        items = found.items if include_done else found.open_items
-        return [item.todo(project) for item in items[offset : offset + limit]], len(items)
+        return found.checklist.page(project, include_done=include_done, limit=limit, offset=offset)

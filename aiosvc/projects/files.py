@@ -18,30 +18,28 @@ import attrs
 import structlog
 
 from aiosvc.models import ErrorInfo
-from aiosvc.projects.todos import Item, scan
+from aiosvc.projects.todos import Checklist
 
 log = structlog.get_logger(__name__)
 
 FILE_NAME = "TODO.md"
-#: A bigger file is not read (reported ``todos_too_large``): it bounds the memory one read takes.
-MAX_FILE_BYTES = 64 << 20
+#: A bigger file is not read (reported ``todos_too_large``): it bounds the memory a project's
+#: todos take (the file's bytes, and about 17 bytes an item).
+MAX_FILE_BYTES = 16 << 20
 
 #: What identifies one version of a file: device, inode, size, modification time.
 Version = tuple[int, int, int, int]
 
 
-def _open(todos: TodoList) -> tuple[Item, ...]:
-    return tuple(item for item in todos.items if not item.done)
+EMPTY = Checklist(b"")
 
 
 @attrs.frozen
 class TodoList:
     """A project's items, or why there are none to show (``error``, with an empty list)."""
 
-    items: tuple[Item, ...] = ()
+    checklist: Checklist = EMPTY
     error: ErrorInfo | None = None
-    #: The items not done (found once, when the file is parsed).
-    open_items: tuple[Item, ...] = attrs.field(default=attrs.Factory(_open, takes_self=True))
 
 
 class TodoFiles:
@@ -62,14 +60,14 @@ class TodoFiles:
                 version = await asyncio.to_thread(_version, path)
                 if cached is not None and cached[0] == version:
                     return cached[1]
-                version, todos = await asyncio.to_thread(_load, path)
+                version, checklist = await asyncio.to_thread(_load, path)
             except OSError as exc:
                 self._parsed.pop(path, None)
                 return TodoList(error=_describe(exc, path))
             except _TooLarge as exc:
                 self._parsed.pop(path, None)
                 return TodoList(error=ErrorInfo(code="todos_too_large", message=str(exc)))
-            found = TodoList(items=tuple(todos))
+            found = TodoList(checklist)
             self._parsed[path] = (version, found)
             return found
 
@@ -91,7 +89,7 @@ def _version(path: Path) -> Version:
     return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def _load(path: Path) -> tuple[Version, list[Item]]:
+def _load(path: Path) -> tuple[Version, Checklist]:
     """Read and parse the file (in a worker thread); its version as of the read."""
     # O_NONBLOCK: a FIFO named TODO.md must not hang the thread in open()
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
@@ -106,7 +104,7 @@ def _load(path: Path) -> tuple[Version, list[Item]]:
     if len(data) > MAX_FILE_BYTES:  # it grew while being read
         raise _TooLarge(f"{FILE_NAME} is over the limit of {MAX_FILE_BYTES} bytes")
     version = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
-    return version, scan(data)
+    return version, Checklist(data)
 
 
 def _describe(exc: OSError, path: Path) -> ErrorInfo:
