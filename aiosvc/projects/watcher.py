@@ -28,8 +28,9 @@ log = structlog.get_logger(__name__)
 #: Changes are gathered for at most this long before they are told (milliseconds).
 DEBOUNCE_MS = 500
 #: After the watch fails (a directory went away under it, the system's watch limit), wait
-#: this long before watching again.
+#: this long before watching again, twice as long after each failure in a row, up to the most.
 RETRY_S = 5.0
+MAX_RETRY_S = 300.0
 #: How long stopping waits for the watching thread to notice (it checks every 50 ms).
 STOP_TIMEOUT_S = 5.0
 
@@ -82,6 +83,7 @@ class TodoWatcher:
             await asyncio.wait([task])
 
     async def _watch(self, by_directory: dict[str, list[str]], stop: asyncio.Event) -> None:
+        delay = RETRY_S
         while not stop.is_set():
             present = await asyncio.to_thread(lambda: [d for d in by_directory if os.path.isdir(d)])
             missing = sorted(set(by_directory) - set(present))
@@ -98,25 +100,30 @@ class TodoWatcher:
                     stop_event=stop,
                 ):
                     self._tell(by_directory, {path for _, path in changes})
+                    delay = RETRY_S  # it works again
                 return  # stopped
             except Exception as exc:  # the watch itself failed: watch again, a little later
-                log.warning("todo_watch_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "todo_watch_failed", error=f"{type(exc).__name__}: {exc}", retry_s=delay
+                )
             try:
-                async with asyncio.timeout(RETRY_S):
+                async with asyncio.timeout(delay):
                     await stop.wait()
             except TimeoutError:
-                pass
+                delay = min(delay * 2, MAX_RETRY_S)
 
     def _tell(self, by_directory: Mapping[str, list[str]], paths: set[str]) -> None:
-        # watchfiles names a change by the watched path it was given, joined with the file's
-        # name; a directory reached through a symbolic link is matched by its real path too
-        real = {os.path.realpath(d): names for d, names in by_directory.items()}
+        # watchfiles names a change by a watched path joined with the file's name; two
+        # projects in one directory (one of them through a symbolic link) share one watch,
+        # so a change is told to every project whose directory is really that one
+        real: dict[str, set[str]] = {}
+        for directory, names in by_directory.items():
+            real.setdefault(os.path.realpath(directory), set()).update(names)
         changed = sorted(
             {
                 name
                 for path in paths
-                for name in by_directory.get(os.path.dirname(path), [])
-                or real.get(os.path.realpath(os.path.dirname(path)), [])
+                for name in real.get(os.path.realpath(os.path.dirname(path)), ())
             }
         )
         for name in changed:
