@@ -20,7 +20,7 @@ from aiosvc.core import build_core
 from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, sessions, sse, system, ws
+from aiosvc.web import computers, configuration, projects, sessions, sse, system, ws
 from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
@@ -29,11 +29,13 @@ from aiosvc.web.keys import (
     BUS,
     CACHE,
     COMMAND_SERVICE,
+    COMPUTERS,
     CORE,
     DATABASE,
     FIRST_PAGE,
     METRICS,
     METRICS_REGISTRY,
+    PROJECTS,
     SETTINGS,
     STARTED_AT,
     STORE,
@@ -71,6 +73,8 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[CACHE] = cache
     app[AGENTS] = agents
     app[COMMAND_SERVICE] = commands
+    app[PROJECTS] = core.projects
+    app[COMPUTERS] = core.computers
     streams = app[STREAMS] = OpenStreams()
     app[FIRST_PAGE] = FirstPage(cache)
     app[ACCESS_GATE] = gate
@@ -83,7 +87,15 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     door = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
-        [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+        [
+            system.routes,
+            configuration.routes,
+            sessions.routes,
+            projects.routes,
+            computers.routes,
+            sse.routes,
+            ws.routes,
+        ],
     )
 
     def apply(new: Config) -> None:
@@ -96,6 +108,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         cache.reconfigure(new.cache.max_bytes)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
+        core.projects.reconfigure(new.projects, new.server.computer)
         logs.set_level(new.server.log_level)
 
     settings.on_change(apply)

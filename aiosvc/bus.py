@@ -52,7 +52,7 @@ def session_topic(session_id: str) -> str:
 
 
 #: The topics that are not about one session (``*`` subscribes to every topic).
-GLOBAL_TOPICS = frozenset({"sessions", "approvals", "hooks", "system", ALL})
+GLOBAL_TOPICS = frozenset({"sessions", "approvals", "hooks", "projects", "system", ALL})
 
 
 def is_valid_topic(topic: str) -> bool:

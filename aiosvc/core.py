@@ -1,5 +1,6 @@
-"""The core without the web layer: one factory for the database, store, bus, cache, agents
-and command service (:func:`build_core`), and their lifecycle in dependency order.
+"""The core without the web layer: one factory for the database, store, bus, cache, agents,
+command service, projects and computers (:func:`build_core`), and their lifecycle in
+dependency order.
 
 ``create_app`` puts the web layer on top of the core this builds; tests of the core use it as
 it is, so they run what the daemon runs.
@@ -17,6 +18,8 @@ from aiosvc.commands.service import CommandService
 from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
+from aiosvc.peers.computers import Computers
+from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 
 log = structlog.get_logger(__name__)
@@ -36,6 +39,8 @@ class Core:
     cache: Cache
     agents: AgentRegistry
     commands: CommandService
+    projects: Projects
+    computers: Computers
     _startup: Startup | None = None
 
     async def open(self) -> None:
@@ -49,11 +54,13 @@ class Core:
             self.store, self.bus, self.cache, self.commands, block=EVENT_ID_BLOCK
         )
         await self._startup.begin()
+        await self.projects.start()
 
     async def close(self, grace_s: float) -> None:
         """Stop the work (running replies get ``grace_s``), then close in reverse order."""
         if self._startup is not None:
             await self._startup.close()
+        await self.projects.close()
         await self.commands.stop(grace_s)
         await self.agents.close()
         self.cache.close()
@@ -89,4 +96,6 @@ def build_core(
         approval_timeout_s=config.approvals.timeout_s,
         metrics=metrics,
     )
-    return Core(metrics, database, store, bus, cache, agents, commands)
+    projects = Projects(store, bus, config.projects, config.server.computer)
+    computers = Computers(cache, config.server.computer)
+    return Core(metrics, database, store, bus, cache, agents, commands, projects, computers)

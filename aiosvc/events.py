@@ -29,6 +29,7 @@ class EventType(StrEnum):
     APPROVAL_RESOLVED = "approval.resolved"
     STATUS = "status"
     CONFIG_RELOADED = "config.reloaded"
+    TODOS_UPDATED = "todos.updated"
 
 
 #: What every hook event's type starts with: ``hook.`` and the type its sender posted.
