@@ -109,6 +109,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
         core.projects.reconfigure(new.projects, new.server.computer)
+        core.peers.reconfigure(new.peers)
         logs.set_level(new.server.log_level)
 
     settings.on_change(apply)

@@ -52,7 +52,9 @@ def session_topic(session_id: str) -> str:
 
 
 #: The topics that are not about one session (``*`` subscribes to every topic).
-GLOBAL_TOPICS = frozenset({"sessions", "approvals", "hooks", "projects", "system", ALL})
+GLOBAL_TOPICS = frozenset(
+    {"sessions", "approvals", "hooks", "projects", "computers", "system", ALL}
+)
 
 
 def is_valid_topic(topic: str) -> bool:

@@ -1,5 +1,5 @@
 """The core without the web layer: one factory for the database, store, bus, cache, agents,
-command service, projects and computers (:func:`build_core`), and their lifecycle in
+command service, projects, computers and peers (:func:`build_core`), and their lifecycle in
 dependency order.
 
 ``create_app`` puts the web layer on top of the core this builds; tests of the core use it as
@@ -19,6 +19,7 @@ from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
 from aiosvc.peers.computers import Computers
+from aiosvc.peers.links import Peers
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 
@@ -41,6 +42,7 @@ class Core:
     commands: CommandService
     projects: Projects
     computers: Computers
+    peers: Peers
     _startup: Startup | None = None
 
     async def open(self) -> None:
@@ -61,6 +63,7 @@ class Core:
         if self._startup is not None:
             await self._startup.close()
         await self.projects.close()
+        await self.peers.close()
         await self.commands.stop(grace_s)
         await self.agents.close()
         self.cache.close()
@@ -98,4 +101,5 @@ def build_core(
     )
     projects = Projects(store, bus, config.projects, config.server.computer)
     computers = Computers(cache, config.server.computer)
-    return Core(metrics, database, store, bus, cache, agents, commands, projects, computers)
+    peers = Peers(bus, computers, config.peers, config.server.computer)
+    return Core(metrics, database, store, bus, cache, agents, commands, projects, computers, peers)

@@ -418,6 +418,7 @@ async def test_computers_list_this_machine(server: Server, http: aiohttp.ClientS
         "status": "online",
         "version": health["data"]["version"],
         "session_count": 3,
+        "error": None,
     }
     assert (body["total"], body["limit"], body["offset"]) == (1, 50, 0)
     status, body = await call(http, "GET", server.url + API + "/computers?limit=0")

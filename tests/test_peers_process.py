@@ -1,0 +1,222 @@
+"""Peers through real ``aiosvc serve`` processes on loopback: one local daemon and two peers
+(the second peered back to the local one), ``/computers`` with each peer's state, a wrong key
+and an unreachable peer reported (never a crash), ``computer.online`` / ``computer.offline``
+over SSE with one log line per change, and a reload that adds and removes peers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+
+from tests.serving import Server, free_port
+
+API = "/api/v1"
+KEYS = {"PEER_ONE_KEY": "k-one", "PEER_TWO_KEY": "k-two", "LOCAL_KEY": "k-local"}
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@attrs.define
+class Daemons:
+    """Three daemons: ``local`` peers with ``one`` and ``two``; ``two`` peers back."""
+
+    local: Server
+    one: Server
+    two: Server
+    tmp: Path
+    late_port: int  # a peer configured on ``local`` that is not running
+
+
+def peer(name: str, url: str, env: str | None = None) -> str:
+    text = f'[peers.{name}]\nurl = "{url}"\n'
+    return text + (f'api_key_env = "{env}"\n' if env else "") + "\n"
+
+
+def local_config(d: Daemons, *extra: str) -> str:
+    return (
+        '[server]\napi_keys = ["k-local"]\ncomputer = "here"\n\n'
+        + peer("one", d.one.url, "PEER_ONE_KEY")
+        + peer("two", d.two.url, "PEER_TWO_KEY")
+        + "".join(extra)
+    )
+
+
+@pytest.fixture
+async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
+    """The three daemons, started; the local one last (its peers are up)."""
+    local = Server(tmp_path / "local.db", config=tmp_path / "local.toml", env=KEYS)
+    one = Server(tmp_path / "one.db", config=tmp_path / "one.toml", env=KEYS)
+    two = Server(tmp_path / "two.db", config=tmp_path / "two.toml", env=KEYS)
+    d = Daemons(local, one, two, tmp_path, free_port())
+    assert one.config and two.config and local.config
+    one.config.write_text('[server]\napi_keys = ["k-one"]\ncomputer = "one"\n')
+    two.config.write_text(
+        '[server]\napi_keys = ["k-two"]\ncomputer = "two"\n\n'
+        + peer("back", local.url, "LOCAL_KEY")
+    )
+    local.config.write_text(local_config(d))
+    started: list[Server] = []
+    try:
+        for server in (one, two, local):
+            await server.start()
+            started.append(server)
+        yield d
+    finally:
+        for server in started:
+            if server.process is not None and server.process.poll() is None:
+                assert await server.stop() == 0, server.log()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, key: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """One request with ``key``: its status and JSON body."""
+    headers = {"X-API-Key": key, **kwargs.pop("headers", {})}
+    async with http.request(method, url, headers=headers, **kwargs) as response:
+        return response.status, await response.json()
+
+
+async def next_event(response: aiohttp.ClientResponse, within: float) -> dict[str, str]:
+    """The next event block of an SSE response (comments and ``retry`` skipped)."""
+    async with asyncio.timeout(within):
+        while True:
+            block: dict[str, str] = {}
+            while True:
+                line = (await response.content.readline()).decode().rstrip("\n")
+                if not line:
+                    break
+                field, _, value = line.partition(": ")
+                block[field] = value
+            if "event" in block:
+                return block
+
+
+def by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in body["data"]}
+
+
+async def test_computers_lists_this_machine_and_each_peer(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    for _ in range(2):
+        assert (await call(http, "POST", d.one.url + API + "/sessions", "k-one", json={}))[0] == 201
+    assert (await call(http, "POST", d.two.url + API + "/sessions", "k-two", json={}))[0] == 201
+    _, health = await call(http, "GET", d.one.url + "/health", "k-one")
+    status, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
+    assert status == 200, body
+    assert [c["name"] for c in body["data"]] == ["here", "one", "two"]
+    assert body["total"] == 3
+    computers = by_name(body)
+    for name in ("one", "two"):
+        assert TIME.fullmatch(computers[name].pop("last_seen_at")), computers[name]
+    assert computers["one"] == {
+        "name": "one",
+        "url": d.one.url,
+        "local": False,
+        "status": "online",
+        "version": health["data"]["version"],
+        "session_count": 2,
+        "error": None,
+    }
+    assert (computers["two"]["status"], computers["two"]["session_count"]) == ("online", 1)
+    assert computers["here"]["local"] is True and computers["here"]["error"] is None
+    # peered both ways: two lists the local daemon, asked as a peer (no circle back)
+    status, body = await call(http, "GET", d.two.url + API + "/computers", "k-two")
+    assert status == 200
+    assert [(c["name"], c["status"]) for c in body["data"]] == [
+        ("two", "online"),
+        ("back", "online"),
+    ]
+    # a peer's request is answered by that machine alone
+    status, body = await call(
+        http, "GET", d.local.url + API + "/computers", "k-local", headers={"X-Aiosvc-Peer": "x"}
+    )
+    assert [c["name"] for c in body["data"]] == ["here"]
+
+
+async def test_a_wrong_key_and_an_unreachable_peer_are_reported_not_a_crash(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    assert d.local.config is not None
+    late_url = f"http://127.0.0.1:{d.late_port}"
+    d.local.config.write_text(
+        local_config(
+            d,
+            peer("wrongkey", d.one.url, "PEER_TWO_KEY"),
+            peer("nokey", d.one.url),
+            peer("unset", d.one.url, "NO_SUCH_VARIABLE"),
+            peer("late", late_url, "PEER_ONE_KEY"),
+        )
+    )
+    status, reloaded = await call(http, "POST", d.local.url + API + "/config/reload", "k-local")
+    assert status == 200, reloaded
+    async with http.get(
+        d.local.url + API + "/events?topics=computers", headers={"X-API-Key": "k-local"}
+    ) as sse:
+        assert sse.status == 200
+        for _ in range(3):  # reads after reads: the state is told once
+            status, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
+            assert status == 200, body
+        computers = by_name(body)
+        errors = {n: (c["status"], (c["error"] or {}).get("code")) for n, c in computers.items()}
+        assert errors == {
+            "here": ("online", None),
+            "one": ("online", None),
+            "two": ("online", None),
+            "wrongkey": ("offline", "peer_unauthorized"),
+            "nokey": ("offline", "peer_unauthorized"),
+            "unset": ("offline", "peer_key_missing"),
+            "late": ("offline", "peer_unreachable"),
+        }
+        assert computers["late"]["last_seen_at"] is None
+        assert "NO_SUCH_VARIABLE" in computers["unset"]["error"]["message"]
+        told: dict[str, str] = {}
+        for _ in range(6):
+            event = await next_event(sse, within=10)
+            data = event["data"]
+            name = re.search(r'"data":\{"name":"([^"]+)"', data)
+            assert name is not None, data
+            assert name.group(1) not in told, "a state told twice"
+            told[name.group(1)] = event["event"]
+        assert told == {
+            "one": "computer.online",
+            "two": "computer.online",
+            "wrongkey": "computer.offline",
+            "nokey": "computer.offline",
+            "unset": "computer.offline",
+            "late": "computer.offline",
+        }
+        # the late peer comes up: seen on a read after the offline retry delay
+        late = Server(d.tmp / "late.db", port=d.late_port, env=KEYS)
+        await late.start()
+        try:
+            await asyncio.sleep(2.1)
+            _, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
+            assert by_name(body)["late"]["status"] == "online"
+            event = await next_event(sse, within=10)
+            assert event["event"] == "computer.online" and '"name":"late"' in event["data"]
+        finally:
+            assert await late.stop() == 0
+    log = await d.local.settled_log()
+    offline = [e for e in d.local.events() if e.get("event") == "peer_offline"]
+    assert sorted(e["peer"] for e in offline) == ["late", "nokey", "unset", "wrongkey"], log
+    assert "k-one" not in log and "k-two" not in log  # never the keys
+    # a reload that takes peers away: listed no more
+    d.local.config.write_text(local_config(d))
+    assert (await call(http, "POST", d.local.url + API + "/config/reload", "k-local"))[0] == 200
+    _, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
+    assert [c["name"] for c in body["data"]] == ["here", "one", "two"]
