@@ -19,7 +19,7 @@ from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
 from aiosvc.peers.computers import Computers
-from aiosvc.peers.links import Peers
+from aiosvc.peers.links import Peers, peers_budget
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 
@@ -87,7 +87,8 @@ def build_core(
         block=EVENT_ID_BLOCK,
         metrics=metrics,
     )
-    cache = Cache(store, bus, max_bytes=config.cache.max_bytes)
+    # the peers' session lists take their share of the cache's budget
+    cache = Cache(store, bus, max_bytes=config.cache.max_bytes - peers_budget(config))
     agents = agents or AgentRegistry.from_config(config.agents)
     commands = CommandService(
         store=store,
@@ -101,5 +102,5 @@ def build_core(
     )
     projects = Projects(store, bus, config.projects, config.server.computer)
     computers = Computers(cache, config.server.computer)
-    peers = Peers(bus, computers, config.peers, config.server.computer)
+    peers = Peers(bus, computers, config.peers, config.server.computer, peers_budget(config))
     return Core(metrics, database, store, bus, cache, agents, commands, projects, computers, peers)

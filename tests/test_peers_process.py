@@ -220,3 +220,136 @@ async def test_a_wrong_key_and_an_unreachable_peer_are_reported_not_a_crash(
     assert (await call(http, "POST", d.local.url + API + "/config/reload", "k-local"))[0] == 200
     _, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
     assert [c["name"] for c in body["data"]] == ["here", "one", "two"]
+
+
+async def new_session(http: aiohttp.ClientSession, server: Server, key: str) -> str:
+    status, body = await call(http, "POST", server.url + API + "/sessions", key, json={})
+    assert status == 201, body
+    session_id: str = body["data"]["id"]
+    return session_id
+
+
+async def listed(http: aiohttp.ClientSession, server: Server, key: str, query: str = "") -> Any:
+    status, body = await call(http, "GET", server.url + API + "/sessions" + query, key)
+    assert status == 200, body
+    return body
+
+
+async def test_session_lists_merge_the_peers_and_page_across_them(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    order = [  # created one after another: newest last
+        ("here", await new_session(http, d.local, "k-local")),
+        ("one", await new_session(http, d.one, "k-one")),
+        ("two", await new_session(http, d.two, "k-two")),
+        ("one", await new_session(http, d.one, "k-one")),
+        ("here", await new_session(http, d.local, "k-local")),
+        ("one", await new_session(http, d.one, "k-one")),
+    ]
+    newest = [sid for _, sid in reversed(order)]
+    body = await listed(http, d.local, "k-local")
+    assert [s["id"] for s in body["data"]] == newest
+    assert (body["total"], body["offset"], body["next"], body["prev"]) == (6, 0, None, None)
+    where = {sid: name for name, sid in order}
+    for session in body["data"]:
+        assert session["computer"] == where[session["id"]]
+        assert session.get("stale") == (None if where[session["id"]] == "here" else False)
+    # paging across the merge: by offset, then by cursor both ways
+    page = await listed(http, d.local, "k-local", "?limit=2&offset=2")
+    assert [s["id"] for s in page["data"]] == newest[2:4]
+    assert (page["total"], page["next"], page["prev"]) == (6, newest[3], newest[2])
+    seen: list[str] = []
+    query = "?limit=4"
+    while True:
+        page = await listed(http, d.local, "k-local", query)
+        seen += [s["id"] for s in page["data"]]
+        assert page["total"] == 6
+        if page["next"] is None:
+            break
+        query = f"?limit=4&after={page['next']}"
+    assert seen == newest
+    page = await listed(http, d.local, "k-local", f"?limit=2&before={newest[4]}")
+    assert [s["id"] for s in page["data"]] == newest[2:4]
+    assert (page["offset"], page["next"], page["prev"]) == (None, newest[3], newest[2])
+    status, bad = await call(
+        http, "GET", d.local.url + API + "/sessions?after=ses_nosuchsession000", "k-local"
+    )
+    assert (status, bad["error"]["code"]) == (400, "invalid_parameter")
+    # a cursor need not match the filters
+    none = await listed(http, d.local, "k-local", f"?project=nothing&after={newest[1]}")
+    assert (none["data"], none["total"], none["next"], none["prev"]) == ([], 0, None, None)
+    # filters
+    only = await listed(http, d.local, "k-local", "?computer=one")
+    assert [s["id"] for s in only["data"]] == [s for s in newest if where[s] == "one"]
+    assert only["total"] == 3
+    mine = await listed(http, d.local, "k-local", "?computer=here")
+    assert [s["id"] for s in mine["data"]] == [s for s in newest if where[s] == "here"]
+    idle = await listed(http, d.local, "k-local", "?status=idle&limit=3")
+    assert (idle["total"], len(idle["data"])) == (6, 3)
+    assert (await listed(http, d.local, "k-local", "?status=ended"))["total"] == 0
+    # peered both ways: two lists its own and the local daemon's, each once
+    both = await listed(http, d.two, "k-two")
+    assert sorted(s["id"] for s in both["data"]) == sorted(
+        s for s in newest if where[s] in ("two", "here")
+    )
+    assert both["total"] == 3
+    # a remote session read from the cache, its history asked of its computer
+    status, one = await call(http, "GET", d.local.url + API + "/sessions/" + order[1][1], "k-local")
+    assert status == 200
+    assert (one["data"]["computer"], one["data"]["stale"]) == ("one", False)
+    status, _ = await call(
+        http,
+        "POST",
+        d.one.url + API + f"/sessions/{order[1][1]}/messages?wait=true",
+        "k-one",
+        json={"content": "hello"},
+    )
+    assert status in (200, 201, 202)
+    status, history = await call(
+        http, "GET", d.local.url + API + f"/sessions/{order[1][1]}/messages", "k-local"
+    )
+    assert status == 200, history
+    assert [m["role"] for m in history["data"]] == ["user", "assistant"]
+    status, missing = await call(
+        http, "GET", d.local.url + API + "/sessions/ses_nosuchsession000/messages", "k-local"
+    )
+    assert (status, missing["error"]["code"]) == (404, "not_found")
+
+
+async def test_a_peer_killed_and_restarted_goes_stale_then_fresh(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    ones = [await new_session(http, d.one, "k-one") for _ in range(3)]
+    mine = await new_session(http, d.local, "k-local")
+    body = await listed(http, d.local, "k-local")
+    assert body["total"] == 4
+    d.one.kill()
+    assert d.one.process is not None
+    d.one.process.wait(10)
+    # the first request that needs the peer finds it gone
+    status, gone = await call(
+        http, "GET", d.local.url + API + f"/sessions/{ones[0]}/messages", "k-local"
+    )
+    assert (status, gone["error"]["code"]) == (503, "peer_unavailable")
+    assert gone["error"]["details"] == {"computer": "one"}
+    body = await listed(http, d.local, "k-local")
+    assert body["total"] == 4
+    stale = {s["id"]: s.get("stale") for s in body["data"]}
+    assert stale == {**dict.fromkeys(ones, True), mine: None}
+    _, computers = await call(http, "GET", d.local.url + API + "/computers", "k-local")
+    assert by_name(computers)["one"]["status"] == "offline"
+    # back on the same port and database: fresh again, nothing listed twice
+    await d.one.start()
+
+    async def fresh() -> bool:
+        body = await listed(http, d.local, "k-local")
+        return all(s.get("stale") is not True for s in body["data"])
+
+    async with asyncio.timeout(20):
+        while not await fresh():
+            await asyncio.sleep(0.3)
+    body = await listed(http, d.local, "k-local")
+    assert body["total"] == 4
+    assert sorted(s["id"] for s in body["data"]) == sorted([*ones, mine])

@@ -25,6 +25,7 @@ from aiosvc.config import PeerConfig
 from aiosvc.events import EventType
 from aiosvc.models import ErrorInfo
 from aiosvc.peers.computers import COMPUTERS_TOPIC, Computer
+from aiosvc.peers.sessions import PeerSessions, RemoteSession, remote_session
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,8 @@ POLL_TIMEOUT_S = 5.0
 PEER_HEADER = "X-Aiosvc-Peer"
 #: Where a peer's key goes.
 KEY_HEADER = "X-API-Key"
+#: Sessions asked for per page of a peer's list (fewer if the peer allows fewer).
+FETCH_PAGE = 500
 
 
 class PeerLink:
@@ -53,12 +56,13 @@ class PeerLink:
         http: Callable[[], aiohttp.ClientSession],
         bus: Bus,
         here: str,
+        max_bytes: int,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
         self.name = name
         self.config = config
         self.url = config.url.rstrip("/")
-        self._http = http
+        self.http = http
         self._bus = bus
         self._here = here
         #: The key as read from the environment when the link was made (None: no key sent).
@@ -73,6 +77,12 @@ class PeerLink:
         self._polled_at: float | None = None
         self._poll: asyncio.Task[None] | None = None
         self._told: tuple[str, str | None] | None = None  # the state last logged
+        #: The peer's sessions as last fetched (kept, stale, while it is offline).
+        self.sessions = PeerSessions(name, max_bytes)
+        self._fetched_at: float | None = None  # when its list was last asked for
+        self._fetched_once = False
+        self._fetch: asyncio.Task[None] | None = None
+        self._page: int | None = FETCH_PAGE
 
     @property
     def online(self) -> bool:
@@ -86,12 +96,73 @@ class PeerLink:
             headers[KEY_HEADER] = self.key
         return headers
 
-    def due(self) -> bool:
-        """Whether a read should ask the peer again."""
-        if self._polled_at is None:
+    def due(self, since: float | None = None) -> bool:
+        """Whether a read should ask the peer again (its state, or what was last asked for
+        at ``since``)."""
+        since = self._polled_at if since is None else since
+        if since is None:
             return True
         wait = REFRESH_S if self.online else RETRY_OFFLINE_S
-        return time.monotonic() - self._polled_at >= wait
+        return time.monotonic() - since >= wait
+
+    async def current_sessions(self) -> PeerSessions:
+        """The peer's sessions: fetched first if never fetched, else fetched again behind
+        this read when the list is too old (the read answers from what is kept)."""
+        if self._fetch is None and (self._fetched_at is None or self.due(self._fetched_at)):
+            self._fetch = asyncio.create_task(self._fetch_sessions())
+            self._fetch.add_done_callback(self._fetched)
+        if self._fetch is not None and not self._fetched_once:
+            await asyncio.shield(self._fetch)
+        return self.sessions
+
+    def _fetched(self, task: asyncio.Task[None]) -> None:
+        self._fetch = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("peer_fetch_failed", peer=self.name, exc_info=task.exception())
+
+    async def _fetch_sessions(self) -> None:
+        try:
+            fetched = await self._session_pages()
+        except PeerFailed as failed:
+            self.went_offline(failed.info)
+        else:
+            self.sessions.replace(fetched)
+            self.session_count = len(self.sessions)
+            self.seen()
+        finally:
+            self._fetched_at = time.monotonic()
+            self._fetched_once = True
+
+    async def _session_pages(self) -> list[RemoteSession]:
+        """Every session of the peer's own (newest first), a page at a time, until the
+        budget is spent."""
+        if self.config.api_key_env is not None and self.key is None:
+            env = self.config.api_key_env
+            raise PeerFailed("peer_key_missing", f"the environment variable {env} is not set")
+        found: list[RemoteSession] = []
+        spent = 0
+        after: str | None = None
+        while True:
+            query = {"limit": str(self._page)} if self._page is not None else {}
+            if after is not None:
+                query["after"] = after
+            try:
+                answer = await self.get_json("/api/v1/sessions", query)
+            except PeerFailed as failed:
+                if failed.status == 400 and self._page is not None:
+                    self._page = None  # the peer allows smaller pages: its default then
+                    continue
+                raise
+            if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+                raise PeerFailed("peer_error", "the peer's answer is not a list of sessions")
+            for item in answer["data"]:
+                session = remote_session(item, self.name)
+                if session is not None:
+                    found.append(session)
+                    spent += session.cost
+            after = answer.get("next")
+            if not isinstance(after, str) or spent > self.sessions.max_bytes:
+                return found
 
     async def current(self) -> Computer:
         """The peer as a computer, asking it first if its last answer is too old."""
@@ -144,7 +215,7 @@ class PeerLink:
         """GET ``path`` of the peer's API: its JSON body, or :class:`PeerFailed` saying why."""
         timeout = aiohttp.ClientTimeout(total=POLL_TIMEOUT_S)
         try:
-            async with self._http().get(
+            async with self.http().get(
                 self.url + path, params=params, headers=self.headers(), timeout=timeout
             ) as response:
                 if response.status in (401, 403):
@@ -153,7 +224,9 @@ class PeerLink:
                         f"the peer refused this daemon's key ({response.status})",
                     )
                 if response.status != 200:
-                    raise PeerFailed("peer_error", f"the peer answered {response.status}")
+                    raise PeerFailed(
+                        "peer_error", f"the peer answered {response.status}", response.status
+                    )
                 return await response.json()
         except PeerFailed:
             raise
@@ -193,9 +266,10 @@ class PeerLink:
 class PeerFailed(Exception):
     """A request to a peer failed: why, as the computers list reports it."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.info = ErrorInfo(code=code, message=message)
+        self.status = status  # the peer's HTTP status, if it answered
 
 
 def _local_computer(answer: Any) -> dict[str, Any]:

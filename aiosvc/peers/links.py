@@ -3,6 +3,7 @@ HTTP client session they all share."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 
@@ -10,11 +11,21 @@ import aiohttp
 import structlog
 
 from aiosvc.bus import Bus
-from aiosvc.config import PeerConfig
+from aiosvc.config import Config, PeerConfig
 from aiosvc.peers.computers import Computers
 from aiosvc.peers.link import PeerLink
+from aiosvc.peers.sessions import PeerSessions, RemoteSession
 
 log = structlog.get_logger(__name__)
+
+#: The share of ``[cache] max_bytes`` the peers' session lists may hold (when peers are
+#: configured; the histories' pages have the rest).
+PEERS_SHARE = 4
+
+
+def peers_budget(config: Config) -> int:
+    """The bytes the peers' session lists may hold, all peers together."""
+    return config.cache.max_bytes // PEERS_SHARE if config.peers else 0
 
 
 class Peers:
@@ -26,13 +37,15 @@ class Peers:
         computers: Computers,
         peers: Mapping[str, PeerConfig],
         here: str,
+        max_bytes: int,
     ) -> None:
         self._bus = bus
+        self._max_bytes = max_bytes
         self._computers = computers
         self._here = here
         self._http: aiohttp.ClientSession | None = None
         self.links: dict[str, PeerLink] = {}
-        self.reconfigure(peers)
+        self.reconfigure(peers, max_bytes)
 
     def _client(self) -> aiohttp.ClientSession:
         """The one client session of every peer's requests (made on first use: it needs the
@@ -42,9 +55,10 @@ class Peers:
             self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         return self._http
 
-    def reconfigure(self, peers: Mapping[str, PeerConfig]) -> None:
+    def reconfigure(self, peers: Mapping[str, PeerConfig], max_bytes: int) -> None:
         """Follow a new ``[peers]``: new links for new or changed peers (a changed key in the
-        environment counts), none for removed ones."""
+        environment counts), none for removed ones; their lists within ``max_bytes``."""
+        each = max_bytes // max(1, len(peers))
         for name in [n for n in self.links if n not in peers]:
             self.links.pop(name)
             self._computers.remove(name)
@@ -53,13 +67,28 @@ class Peers:
             old = self.links.get(name)
             key = os.environ.get(config.api_key_env) if config.api_key_env else None
             if old is not None and old.config == config and old.key == key:
+                old.sessions.resize(each)
                 continue
             link = self.links[name] = PeerLink(
-                name, config, http=self._client, bus=self._bus, here=self._here
+                name, config, http=self._client, bus=self._bus, here=self._here, max_bytes=each
             )
             self._computers.add(name, link.current)
             if old is None:
                 log.info("peer_added", peer=name, url=link.url)
+
+    def find(self, session_id: str) -> tuple[PeerLink, RemoteSession] | None:
+        """The peer whose list holds ``session_id``, and the session, if one does."""
+        for link in self.links.values():
+            found = link.sessions.get(session_id)
+            if found is not None:
+                return link, found
+        return None
+
+    async def lists(self, only: str | None = None) -> list[tuple[PeerLink, PeerSessions]]:
+        """Each peer's (or only the peer ``only``'s) current session list, by name."""
+        links = [self.links[n] for n in sorted(self.links) if only is None or n == only]
+        found = await asyncio.gather(*(link.current_sessions() for link in links))
+        return list(zip(links, found, strict=True))
 
     def get(self, name: str) -> PeerLink | None:
         """The link of the peer called ``name``, if one is configured."""

@@ -14,7 +14,7 @@ from aiosvc.commands.types import (
 )
 from aiosvc.models import Message, Session, SessionStatus
 from aiosvc.rules import MAX_FILTER_CHARS
-from aiosvc.web import params
+from aiosvc.web import params, remote
 from aiosvc.web.bodies import MessageCreate, SessionCreate, SessionPatch
 from aiosvc.web.keys import CACHE, COMMAND_SERVICE, FIRST_PAGE, SETTINGS
 from aiosvc.web.operation import PAGING, Page, Param, cursors, operation
@@ -45,7 +45,8 @@ async def list_sessions(request: web.Request) -> web.Response:
     """List sessions, newest first, filtered by status, project and computer."""
     app = request.app
     max_limit = app[SETTINGS].config.limits.max_page_size
-    if not request.query_string:  # the common case, served from one cached body
+    merge = remote.merging(request)
+    if not request.query_string and not merge:  # the common case, served from one cached body
         body = app[FIRST_PAGE].body(params.default_limit(max_limit))
         return web.Response(body=body, content_type=JSON)
     cache = app[CACHE]
@@ -59,6 +60,10 @@ async def list_sessions(request: web.Request) -> web.Response:
         )
         if value is not None
     }
+    if merge:
+        merged = await remote.merged_list(request, filters, window)
+        if merged is not None:
+            return merged
     return cursor_page(await cache.sessions_page(filters, window), limit=window.limit)
 
 
@@ -78,7 +83,11 @@ async def create_session(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{id}")
 @operation(responses={200: Session})
 async def get_session(request: web.Request) -> web.Response:
-    """One session."""
+    """One session (another computer's: as its list last said)."""
+    found = remote.remote_session(request)
+    if found is not None:
+        link, session = found
+        return raw_ok(session.shown(stale=not link.online))
     return raw_ok(request.app[CACHE].json(session_from_path(request)))
 
 
@@ -116,9 +125,13 @@ async def delete_session(request: web.Request) -> web.Response:
 @operation(
     responses={200: Page(Message, cursors=True)},
     params=[*PAGING, *cursors("message", after="newer", before="older")],
+    errors={503: "peer_unavailable"},
 )
 async def list_messages(request: web.Request) -> web.Response:
-    """A session's history, oldest first."""
+    """A session's history, oldest first (another computer's: asked of it)."""
+    found = remote.remote_session(request)
+    if found is not None:
+        return await remote.forwarded(request, found[0])
     session = session_from_path(request)
     window = params.window(request, request.app[SETTINGS].config.limits.max_page_size)
     page = await request.app[CACHE].history_page(session, window)

@@ -1,0 +1,83 @@
+"""Sessions of other computers in the session routes: the merged lists, a remote session's
+reads from the cache, its other requests forwarded to its computer (see :mod:`aiosvc.peers`).
+
+A request from a peer (``X-Aiosvc-Peer``) is answered by this machine alone: never merged,
+never forwarded, so two daemons peered both ways never ask each other in a circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from aiosvc.paging import Window
+from aiosvc.peers.forward import forward
+from aiosvc.peers.link import PEER_HEADER, PeerLink
+from aiosvc.peers.listing import merged_page
+from aiosvc.peers.sessions import RemoteSession
+from aiosvc.web.keys import CACHE, PEERS
+from aiosvc.web.responses import JSON, cursor_page_body
+
+
+def merging(request: web.Request) -> bool:
+    """Whether this request's session lists and ids take in the peers'."""
+    return bool(request.app[PEERS].links) and PEER_HEADER not in request.headers
+
+
+async def merged_list(
+    request: web.Request, filters: dict[str, str], window: Window
+) -> web.Response | None:
+    """The merged page of sessions, or None when the list is this machine's alone (its
+    ``computer`` filter names no peer)."""
+    peers = request.app[PEERS]
+    computer = filters.get("computer")
+    if computer is not None and peers.get(computer) is None:
+        return None
+    lists = await peers.lists(only=computer)
+    wanted = {k: v for k, v in filters.items() if k != "computer"}
+    memo = request.app[MERGED]
+    key: object = (
+        request.app[CACHE].sessions_changed,
+        tuple((link.name, kept.changes, link.online) for link, kept in lists),
+        window,
+        tuple(sorted(filters.items())),
+    )
+    if memo.key != key:  # built once per change of any list (dashboards poll the same page)
+        page = merged_page(request.app[CACHE], lists, wanted, window, local=computer is None)
+        memo.body = cursor_page_body(page, limit=window.limit)
+        memo.key = key
+    return web.Response(body=memo.body, content_type=JSON)
+
+
+class MergedMemo:
+    """The last merged page's body and what it was built from."""
+
+    def __init__(self) -> None:
+        self.key: object = None
+        self.body = b""
+
+
+MERGED = web.AppKey("merged", MergedMemo)
+
+
+def remote_session(request: web.Request) -> tuple[PeerLink, RemoteSession] | None:
+    """The remote session the route's ``{id}`` names (when it is not this machine's)."""
+    session_id = request.match_info["id"]
+    if not merging(request) or request.app[CACHE].session(session_id) is not None:
+        return None
+    return request.app[PEERS].find(session_id)
+
+
+async def forwarded(request: web.Request, link: PeerLink) -> web.Response:
+    """Send the request to ``link``'s computer as it came; answer as it answered."""
+    body = await request.read() if request.can_read_body else None
+    answer = await forward(
+        link,
+        request.method,
+        request.rel_url.path_qs,
+        body,
+        request.headers.get("Content-Type") if body is not None else None,
+    )
+    headers: Mapping[str, str] = answer.headers
+    return web.Response(status=answer.status, body=answer.body, headers=headers)
