@@ -353,3 +353,104 @@ async def test_a_peer_killed_and_restarted_goes_stale_then_fresh(
     body = await listed(http, d.local, "k-local")
     assert body["total"] == 4
     assert sorted(s["id"] for s in body["data"]) == sorted([*ones, mine])
+
+
+async def test_writes_to_a_remote_session_are_forwarded_to_its_computer(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    remote = await new_session(http, d.one, "k-one")
+    other = await new_session(http, d.two, "k-two")
+    await listed(http, d.local, "k-local")  # the local daemon learns of them
+    at = d.local.url + API + f"/sessions/{remote}"
+    # a message round trip, under the caller's request id
+    status, reply = await call(
+        http,
+        "POST",
+        at + "/messages?wait=true",
+        "k-local",
+        json={"content": "hello there"},
+        headers={"X-Request-ID": "forwarded-1"},
+    )
+    assert status == 200, reply
+    assert (reply["data"]["role"], reply["data"]["content"]) == ("assistant", "hello there")
+    await d.one.settled_log()
+    assert any(e.get("request_id") == "forwarded-1" for e in d.one.events())
+    status, history = await call(http, "GET", at + "/messages", "k-local")
+    assert [m["content"] for m in history["data"]] == ["hello there", "hello there"]
+    # bad input: the peer's error, code and status kept
+    status, bad = await call(http, "POST", at + "/messages", "k-local", json={"content": 7})
+    assert (status, bad["error"]["code"]) == (400, "validation_error")
+    # an approval for the remote session, decided on the local daemon
+    status, sent = await call(
+        http, "POST", at + "/messages", "k-local", json={"content": '/tool shell {"cmd": "ls"}'}
+    )
+    assert status == 202, sent
+    pending: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while not pending:
+            status, found = await call(
+                http,
+                "GET",
+                d.local.url + API + f"/approvals?status=pending&session_id={remote}",
+                "k-local",
+            )
+            assert status == 200, found
+            pending = found["data"]
+    [approval] = pending
+    assert approval["session_id"] == remote
+    decide = d.local.url + API + f"/approvals/{approval['id']}"
+    status, resolved = await call(http, "POST", decide, "k-local", json={"decision": "approve"})
+    assert (status, resolved["data"]["status"]) == (200, "approved")
+    status, again = await call(http, "POST", decide, "k-local", json={"decision": "deny"})
+    assert (status, again["error"]["code"]) == (409, "already_resolved")
+    status, unknown = await call(
+        http,
+        "POST",
+        d.local.url + API + "/approvals/apr_nosuchapproval0",
+        "k-local",
+        json={"decision": "deny"},
+    )
+    assert (status, unknown["error"]["code"]) == (404, "not_found")
+    # cancel, rename, end, then a message to the ended session keeps the peer's 409
+    status, cancelled = await call(http, "POST", at + "/cancel", "k-local")
+    assert (status, cancelled["data"]["session_id"]) == (202, remote)
+    status, renamed = await call(http, "PATCH", at, "k-local", json={"title": "far away"})
+    assert (status, renamed["data"]["title"]) == (200, "far away")
+    status, ended = await call(http, "POST", at + "/end", "k-local")
+    assert (status, ended["data"]["status"]) == (200, "ended")
+    status, refused = await call(http, "POST", at + "/messages", "k-local", json={"content": "x"})
+    assert (status, refused["error"]["code"]) == (409, "session_ended")
+    # the local list catches up behind a read
+    async with asyncio.timeout(10):
+        while True:
+            _, one = await call(http, "GET", at, "k-local")
+            if one["data"]["status"] == "ended":
+                break
+            await asyncio.sleep(0.1)
+    assert one["data"]["title"] == "far away"
+    # delete: gone from the peer and from the local list at once
+    async with http.delete(at, headers={"X-API-Key": "k-local"}) as response:
+        assert response.status == 204
+    status, _ = await call(http, "GET", d.one.url + API + f"/sessions/{remote}", "k-one")
+    assert status == 404
+    status, _ = await call(http, "GET", at, "k-local")
+    assert status == 404
+    # the peer gone: writes are 503 peer_unavailable
+    d.two.kill()
+    assert d.two.process is not None
+    d.two.process.wait(10)
+    status, down = await call(
+        http,
+        "POST",
+        d.local.url + API + f"/sessions/{other}/messages",
+        "k-local",
+        json={"content": "anyone?"},
+    )
+    assert (status, down["error"]["code"], down["error"]["details"]) == (
+        503,
+        "peer_unavailable",
+        {"computer": "two"},
+    )
+    status, down = await call(http, "POST", d.local.url + API + f"/sessions/{other}/end", "k-local")
+    assert (status, down["error"]["code"]) == (503, "peer_unavailable")

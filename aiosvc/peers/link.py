@@ -115,6 +115,13 @@ class PeerLink:
             await asyncio.shield(self._fetch)
         return self.sessions
 
+    def written(self, session_id: str, *, deleted: bool) -> None:
+        """A write to one of the peer's sessions was answered: its list is fetched again
+        behind the next read (a deleted session leaves the list at once)."""
+        if deleted:
+            self.sessions.remove(session_id)
+        self._fetched_at = None
+
     def _fetched(self, task: asyncio.Task[None]) -> None:
         self._fetch = None
         if not task.cancelled() and task.exception() is not None:

@@ -129,6 +129,17 @@ class PeerSessions:
             )
         self.truncated = truncated
 
+    def remove(self, session_id: str) -> None:
+        """Forget a session (deleted on its computer)."""
+        session = self._items.pop(session_id, None)
+        if session is not None:
+            facets = (session.status, session.project)
+            self._counts[facets] -= 1
+            if self._counts[facets] <= 0:
+                del self._counts[facets]
+            self.bytes -= session.cost
+            self.changes += 1
+
     def resize(self, max_bytes: int) -> None:
         """Keep within ``max_bytes`` from now on (the oldest sessions dropped to fit)."""
         self.max_bytes = max_bytes

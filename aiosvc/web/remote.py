@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from aiosvc.errors import PeerUnavailable
 from aiosvc.paging import Window
 from aiosvc.peers.forward import forward
 from aiosvc.peers.link import PEER_HEADER, PeerLink
@@ -67,6 +68,42 @@ def remote_session(request: web.Request) -> tuple[PeerLink, RemoteSession] | Non
     if not merging(request) or request.app[CACHE].session(session_id) is not None:
         return None
     return request.app[PEERS].find(session_id)
+
+
+async def forwarded_write(
+    request: web.Request, found: tuple[PeerLink, RemoteSession]
+) -> web.Response:
+    """Forward a write to a remote session's computer (see :func:`forwarded`); its list is
+    fetched again after it."""
+    link, session = found
+    answer = await forwarded(request, link)
+    if 200 <= answer.status < 300:
+        link.written(session.id, deleted=request.method == "DELETE")
+    return answer
+
+
+async def forwarded_approval(request: web.Request) -> web.Response | None:
+    """Offer a decision on an approval this machine does not know to each peer in turn: the
+    first that knows it answers (None: none does; ``503 peer_unavailable`` if one that might
+    could not be asked)."""
+    if not merging(request):
+        return None
+    unreachable: PeerUnavailable | None = None
+    body = await request.read()
+    for link in request.app[PEERS].links.values():
+        try:
+            answer = await forward(
+                link, "POST", request.rel_url.path_qs, body, request.headers.get("Content-Type")
+            )
+        except PeerUnavailable as failed:
+            unreachable = failed
+            continue
+        if answer.status != 404:
+            link.written("", deleted=False)
+            return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+    if unreachable is not None:
+        raise unreachable
+    return None
 
 
 async def forwarded(request: web.Request, link: PeerLink) -> web.Response:
