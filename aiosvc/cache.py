@@ -255,6 +255,8 @@ class Cache:
     # Following the bus -------------------------------------------------------------------------
 
     def _apply(self, event: Event, _topic: str) -> None:
+        if event.relayed:
+            return  # another computer's: its sessions are kept by its peer link
         handler = _HANDLERS.get(event.type)
         if handler is not None:
             handler(self, event)

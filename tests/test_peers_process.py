@@ -6,6 +6,8 @@ over SSE with one log line per change, and a reload that adds and removes peers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -454,3 +456,97 @@ async def test_writes_to_a_remote_session_are_forwarded_to_its_computer(
     )
     status, down = await call(http, "POST", d.local.url + API + f"/sessions/{other}/end", "k-local")
     assert (status, down["error"]["code"]) == (503, "peer_unavailable")
+
+
+async def sse_streams(http: aiohttp.ClientSession, server: Server, key: str) -> float:
+    """How many SSE streams the daemon holds open (from its metrics)."""
+    async with http.get(server.url + "/metrics", headers={"X-API-Key": key}) as response:
+        text = await response.text()
+    found = re.search(r'^aiosvc_streams_open\{transport="sse"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def until(predicate: Any, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.1)
+
+
+async def events_for(
+    response: aiohttp.ClientResponse, seconds: float
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every event (id, type, data) the stream brings within ``seconds``."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                block = await next_event(response, within=seconds)
+                found.append((block["id"], block["event"], json.loads(block["data"])))
+    return found
+
+
+async def test_live_relay_without_loops_and_resume_across_a_drop(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    local_events = d.local.url + API + "/events?topics=sessions"
+    async with (
+        http.get(local_events, headers={"X-API-Key": "k-local"}) as here,
+        http.get(
+            d.two.url + API + "/events?topics=sessions", headers={"X-API-Key": "k-two"}
+        ) as there,
+    ):
+        assert (here.status, there.status) == (200, 200)
+
+        async def relays_held() -> bool:
+            return (
+                await sse_streams(http, d.one, "k-one") >= 1
+                and await sse_streams(http, d.two, "k-two") >= 2  # the local one's and ours
+                and await sse_streams(http, d.local, "k-local") >= 2  # ours and two's relay
+            )
+
+        await until(relays_held)
+        on_one = await new_session(http, d.one, "k-one")
+        on_two = await new_session(http, d.two, "k-two")
+        on_local = await new_session(http, d.local, "k-local")
+        seen_here = await events_for(here, 3)
+        seen_there = await events_for(there, 0.5)
+        created_here = [(e[2]["data"]["id"], e[2]["data"]["computer"]) for e in seen_here]
+        assert sorted(created_here) == sorted(
+            [(on_one, "one"), (on_two, "two"), (on_local, "here")]
+        ), seen_here  # each once: two's own events only, never back what it relayed
+        assert [e[1] for e in seen_here] == ["session.created"] * 3
+        ids = [int(e[0]) for e in seen_here]
+        assert ids == sorted(ids)  # restamped with this daemon's ids
+        created_there = sorted(e[2]["data"]["id"] for e in seen_there)
+        assert created_there == sorted([on_two, on_local]), seen_there
+        # the relayed session is in the local list at once
+        body = await listed(http, d.local, "k-local", "?computer=one")
+        assert on_one in [s["id"] for s in body["data"]]
+        resume_from = seen_here[-1][0]
+        # the peer dropped and back: the relay reconnects by itself
+        d.one.kill()
+        assert d.one.process is not None
+        d.one.process.wait(10)
+        await d.one.start()
+
+        async def relay_back() -> bool:
+            return await sse_streams(http, d.one, "k-one") >= 1
+
+        await until(relay_back)
+        after_drop = await new_session(http, d.one, "k-one")
+        seen = await events_for(here, 3)
+        assert [(e[1], e[2]["data"]["id"]) for e in seen] == [("session.created", after_drop)]
+        relayed_id = seen[0][0]
+    # a local client resumes across the drop with this daemon's ids
+    async with http.get(
+        local_events, headers={"X-API-Key": "k-local", "Last-Event-ID": resume_from}
+    ) as again:
+        replay = await events_for(again, 2)
+        assert [(e[0], e[2]["data"]["id"]) for e in replay] == [(relayed_id, after_drop)]
+
+    # nobody left: the relays close after their grace
+    async def closed() -> bool:
+        return await sse_streams(http, d.one, "k-one") == 0
+
+    await until(closed)

@@ -14,6 +14,7 @@ from aiosvc.bus import Bus
 from aiosvc.config import Config, PeerConfig
 from aiosvc.peers.computers import Computers
 from aiosvc.peers.link import PeerLink
+from aiosvc.peers.relay import Relay
 from aiosvc.peers.sessions import PeerSessions, RemoteSession
 
 log = structlog.get_logger(__name__)
@@ -45,7 +46,10 @@ class Peers:
         self._here = here
         self._http: aiohttp.ClientSession | None = None
         self.links: dict[str, PeerLink] = {}
+        self.relays: dict[str, Relay] = {}
+        self._watched: set[str] = set()  # the session topics local clients follow
         self.reconfigure(peers, max_bytes)
+        bus.on_interest = self._interest
 
     def _client(self) -> aiohttp.ClientSession:
         """The one client session of every peer's requests (made on first use: it needs the
@@ -61,6 +65,7 @@ class Peers:
         each = max_bytes // max(1, len(peers))
         for name in [n for n in self.links if n not in peers]:
             self.links.pop(name)
+            self._drop_relay(name)
             self._computers.remove(name)
             log.info("peer_removed", peer=name)
         for name, config in peers.items():
@@ -73,8 +78,38 @@ class Peers:
                 name, config, http=self._client, bus=self._bus, here=self._here, max_bytes=each
             )
             self._computers.add(name, link.current)
+            self._drop_relay(name)
+            self.relays[name] = Relay(link, self._bus)
             if old is None:
                 log.info("peer_added", peer=name, url=link.url)
+        if self._watched:
+            self._sync()
+
+    def _drop_relay(self, name: str) -> None:
+        relay = self.relays.pop(name, None)
+        if relay is not None:
+            relay.want(())  # closed after its grace (no await here: a reload is synchronous)
+
+    def _interest(self, topic: str, held: bool) -> None:
+        """A local client began (or the last one stopped) following ``topic``."""
+        if topic != "sessions" and not topic.startswith("session:"):
+            return
+        if held:
+            self._watched.add(topic)
+        else:
+            self._watched.discard(topic)
+        self._sync()
+
+    def _sync(self) -> None:
+        """Each peer's relay follows what local clients follow of it."""
+        for name, relay in self.relays.items():
+            kept = self.links[name].sessions
+            topics = {
+                t
+                for t in self._watched
+                if t == "sessions" or kept.get(t.partition(":")[2]) is not None
+            }
+            relay.want(topics)
 
     def find(self, session_id: str) -> tuple[PeerLink, RemoteSession] | None:
         """The peer whose list holds ``session_id``, and the session, if one does."""
@@ -95,7 +130,10 @@ class Peers:
         return self.links.get(name)
 
     async def close(self) -> None:
-        """Close the peers' client session."""
+        """Stop the relays and close the peers' client session."""
+        self._bus.on_interest = None
+        for relay in self.relays.values():
+            await relay.close()
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -129,14 +129,32 @@ class PeerSessions:
             )
         self.truncated = truncated
 
+    def put(self, session: RemoteSession) -> None:
+        """Keep a new or changed session (a new one as the newest), if it fits."""
+        old = self._items.get(session.id)
+        extra = session.cost - (old.cost if old is not None else 0)
+        if self.bytes + extra > self.max_bytes:
+            return  # the next fetch keeps the newest that fit
+        if old is not None:
+            self._uncount(old)
+            self._items[session.id] = session
+        else:
+            self._items = {session.id: session, **self._items}
+        self._counts[(session.status, session.project)] += 1
+        self.bytes += extra
+        self.changes += 1
+
+    def _uncount(self, session: RemoteSession) -> None:
+        facets = (session.status, session.project)
+        self._counts[facets] -= 1
+        if self._counts[facets] <= 0:
+            del self._counts[facets]
+
     def remove(self, session_id: str) -> None:
         """Forget a session (deleted on its computer)."""
         session = self._items.pop(session_id, None)
         if session is not None:
-            facets = (session.status, session.project)
-            self._counts[facets] -= 1
-            if self._counts[facets] <= 0:
-                del self._counts[facets]
+            self._uncount(session)
             self.bytes -= session.cost
             self.changes += 1
 
