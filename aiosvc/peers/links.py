@@ -47,6 +47,7 @@ class Peers:
         self._http: aiohttp.ClientSession | None = None
         self.links: dict[str, PeerLink] = {}
         self.relays: dict[str, Relay] = {}
+        self._leaving: list[Relay] = []  # relays of removed or changed peers, in their grace
         self._watched: set[str] = set()  # the session topics local clients follow
         self.reconfigure(peers, max_bytes)
         bus.on_interest = self._interest
@@ -89,6 +90,8 @@ class Peers:
         relay = self.relays.pop(name, None)
         if relay is not None:
             relay.want(())  # closed after its grace (no await here: a reload is synchronous)
+            self._leaving = [r for r in self._leaving if r.running]
+            self._leaving.append(relay)
 
     def _interest(self, topic: str, held: bool) -> None:
         """A local client began (or the last one stopped) following ``topic``."""
@@ -132,7 +135,7 @@ class Peers:
     async def close(self) -> None:
         """Stop the relays and close the peers' client session."""
         self._bus.on_interest = None
-        for relay in self.relays.values():
+        for relay in [*self.relays.values(), *self._leaving]:
             await relay.close()
         if self._http is not None:
             await self._http.close()
