@@ -550,3 +550,51 @@ async def test_live_relay_without_loops_and_resume_across_a_drop(
         return await sse_streams(http, d.one, "k-one") == 0
 
     await until(closed)
+
+
+async def test_websocket_ops_on_a_remote_session_are_forwarded_and_its_events_relayed(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    remote = await new_session(http, d.one, "k-one")
+    await listed(http, d.local, "k-local")
+    ws = await http.ws_connect(d.local.url + API + "/ws", headers={"X-API-Key": "k-local"})
+    try:
+        assert (await ws.receive_json(timeout=10))["type"] == "hello"
+        await ws.send_json({"op": "subscribe", "id": 1, "topics": [f"session:{remote}"]})
+        assert (await ws.receive_json(timeout=10))["type"] == "ack"
+
+        async def relay_held() -> bool:
+            return await sse_streams(http, d.one, "k-one") >= 1
+
+        await until(relay_held)
+        await ws.send_json(
+            {"op": "send_message", "id": 2, "session_id": remote, "content": "over ws"}
+        )
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(15):
+            while not any(
+                f["type"] == "event" and f["event"]["type"] == "message.completed" for f in frames
+            ):
+                frames.append(await ws.receive_json())
+        [ack] = [f for f in frames if f["type"] == "ack"]
+        assert (ack["id"], ack["data"]["message"]["content"]) == (2, "over ws")
+        completed = [f["event"] for f in frames if f["type"] == "event"][-1]
+        assert completed["topic"] == f"session:{remote}"
+        assert completed["data"]["content"] == "over ws"
+        status, _ = await call(http, "POST", d.one.url + API + f"/sessions/{remote}/end", "k-one")
+        assert status == 200
+        await ws.send_json({"op": "send_message", "id": 3, "session_id": remote, "content": "x"})
+        async with asyncio.timeout(10):
+            while (frame := await ws.receive_json())["type"] != "error":
+                pass
+        assert (frame["id"], frame["error"]["code"]) == (3, "session_ended")
+        await ws.send_json(
+            {"op": "approve", "id": 4, "approval_id": "apr_nosuchapproval0", "decision": "deny"}
+        )
+        async with asyncio.timeout(10):
+            while (frame := await ws.receive_json())["type"] != "error":
+                pass
+        assert (frame["id"], frame["error"]["code"]) == (4, "not_found")
+    finally:
+        await ws.close()

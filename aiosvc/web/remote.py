@@ -8,10 +8,12 @@ never forwarded, so two daemons peered both ways never ask each other in a circl
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+import orjson
 from aiohttp import web
 
-from aiosvc.errors import PeerUnavailable
+from aiosvc.errors import AppError, PeerUnavailable
 from aiosvc.paging import Window
 from aiosvc.peers.forward import forward
 from aiosvc.peers.link import PEER_HEADER, PeerLink
@@ -101,6 +103,60 @@ async def forwarded_approval(request: web.Request) -> web.Response | None:
         if answer.status != 404:
             link.written("", deleted=False)
             return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+    if unreachable is not None:
+        raise unreachable
+    return None
+
+
+def remote_in(app: web.Application, session_id: str) -> tuple[PeerLink, RemoteSession] | None:
+    """The remote session ``session_id`` names, if it is not this machine's (for ops)."""
+    if not app[PEERS].links or app[CACHE].session(session_id) is not None:
+        return None
+    return app[PEERS].find(session_id)
+
+
+async def forwarded_op(
+    link: PeerLink, path: str, body: Mapping[str, object] | None = None
+) -> object:
+    """POST ``path`` to the peer for a WebSocket op: the ``data`` of its answer, or its error
+    raised as this daemon's (code, status, message and details kept)."""
+    payload = orjson.dumps(body) if body is not None else None
+    answer = await forward(link, "POST", path, payload, "application/json" if payload else None)
+    try:
+        parsed = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise PeerUnavailable(
+            f"the computer {link.name!r} answered {answer.status} without JSON",
+            details={"computer": link.name},
+        )
+    if answer.status >= 400:
+        found = parsed.get("error")
+        error: dict[str, Any] = found if isinstance(found, dict) else {}
+        raise AppError(
+            str(error.get("message", "the peer refused")),
+            code=str(error.get("code", "internal_error")),
+            status=answer.status,
+            details=error.get("details") if isinstance(error.get("details"), dict) else None,
+        )
+    return parsed.get("data")
+
+
+async def forwarded_approval_op(app: web.Application, approval_id: str, decision: str) -> object:
+    """A decision on an approval this machine does not know, offered to each peer in turn
+    (see :func:`forwarded_approval`); None if none knows it."""
+    unreachable: PeerUnavailable | None = None
+    for link in app[PEERS].links.values():
+        try:
+            return await forwarded_op(
+                link, f"/api/v1/approvals/{approval_id}", {"decision": decision}
+            )
+        except PeerUnavailable as failed:
+            unreachable = failed
+        except AppError as refused:
+            if refused.status != 404:
+                raise
     if unreachable is not None:
         raise unreachable
     return None
