@@ -19,7 +19,7 @@ from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, params, sessions, sse, system, ws
+from aiosvc.web import configuration, login, params, sessions, sse, system, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
     ACCESS_GATE,
@@ -29,6 +29,7 @@ from aiosvc.web.keys import (
     COMMAND_SERVICE,
     CORE,
     DATABASE,
+    FRONT_DOOR,
     METRICS,
     METRICS_REGISTRY,
     SETTINGS,
@@ -53,7 +54,6 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     and flags); without it a reload finds nothing new.
     """
     settings = Settings(config, load)
-    gate = AccessGate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
         handler_args=dict(HANDLER_ARGS),
@@ -61,6 +61,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     metrics = Metrics()
     core = app[CORE] = build_core(config, metrics=metrics, first_page_size=_first_page(config))
     cache, agents, commands = core.cache, core.agents, core.commands
+    gate = AccessGate(config.server, core.logins)
     app[SETTINGS] = settings
     app[DATABASE] = core.database
     app[STORE] = core.store
@@ -76,10 +77,10 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[METRICS] = metrics
     app[METRICS_REGISTRY] = metrics.registry()
     # Every route behind the front door (wrapped at registration: no middleware per request)
-    door = FrontDoor(config.limits, gate, metrics)
+    door = app[FRONT_DOOR] = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
-        [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+        [system.routes, login.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
     )
 
     def apply(new: Config) -> None:
