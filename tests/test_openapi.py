@@ -36,6 +36,7 @@ BODY_MODELS = [
     bodies.MessageCreate,
     bodies.ApprovalDecision,
     bodies.HookCreate,
+    bodies.LoginCreate,
 ]
 
 
