@@ -108,3 +108,14 @@ async def test_revoking_deletes_the_login(db: Database, db_path: Path) -> None:
     assert await logins.revoke("x" * 1000) is False
     assert logins.use(token, {key_id(KEY)}) is None
     assert [row[0] for row in rows(db_path)] == [token_hash(other)]
+
+
+async def test_signing_in_forgets_the_expired_logins(db: Database, db_path: Path) -> None:
+    clock = Clock()
+    logins = Logins(db, ttl_s=TTL, clock=clock)
+    await logins.create(KEY)
+    clock.now += TTL
+    fresh, _ = await logins.create(KEY)
+    await logins.close()
+    assert len(logins) == 1
+    assert [row[0] for row in rows(db_path)] == [token_hash(fresh)]

@@ -21,7 +21,7 @@ import attrs
 import structlog
 
 from aiosvc.clock import utcnow
-from aiosvc.store.db import Database
+from aiosvc.store.db import Database, Statement
 from aiosvc.store.errors import StoreError
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ class Logins:
         rows = await self.db.fetchall(
             "SELECT id, key_id, last_used_s FROM logins WHERE last_used_s > ?", [cutoff]
         )
-        self._write("DELETE FROM logins WHERE last_used_s <= ?", [cutoff])
+        self._write(("DELETE FROM logins WHERE last_used_s <= ?", [cutoff]))
         self._logins = {
             row["id"]: Login(row["key_id"], row["last_used_s"], row["last_used_s"]) for row in rows
         }
@@ -97,6 +97,7 @@ class Logins:
         it expires if unused (seconds since the epoch). Stored durably before it returns."""
         token = secrets.token_urlsafe(32)
         name, fingerprint, now = token_hash(token), key_id(key), self.clock()
+        self._forget_expired(now)
         await self.db.write([(_INSERT, [name, fingerprint, utcnow(), now])])
         self._logins[name] = Login(fingerprint, now, now)
         return token, now + self.ttl_s
@@ -113,13 +114,22 @@ class Logins:
         now = self.clock()
         if now - login.last_used >= self.ttl_s:
             del self._logins[name]
-            self._write(_DELETE, [name])
+            self._write((_DELETE, [name]))
             return None
         login.last_used = now
         if now - login.written >= self.touch_every_s:
             login.written = now
-            self._write(_TOUCH, [now, name])
+            self._write((_TOUCH, [now, name]))
         return login
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop from memory the logins unused for their lifetime (signing in is rare: a walk
+        over them costs nothing then), so that abandoned ones do not pile up."""
+        expired = [n for n, login in self._logins.items() if now - login.last_used >= self.ttl_s]
+        for name in expired:
+            del self._logins[name]
+        if expired:  # by name: the database's last use may be older than the memory's
+            self._write(*((_DELETE, [name]) for name in expired))
 
     def expires_at(self, login: Login) -> float:
         """When ``login`` expires if unused from now on (seconds since the epoch)."""
@@ -133,15 +143,15 @@ class Logins:
         await self.db.write([(_DELETE, [name])])
         return True
 
-    def _write(self, sql: str, params: list[object]) -> None:
+    def _write(self, *statements: Statement) -> None:
         """Write in the background: the request that used the login does not wait for it."""
-        task = asyncio.get_running_loop().create_task(self._written(sql, params))
+        task = asyncio.get_running_loop().create_task(self._written(statements))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _written(self, sql: str, params: list[object]) -> None:
+    async def _written(self, statements: tuple[Statement, ...]) -> None:
         try:
-            await self.db.write([(sql, params)])
+            await self.db.write(statements)
         except StoreError as exc:  # a last use not written only shortens the login's life
             log.warning("login_write_failed", error=str(exc))
 
