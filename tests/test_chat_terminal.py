@@ -73,8 +73,9 @@ class Terminal:
         return lines
 
     def show(self, variable: str) -> str:
-        """A tmux format variable of the pane (``pane_title``, ``pane_dead_status``)."""
-        return self.tmux("display-message", "-p", "-t", "chat", f"#{{{variable}}}").strip()
+        """A tmux variable of the pane (``pane_title``), or a format (``#{pane_dead}``)."""
+        shown = variable if variable.startswith("#") else f"#{{{variable}}}"
+        return self.tmux("display-message", "-p", "-t", "chat", shown).strip()
 
     async def wait_for(self, predicate: Callable[[Screen], bool]) -> Screen:
         """Poll the screen until ``predicate`` holds; return that screen."""
@@ -184,8 +185,10 @@ async def test_arrow_keys_edit_the_line_and_up_recalls_it(
     await term.wait_line("echo> tool ls approved")
     await term.prompt()
     term.keys("C-d")  # end of input: leaves, exit status 0
-    await term.wait_for(lambda _: term.show("pane_dead") == "1")
-    assert term.show("pane_dead_status") == "0"
+    # (tmux tells the pane dead when its terminal closes, the status once the process is reaped)
+    ended = "#{pane_dead_status}#{pane_dead_signal}"
+    await term.wait_for(lambda _: term.show(ended) != "")
+    assert (term.show("pane_dead_status"), term.show("pane_dead_signal")) == ("0", "")
     assert await user_messages(server.url, session_id) == [
         "aXbc",
         "second",
