@@ -27,7 +27,7 @@ HELP = [
     "[/quit: leave once the reply in flight has finished (end of input does too)]",
     "[//TEXT: send /TEXT as a message (any other line is sent as it is)]",
 ]
-REFUSED_HINT = "(/help lists the commands; start the line with // to send it as a message)"
+REFUSED_HINT = "(/help lists the commands; start with // to send it)"
 
 
 async def user_messages(url: str, session_id: str) -> list[str]:

@@ -38,7 +38,7 @@ def test_another_client_names_its_own_commands() -> None:
 def test_a_refusal_says_what_to_type() -> None:
     assert Refused("/qiut", "/quit").message == (
         "unknown command /qiut; did you mean /quit? (/help lists the commands; "
-        "start the line with // to send it as a message)"
+        "start with // to send it)"
     )
     assert Refused("/x", None).message.startswith("unknown command /x (/help")
 

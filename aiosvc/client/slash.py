@@ -51,7 +51,7 @@ class Refused:
         guess = f"; did you mean {self.suggestion}?" if self.suggestion else ""
         return (
             f"unknown command {self.word}{guess} (/help lists the commands; "
-            f"start the line with // to send it as a message)"
+            f"start with // to send it)"
         )
 
 
