@@ -39,6 +39,8 @@ def server_from(
 
 def fail(command: str, message: str, code: int = EXIT_FAILED) -> int:
     """Say ``aiosvc COMMAND: message`` on stderr; return ``code``."""
-    # the message may quote the server's words: never let them act on the terminal
-    print(f"aiosvc {command}: {terminal_safe(message)}", file=sys.stderr, flush=True)
+    # the message may quote the server's words: never let them act on the terminal, nor
+    # start a line that would pass for another of ours
+    shown = terminal_safe(message, newlines=False)
+    print(f"aiosvc {command}: {shown}", file=sys.stderr, flush=True)
     return code

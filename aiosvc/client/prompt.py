@@ -75,7 +75,9 @@ class PromptReader:
     def _message(self) -> ANSI:
         prompt = self.display.styled("you>", BOLD) + " "
         partial = self.display.partial
-        if not partial:
+        # Once a line is entered the prompt is drawn a last time, to stay on the screen: the
+        # reply's partial line must not stay with it (the whole line is printed at its end).
+        if not partial or self.session.app.is_done:
             return ANSI(prompt)
         width = shutil.get_terminal_size().columns
         limit = max(width * PARTIAL_ROWS - 1, 20)
