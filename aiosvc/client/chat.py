@@ -188,6 +188,9 @@ class Chat:
         return typing.result() if not typing.cancelled() else EXIT_OK
 
     async def _read_lines(self) -> int:
+        # Lines wait for the session's history: what is pending is known before a line acts
+        # (a piped "/approve" finds the approval that was waiting)
+        await self.link.ready.wait()
         while (line := await self.reader.get()) is not None:
             if not await self._on_line(line):
                 break
