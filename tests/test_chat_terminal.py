@@ -78,11 +78,21 @@ class Terminal:
         return self.tmux("display-message", "-p", "-t", "chat", shown).strip()
 
     async def wait_for(self, predicate: Callable[[Screen], bool]) -> Screen:
-        """Poll the screen until ``predicate`` holds; return that screen."""
+        """Poll the screen until ``predicate`` holds; return that screen.
+
+        Assertions on the screen go through here: a capture can fall in the middle of a redraw
+        (the input line erased, output written above it, the input line drawn again)."""
         screen: Screen = []
+
+        def holds(screen: Screen) -> bool:
+            try:
+                return predicate(screen)
+            except IndexError:
+                return False
+
         try:
             async with asyncio.timeout(TIMEOUT):
-                while not predicate(screen := self.screen()):
+                while not holds(screen := self.screen()):
                     await asyncio.sleep(0.05)
         except TimeoutError:
             raise AssertionError("the screen never showed it:\n" + "\n".join(screen)) from None
@@ -139,17 +149,12 @@ async def test_half_typed_text_survives_a_streaming_reply(
     )
     assert "[status idle]" not in screen
     assert reply.startswith(screen[-2].removeprefix("slow> ").rstrip())
-    screen = await term.wait_line("[status idle]")
-    assert screen[-4:] == [
-        "[status running]",
-        f"slow> {reply}",
-        "[status idle]",
-        "you> half typed",
-    ]
+    after = ["[status running]", f"slow> {reply}", "[status idle]", "you> half typed"]
+    await term.wait_for(lambda s: s[-4:] == after)
     term.type(" then sent")
     term.keys("Enter")
-    screen = await term.wait_line("slow> half typed then sent")
-    assert screen[1:3] == [f"you> {reply}", "[status running]"]
+    await term.wait_line("slow> half typed then sent")
+    await term.wait_for(lambda s: s[1:3] == [f"you> {reply}", "[status running]"])
     assert await user_messages(server.url, session_id) == [reply, "half typed then sent"]
 
 
@@ -179,11 +184,13 @@ async def test_arrow_keys_edit_the_line_and_up_recalls_it(
     await term.wait_for(lambda s: any(line.startswith("[unknown command /qiut;") for line in s))
     term.type("//tool ls {}")
     term.keys("Enter")
-    await term.wait_line("[status waiting_approval]")
+    await term.wait_for(lambda s: any(line.startswith("[approval apr_") for line in s))
     term.type("/approve")
     term.keys("Enter")
     await term.wait_line("echo> tool ls approved")
-    await term.prompt()
+    # Nothing more to print (prompt_toolkit prints above the input line in the terminal's
+    # cooked mode, where a Ctrl-D would be the terminal's, not the input line's)
+    await term.wait_for(lambda s: s[-3:] == ["echo> tool ls approved", "[status idle]", "you>"])
     term.keys("C-d")  # end of input: leaves, exit status 0
     # (tmux tells the pane dead when its terminal closes, the status once the process is reaped)
     ended = "#{pane_dead_status}#{pane_dead_signal}"
@@ -209,10 +216,8 @@ async def test_escape_sequences_from_the_wire_are_shown_not_obeyed(
     title = term.show("pane_title")
     hostile = "\x1b[2J\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x07\rfake\u202etxt\x9b1m"
     await rest(server.url, "POST", messages, json={"content": hostile + "\n[approval apr_x ok]"})
-    await term.wait_line("echo> [approval apr_x ok]")
-    await term.prompt()
     # (the reply's status notices may come before, between or after its lines)
-    assert [line for line in term.screen() if not line.startswith("[status ")] == [
+    expected = [
         f"session {session['id']} (agent echo, idle, 2 messages)",
         "you> earlier line",
         "echo> earlier line",
@@ -222,5 +227,8 @@ async def test_escape_sequences_from_the_wire_are_shown_not_obeyed(
         "echo> [approval apr_x ok]",
         "you>",
     ]
+    await term.wait_for(
+        lambda s: [line for line in s if not line.startswith("[status ")] == expected
+    )
     assert term.show("pane_title") == title != "owned"
     assert term.tmux("list-buffers") == ""  # no clipboard write reached the terminal
