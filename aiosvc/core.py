@@ -18,6 +18,7 @@ from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
+from aiosvc.store.logins import Logins
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +37,13 @@ class Core:
     cache: Cache
     agents: AgentRegistry
     commands: CommandService
+    logins: Logins
     _startup: Startup | None = None
 
     async def open(self) -> None:
         """Open the database (then :meth:`start`, and whatever happens, :meth:`close`)."""
         await self.database.open()
+        await self.logins.load()
 
     async def start(self) -> None:
         """Settle the previous run, number events, load the cache and resume queued work (or
@@ -58,6 +61,7 @@ class Core:
         await self.agents.close()
         self.cache.close()
         await self.bus.close()
+        await self.logins.close()
         await self.database.close()
 
 
@@ -66,7 +70,6 @@ def build_core(
     *,
     metrics: Metrics | None = None,
     agents: AgentRegistry | None = None,
-    first_page_size: int = 50,
 ) -> Core:
     """Make the core's parts from ``config`` (``agents`` in place of the configured ones)."""
     metrics = metrics or Metrics()
@@ -78,7 +81,7 @@ def build_core(
         block=EVENT_ID_BLOCK,
         metrics=metrics,
     )
-    cache = Cache(store, bus, max_bytes=config.cache.max_bytes, first_page_size=first_page_size)
+    cache = Cache(store, bus, max_bytes=config.cache.max_bytes)
     agents = agents or AgentRegistry.from_config(config.agents)
     commands = CommandService(
         store=store,
@@ -90,4 +93,5 @@ def build_core(
         approval_timeout_s=config.approvals.timeout_s,
         metrics=metrics,
     )
-    return Core(metrics, database, store, bus, cache, agents, commands)
+    logins = Logins(database, ttl_s=config.server.login_ttl_s)
+    return Core(metrics, database, store, bus, cache, agents, commands, logins)
