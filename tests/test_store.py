@@ -186,11 +186,12 @@ async def test_a_database_of_the_first_schema_gets_the_list_indexes_and_keeps_it
     await database.open()  # (a missing marker beside an existing file is fine)
     await database.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 4
         indexes = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
         assert {"sessions_by_status", "sessions_by_project", "sessions_by_computer"} <= indexes
+        assert {"messages_by_created", "replies_by_created", "sessions_by_created"} <= indexes
         plan = conn.execute(
             "EXPLAIN QUERY PLAN SELECT seq, id FROM sessions WHERE status = 'idle' AND seq < 5 "
             "ORDER BY seq DESC LIMIT 10"

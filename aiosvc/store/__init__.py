@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import date
 from typing import Any
 
 import attrs
@@ -19,7 +20,7 @@ from aiosvc.models import (
     Session,
     SessionStatus,
 )
-from aiosvc.store import pages
+from aiosvc.store import pages, stats
 from aiosvc.store.db import Database, Statement
 from aiosvc.store.errors import StoreError
 from aiosvc.store.faults import StorageFull, StorageUnavailable
@@ -124,6 +125,23 @@ class Store:
     async def session_seq(self, session_id: str) -> int | None:
         """Where a session is in the order of creation, or None if it does not exist."""
         return await pages.session_seq(self.db, session_id)
+
+    async def session_counts(self, projects: Iterable[str]) -> dict[str, int]:
+        """How many sessions each of these projects has (one count over the project index)."""
+        names = sorted(set(projects))
+        if not names:
+            return {}
+        marks = ", ".join("?" for _ in names)
+        rows = await self.db.fetchall(
+            f"SELECT project, COUNT(*) AS n FROM sessions WHERE project IN ({marks}) "
+            "GROUP BY project",
+            names,
+        )
+        return {row["project"]: int(row["n"]) for row in rows}
+
+    async def stats(self, days: int, today: date) -> stats.Stats:
+        """Statistics of the ``days`` days up to ``today`` (see :mod:`aiosvc.store.stats`)."""
+        return await stats.report(self.db, days, today)
 
     # Commands ----------------------------------------------------------------------------------
 
