@@ -32,8 +32,9 @@ STREAM_ROUTES = frozenset(
         "/api/v1/sessions/{id}/events",
     }
 )
-#: Routes open without a key (liveness for supervisors and load balancers).
-OPEN_ROUTES = frozenset({"/health"})
+#: Routes open without a key (liveness for supervisors and load balancers; the dashboard's
+#: files, whose page signs in by itself).
+OPEN_ROUTES = frozenset({"/health", "/", "/static/{name}"})
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-API-Key, X-Request-ID"
 CORS_METHODS = "DELETE, GET, OPTIONS, PATCH, POST"
 TICKET_TTL_S = 60.0
