@@ -31,6 +31,24 @@ export class EventStream {
     this.reconnect(0);
   }
 
+  /** The network went away (the browser says so): drop the stream now rather than when a
+   * heartbeat is missed, and try again once the network is back. */
+  offline() {
+    if (!this.running) return;
+    clearTimeout(this.timer);
+    if (this.controller) this.controller.abort();
+    this.controller = null;
+    this.setState("reconnecting");
+  }
+
+  /** The network is back: reconnect at once. */
+  online() {
+    if (this.running && !this.controller) {
+      this.failures = 0;
+      this.reconnect(0);
+    }
+  }
+
   /** Close the stream for good (signed out). */
   stop() {
     this.running = false;

@@ -1,0 +1,171 @@
+"""Driving the dashboard in a real browser: Debian's Chromium under Playwright, against a real
+``aiosvc serve`` (the installed one, through :class:`tests.serving.Server`).
+
+Playwright's own browser builds cannot be downloaded here: it drives the system's Chromium
+(``scripts/test`` installs the ``chromium`` package when it is missing). Tests use the
+synchronous API; the server's coroutines run on a loop of their own in a thread (:func:`run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.installed import ROOT
+from tests.serving import Server
+
+T = TypeVar("T")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Screenshots of the main views, kept for a reviewer (the directory is not committed).
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+LAPTOP = {"width": 1400, "height": 860}
+NARROW = {"width": 390, "height": 800}
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a loop of its own in a thread (Playwright's sync API owns the
+    test's thread)."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # handed back to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_tasks() -> None:
+    """Replaces conftest's guard of the same name in the browser tests' modules (which
+    import it): that guard is an async fixture, run on an event loop in the test's thread,
+    where Playwright's sync API runs its own. These tests are synchronous, so no task of
+    theirs can be left running; the server's coroutines run to their end in :func:`run`."""
+
+
+def launch(playwright: Playwright) -> Browser:
+    """The system's Chromium, headless."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test does)")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+def browser_fixture() -> Iterator[Browser]:
+    """One browser for a whole module (the body of a module-scoped fixture)."""
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(
+    browser: Browser, *, viewport: dict[str, int] | None = None, **options: Any
+) -> tuple[BrowserContext, Page]:
+    """A fresh context (its own cookies) and a page in it, failing the test on any error
+    the page's scripts raise."""
+    context = browser.new_context(viewport=viewport or LAPTOP, **options)  # type: ignore[arg-type]
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(10_000)
+    context.errors = errors  # type: ignore[attr-defined]
+    return context, page
+
+
+def page_errors(context: BrowserContext) -> list[str]:
+    """The uncaught errors of the context's pages so far."""
+    errors: list[str] = context.errors  # type: ignore[attr-defined]
+    return errors
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Keep a picture of the page as a test artifact."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def connected(page: Page) -> None:
+    """Wait until the page's live connection is up and it shows what it fetched."""
+    page.wait_for_selector("#connection[data-state=connected]")
+
+
+class Rest:
+    """The daemon's REST API from the test, synchronously (as another client would)."""
+
+    def __init__(self, server: Server, headers: dict[str, str] | None = None) -> None:
+        self.base = server.url
+        self.headers = headers or {}
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and decoded answer of one request."""
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        """The ``data`` of a successful request (any other status fails the test)."""
+        status, answer = self.call(method, path, body)
+        assert status < 300, (status, answer)
+        return answer["data"] if answer else None
+
+    def session(self, **body: Any) -> dict[str, Any]:
+        """A new session."""
+        created: dict[str, Any] = self.ok("POST", "/api/v1/sessions", body)
+        return created
+
+    def send(self, session_id: str, content: str, *, wait: bool = False) -> Any:
+        """Send a message (``wait``: answer with the finished reply)."""
+        query = "?wait=true" if wait else ""
+        return self.ok(
+            "POST", f"/api/v1/sessions/{session_id}/messages{query}", {"content": content}
+        )
+
+    def messages(self, session_id: str) -> list[dict[str, Any]]:
+        """A session's whole history."""
+        found: list[dict[str, Any]] = self.ok(
+            "GET", f"/api/v1/sessions/{session_id}/messages?limit=500"
+        )
+        return found
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The pending approvals."""
+        found: list[dict[str, Any]] = self.ok("GET", "/api/v1/approvals?status=pending")
+        return found

@@ -1,0 +1,454 @@
+"""The dashboard in a real browser (Chromium), against a real installed ``aiosvc serve``
+without API keys: live sessions, a reply streaming in, approvals from two pages, a restart
+while the page is open, a reset stream, text that looks like markup, a 5,000-message
+history, narrow windows and the dark scheme. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests import installed
+from tests.browser import (
+    NARROW,
+    Rest,
+    browser_fixture,
+    connected,
+    new_page,
+    no_leaked_tasks,  # noqa: F401  (a fixture: the sync tests' own, see tests/browser.py)
+    page_errors,
+    run,
+    screenshot,
+)
+from tests.serving import Server, slow_echo_config
+
+#: Each delta of a reply 150 ms after the last: a reply of 8 words takes about a second.
+DELAY_MS = 150
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the module."""
+    yield from browser_fixture()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One daemon without keys for the module, its default agent a slow echo."""
+    root = tmp_path_factory.mktemp("dashboard")
+    config = slow_echo_config(root, delay_ms=DELAY_MS, shutdown_timeout_s=2)
+    with config.open("a") as file:
+        file.write('\n[agents.echo]\nkind = "echo"\n\n[limits]\nwrite_burst = 100000\n')
+    server = Server(root / "aiosvc.db", config=config)
+    run(server.start())
+    try:
+        yield server
+    finally:
+        assert run(server.stop()) == 0, server.log()
+        assert '"unhandled_error"' not in server.log()
+
+
+@pytest.fixture
+def rest(served: Server) -> Rest:
+    """The REST API, as another client."""
+    return Rest(served)
+
+
+def open_dashboard(browser: Browser, server: Server, path: str = "/", **options: object) -> Page:
+    """A fresh page on the dashboard, once its stream is connected."""
+    _, page = new_page(browser, **options)  # type: ignore[arg-type]
+    page.goto(server.url + path)
+    connected(page)
+    return page
+
+
+def session_items(page: Page) -> list[str]:
+    """The ids of the sessions the list shows, in order."""
+    ids: list[str] = page.eval_on_selector_all(
+        "#session-list li", "items => items.map(i => i.dataset.id)"
+    )
+    return ids
+
+
+def test_a_session_created_over_rest_appears_without_a_reload(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    page = open_dashboard(browser, served)
+    expect(page.get_by_role("heading", name="Sessions")).to_be_visible()
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    session = rest.session(title="Refactor the parser", project="website")
+    rest.session(title="Nightly CI triage", project="infra")
+    item = page.locator(f'#session-list li[data-id="{session["id"]}"]')
+    expect(item).to_contain_text("Refactor the parser")
+    expect(item).to_contain_text("website")
+    expect(item).to_contain_text("Idle")
+    # filters: by project, by status
+    page.get_by_label("Filter by project").select_option("infra")
+    expect(item).to_be_hidden()
+    page.get_by_label("Filter by project").select_option("")
+    page.get_by_label("Filter by status").select_option("ended")
+    expect(item).to_be_hidden()
+    page.get_by_label("Filter by status").select_option("")
+    expect(item).to_be_visible()
+    assert navigations == []  # no reload, no navigation
+    screenshot(page, "session-list")
+    assert page_errors(page.context) == []
+    page.context.close()
+
+
+def test_create_rename_end_and_delete_from_the_page(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    page = open_dashboard(browser, served)
+    page.get_by_role("button", name="New session").click()
+    page.get_by_label("Title", exact=True).fill("Made in the browser")
+    page.get_by_label("Agent", exact=True).select_option("echo")
+    page.locator("#new-project").fill("website")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#session-title")).to_have_text("Made in the browser")
+    session_id = page.url.rpartition("/")[2]
+    assert rest.ok("GET", f"/api/v1/sessions/{session_id}")["agent"] == "echo"
+    page.get_by_role("button", name="Rename").click()
+    page.locator("#rename-input").fill("Renamed in the browser")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#session-title")).to_have_text("Renamed in the browser")
+    assert rest.ok("GET", f"/api/v1/sessions/{session_id}")["title"] == "Renamed in the browser"
+    page.get_by_role("button", name="End session").click()
+    expect(page.locator("#session-meta")).to_contain_text("Ended")
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    assert rest.ok("GET", f"/api/v1/sessions/{session_id}")["status"] == "ended"
+    page.get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Confirm delete").click()
+    expect(page.locator(f'#session-list li[data-id="{session_id}"]')).to_have_count(0)
+    assert rest.call("GET", f"/api/v1/sessions/{session_id}")[0] == 404
+    assert page_errors(page.context) == []
+    page.context.close()
+
+
+#: Collects every distinct text of the reply's element as it changes.
+WATCH_REPLY = """() => {
+  window.replyStates = [];
+  const seen = () => {
+    const body = document.querySelector('.msg[data-role="assistant"] .msg-body');
+    const text = body ? body.textContent : null;
+    if (text && window.replyStates[window.replyStates.length - 1] !== text) {
+      window.replyStates.push(text);
+    }
+  };
+  new MutationObserver(seen).observe(document.getElementById('message-list'),
+    {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_a_reply_streams_into_the_open_session(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    session = rest.session(title="Streaming")
+    page = open_dashboard(browser, served, f"/#/sessions/{session['id']}")
+    expect(page.locator("#session-title")).to_have_text("Streaming")
+    expect(page.locator("#history-top")).to_have_text(re.compile("No messages yet"))
+    page.evaluate(WATCH_REPLY)
+    text = "one two three four five six seven eight nine ten"
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_label("Message", exact=True)).to_have_value("")
+    writing = page.locator('.msg[data-role="assistant"][data-status="streaming"]')
+    expect(writing).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel")).to_be_enabled()
+    screenshot(page, "session-streaming")
+    done = page.locator('.msg[data-role="assistant"][data-status="complete"] .msg-body')
+    expect(done).to_have_text(text)
+    states: list[str] = page.evaluate("window.replyStates")
+    partial = [s for s in states if s != text]
+    assert len(partial) >= 2, states  # seen growing, not only whole
+    assert all(text.startswith(s) for s in partial), states
+    assert states[-1] == text
+    expect(page.locator(".msg")).to_have_count(2)
+    expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+    screenshot(page, "session-view")
+    assert page_errors(page.context) == []
+    page.context.close()
+
+
+def test_cancel_and_a_failure_show_their_error(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    session = rest.session(title="Failures")
+    page = open_dashboard(browser, served, f"/#/sessions/{session['id']}")
+    expect(page.locator("#history-top")).to_have_text(re.compile("No messages yet"))
+    rest.send(session["id"], "/tool shell {not json")
+    failed = page.locator('.msg[data-role="assistant"][data-status="failed"]')
+    expect(failed.locator(".msg-error")).to_contain_text("not valid JSON")
+    expect(failed.locator(".msg-error")).to_contain_text("invalid_tool_input")
+    rest.send(session["id"], " ".join(f"word{n}" for n in range(40)))
+    expect(page.locator('.msg[data-role="assistant"][data-status="streaming"]')).to_be_visible()
+    page.get_by_role("button", name="Cancel").click()
+    cancelled = page.locator('.msg[data-role="assistant"][data-status="cancelled"]')
+    expect(cancelled.locator(".msg-error")).to_have_text("Cancelled")
+    assert page_errors(page.context) == []
+    page.context.close()
+
+
+def test_approve_and_deny_from_the_page_seen_in_a_second_page(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    session = rest.session(title="Tools")
+    context, first = new_page(browser)
+    first.goto(served.url + f"/#/sessions/{session['id']}")
+    connected(first)
+    second = context.new_page()
+    second.goto(served.url + "/")
+    connected(second)
+    rest.send(session["id"], '/tool shell {"cmd": "ls -la", "cwd": "/srv"}')
+    for page in (first, second):
+        card = page.locator("#approval-list .approval")
+        expect(card).to_have_count(1)
+        expect(card.locator(".name")).to_have_text("shell")
+        expect(card.locator("pre")).to_have_text('{\n  "cmd": "ls -la",\n  "cwd": "/srv"\n}')
+    expect(first.locator(".tool .decision")).to_have_text("waiting for approval")
+    expect(first.locator("#session-meta")).to_contain_text("Waiting for approval")
+    screenshot(second, "approvals")
+    first.locator("#approval-list").get_by_role("button", name="Approve").click()
+    expect(second.locator("#approval-list .approval")).to_have_count(0)  # live in the other
+    expect(first.locator('.msg[data-role="assistant"] .msg-body')).to_have_text(
+        "tool shell approved"
+    )
+    expect(first.locator(".tool .decision")).to_have_text("approved")
+    second.goto(served.url + f"/#/sessions/{session['id']}")
+    expect(second.locator('.msg[data-role="assistant"] .msg-body')).to_have_text(
+        "tool shell approved"
+    )
+    rest.send(session["id"], '/tool rm {"path": "/"}')
+    card = second.locator("#approval-list .approval")
+    expect(card.locator(".name")).to_have_text("rm")
+    card.get_by_role("button", name="Deny").click()
+    expect(first.locator("#approval-list .approval")).to_have_count(0)
+    expect(first.locator('.msg[data-role="assistant"] .msg-body').last).to_have_text(
+        "tool rm denied"
+    )
+    assert rest.pending() == []
+    assert page_errors(context) == []
+    context.close()
+
+
+#: What a page would run if it rendered text as HTML: each sets a flag.
+PAYLOAD = (
+    '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    '<b onmouseover="window.pwned=3">bold</b>'
+)
+
+
+def test_markup_from_agents_users_and_hooks_is_shown_as_text(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    session = rest.session(title=PAYLOAD, project="<i>p</i>")
+    page = open_dashboard(browser, served, f"/#/sessions/{session['id']}")
+    rest.send(session["id"], PAYLOAD, wait=True)
+    rest.ok("POST", "/api/v1/hooks", {"type": "x", "session_id": session["id"], "data": PAYLOAD})
+    rest.send(session["id"], "/tool " + PAYLOAD.replace(" ", "_") + ' {"html": "' + "<img>" + '"}')
+    expect(page.locator('.msg[data-role="user"] .msg-body').first).to_have_text(PAYLOAD)
+    expect(page.locator('.msg[data-role="assistant"] .msg-body').first).to_have_text(PAYLOAD)
+    expect(page.locator("#session-title")).to_have_text(PAYLOAD)
+    expect(page.locator("#activity-list li").first).to_contain_text(PAYLOAD)
+    expect(page.locator("#approval-list .approval pre")).to_contain_text("<img>")
+    page.locator("#session-list li").first.hover()
+    assert page.evaluate("window.pwned") is None
+    for where in ("#message-list", "#session-list", "#activity-list", "#approval-list"):
+        assert page.locator(f"{where} img, {where} script, {where} b").count() == 0
+    assert page_errors(page.context) == []
+    for approval in rest.pending():
+        rest.ok("POST", f"/api/v1/approvals/{approval['id']}", {"decision": "deny"})
+    page.context.close()
+
+
+def test_a_long_history_opens_at_its_end_and_pages_back(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    session = rest.session(title="Long")
+    for n in range(30):
+        rest.send(session["id"], f"message {n}", wait=True)  # 60 messages: two pages
+    page = open_dashboard(browser, served, f"/#/sessions/{session['id']}")
+    expect(page.locator(".msg").last.locator(".msg-body")).to_have_text("message 29")
+    expect(page.locator(".msg")).to_have_count(50)
+    assert page.locator(".msg").last.is_visible()
+    page.locator("#history").evaluate("el => { el.scrollTop = 0; }")
+    expect(page.locator(".msg")).to_have_count(60)
+    expect(page.locator("#history-top")).to_have_text("Start of the session")
+    expect(page.locator(".msg").first.locator(".msg-body")).to_have_text("message 0")
+    ids = page.eval_on_selector_all(".msg", "els => els.map(e => e.dataset.id)")
+    assert ids == [m["id"] for m in rest.messages(session["id"])]
+    page.context.close()
+
+
+def test_a_5000_message_session_opens_without_freezing(browser: Browser, tmp_path: Path) -> None:
+    db = tmp_path / "big.db"
+    build_long_history(db, 5000)
+    server = Server(db)
+    run(server.start())
+    try:
+        _, page = new_page(browser)
+        started = time.monotonic()
+        page.goto(server.url + "/#/sessions/ses_big")
+        expect(page.locator(".msg").last.locator(".msg-body")).to_have_text(re.compile("^4999 "))
+        opened = time.monotonic() - started
+        assert page.locator(".msg").count() <= 100  # the last page, not 5,000 elements
+        # the page answers at once while older pages load as the reader scrolls up
+        for _ in range(3):
+            page.locator("#history").evaluate("el => { el.scrollTop = 0; }")
+            page.wait_for_timeout(150)
+        assert page.evaluate("1 + 1") == 2
+        assert page.locator(".msg").count() > 50
+        assert opened < 10, opened  # generous: a loaded machine; it takes well under 1 s alone
+        page.context.close()
+    finally:
+        run(server.stop())
+
+
+def build_long_history(db: Path, messages: int) -> None:
+    """A database holding one session ``ses_big`` of ``messages`` messages."""
+    subprocess.run(installed.argv("migrate", "--db", str(db)), check=True, capture_output=True)
+    now = "2026-12-01T10:00:00.000Z"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO sessions (id, title, agent, project, computer, status, created_at, "
+            "updated_at, message_count, last_message_at) "
+            "VALUES ('ses_big', 'the long one', 'echo', 'big', 'here', 'idle', ?, ?, ?, ?)",
+            [now, now, messages, now],
+        )
+        conn.executemany(
+            "INSERT INTO messages (id, session_id, role, content, status, created_at, "
+            "completed_at) VALUES (?, 'ses_big', ?, ?, 'complete', ?, ?)",
+            (
+                (
+                    f"msg_{n:08d}",
+                    "user" if n % 2 == 0 else "assistant",
+                    f"{n} lorem ipsum",
+                    now,
+                    now,
+                )
+                for n in range(messages)
+            ),
+        )
+    conn.close()
+
+
+def test_a_restart_while_the_page_is_open(browser: Browser, tmp_path: Path) -> None:
+    config = slow_echo_config(tmp_path, delay_ms=0, shutdown_timeout_s=2)
+    server = Server(tmp_path / "aiosvc.db", config=config)
+    run(server.start())
+    try:
+        rest = Rest(server)
+        session = rest.session(title="Before the restart")
+        rest.send(session["id"], "hello", wait=True)
+        _, page = new_page(browser)
+        page.goto(server.url + f"/#/sessions/{session['id']}")
+        connected(page)
+        expect(page.locator(".msg")).to_have_count(2)
+        page.evaluate(WATCH_STATES)
+        assert run(server.stop(signal.SIGTERM)) == 0
+        expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+        run(server.start())
+        connected(page)
+        after = rest.session(title="After the restart")
+        rest.send(session["id"], "again", wait=True)
+        expect(page.locator(f'#session-list li[data-id="{after["id"]}"]')).to_be_visible()
+        expect(page.locator(".msg")).to_have_count(4)
+        expect(page.locator(".msg").last.locator(".msg-body")).to_have_text("again")
+        page.wait_for_timeout(500)  # anything duplicated would have arrived by now
+        assert sorted(session_items(page)) == sorted([session["id"], after["id"]])
+        ids = page.eval_on_selector_all(".msg", "els => els.map(e => e.dataset.id)")
+        assert ids == [m["id"] for m in rest.messages(session["id"])]
+        states = page.evaluate("window.connectionStates")
+        assert "reconnecting" in states and "resynchronising" in states, states
+        assert page_errors(page.context) == []
+        page.context.close()
+    finally:
+        run(server.stop())
+
+
+#: Collects the connection indicator's states as they change.
+WATCH_STATES = """() => {
+  window.connectionStates = [];
+  const el = document.getElementById('connection');
+  new MutationObserver(() => window.connectionStates.push(el.dataset.state))
+    .observe(el, {attributes: true, attributeFilter: ['data-state']});
+}"""
+
+
+def test_a_reset_stream_resynchronises(browser: Browser, tmp_path: Path) -> None:
+    """The page's stream breaks while more happens than the daemon keeps for a resume: it
+    gets ``reset``, fetches everything again and shows it, without a reload."""
+    config = tmp_path / "aiosvc.toml"
+    config.write_text("[events]\nbuffer_size = 5\n\n[limits]\nwrite_burst = 100000\n")
+    server = Server(tmp_path / "aiosvc.db", config=config)
+    run(server.start())
+    try:
+        rest = Rest(server)
+        first = rest.session(title="first")
+        _, page = new_page(browser)
+        page.goto(server.url + "/")
+        connected(page)
+        expect(page.locator("#session-list li")).to_have_count(1)
+        rest.session(title="seen live")  # an event id for the page to resume from
+        expect(page.locator("#session-list li")).to_have_count(2)
+        page.evaluate(WATCH_STATES)
+        page.context.set_offline(True)  # the stream breaks; reconnects fail
+        expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+        missed = [rest.session(title=f"missed {n}") for n in range(10)]
+        rest.ok("POST", f"/api/v1/sessions/{first['id']}/end")
+        page.context.set_offline(False)
+        connected(page)
+        expect(page.locator("#session-list li")).to_have_count(12)
+        for session in missed:
+            expect(page.locator(f'#session-list li[data-id="{session["id"]}"]')).to_be_visible()
+        expect(page.locator(f'#session-list li[data-id="{first["id"]}"]')).to_contain_text("Ended")
+        assert "resynchronising" in page.evaluate("window.connectionStates")
+        navigation = page.evaluate("performance.getEntriesByType('navigation').length")
+        assert navigation == 1  # not reloaded
+        assert page_errors(page.context) == []
+        page.context.close()
+    finally:
+        run(server.stop())
+
+
+def test_narrow_window_and_dark_scheme(browser: Browser, served: Server, rest: Rest) -> None:
+    session = rest.session(title="On a phone", project="website")
+    rest.send(session["id"], "A reply that wraps on a narrow screen, " * 3, wait=True)
+    rest.send(session["id"], '/tool browser.open {"url": "https://example.org"}')
+    page = open_dashboard(browser, served, viewport=NARROW)
+    expect(page.locator(f'#session-list li[data-id="{session["id"]}"]')).to_be_visible()
+    expect(page.locator("#main")).to_be_hidden()  # the list first, full width
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= NARROW["width"], width  # nothing sticks out sideways
+    screenshot(page, "narrow-list")
+    page.locator(f'#session-list li[data-id="{session["id"]}"] a').click()
+    expect(page.locator("#session-title")).to_have_text("On a phone")
+    expect(page.locator("#sessions-pane")).to_be_hidden()
+    expect(page.get_by_role("link", name="← Sessions")).to_be_visible()
+    expect(page.get_by_label("Message", exact=True)).to_be_visible()
+    screenshot(page, "narrow-session")
+    page.context.close()
+    dark = open_dashboard(browser, served, f"/#/sessions/{session['id']}", color_scheme="dark")
+    expect(dark.locator(".msg").first).to_be_visible()
+    background = dark.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 18, 22)", background
+    screenshot(dark, "dark")
+    light = dark.context.browser.new_context(color_scheme="light")  # type: ignore[union-attr]
+    page = light.new_page()
+    page.goto(served.url + "/")
+    connected(page)
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
+    for approval in rest.pending():
+        rest.ok("POST", f"/api/v1/approvals/{approval['id']}", {"decision": "deny"})
+    light.close()
+    dark.context.close()
