@@ -9,7 +9,9 @@ export function h(tag, props, ...children) {
     if (key === "class") el.className = value;
     else if (key === "text") el.textContent = String(value);
     else if (key === "dataset") Object.assign(el.dataset, value);
-    else if (key.startsWith("on") && typeof value === "function") {
+    else if (key.startsWith("on")) {
+      // handlers are functions of this code, never strings (which would be code to run)
+      if (typeof value !== "function") throw new TypeError(`${key} must be a function`);
       el.addEventListener(key.slice(2), value);
     } else if (value === true) el.setAttribute(key, "");
     else el.setAttribute(key, String(value));
