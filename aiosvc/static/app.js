@@ -131,7 +131,6 @@ function showShell() {
   byId("signout").hidden = !state.auth.expires_at;
   stream.start();
   route();
-  refreshHealth();
 }
 
 function showSignin() {

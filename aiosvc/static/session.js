@@ -215,6 +215,8 @@ export async function showSession(id) {
     renderAll();
     renderHead();
     history.scrollTop = history.scrollHeight;
+    // (for scripts/bench_dashboard.py: the last page is on screen from here)
+    requestAnimationFrame(() => performance.mark("aiosvc-session-shown"));
   } catch (failure) {
     if (state.current !== current) return;
     if (failure instanceof ApiError && failure.status === 404) {
