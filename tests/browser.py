@@ -9,11 +9,13 @@ synchronous API; the server's coroutines run on a loop of their own in a thread 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,6 +117,36 @@ def screenshot(page: Page, name: str) -> None:
 def connected(page: Page) -> None:
     """Wait until the page's live connection is up and it shows what it fetched."""
     page.wait_for_selector("#connection[data-state=connected]")
+
+
+class _Elsewhere(BaseHTTPRequestHandler):
+    """Any GET: a small page of another origin."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>elsewhere</title><p>another site</p>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@contextlib.contextmanager
+def another_site() -> Iterator[int]:
+    """A web server of another origin on a loopback port (its port): a real one, since
+    Chromium lets only pages served from the local machine call it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Elsewhere)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class Rest:

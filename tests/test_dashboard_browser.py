@@ -21,6 +21,7 @@ from tests import installed
 from tests.browser import (
     NARROW,
     Rest,
+    another_site,
     browser_fixture,
     connected,
     new_page,
@@ -452,3 +453,134 @@ def test_narrow_window_and_dark_scheme(browser: Browser, served: Server, rest: R
         rest.ok("POST", f"/api/v1/approvals/{approval['id']}", {"decision": "deny"})
     light.close()
     dark.context.close()
+
+
+def test_a_busy_dashboard_shows_every_panel(browser: Browser, tmp_path: Path) -> None:
+    """Sessions in several projects and states, a conversation, a tool call waiting for its
+    approval, hook activity: every panel shows its part (the README's screenshots)."""
+    config = slow_echo_config(tmp_path, delay_ms=0)
+    with config.open("a") as file:
+        file.write('\n[agents.coder]\nkind = "echo"\ndelay_ms = 40\n')
+    server = Server(tmp_path / "aiosvc.db", config=config)
+    run(server.start())
+    try:
+        rest = Rest(server)
+        for title, project in [
+            ("Nightly CI triage", "infra"),
+            ("Release notes for 0.2", "website"),
+            ("Flaky upload test", "api"),
+        ]:
+            rest.session(title=title, project=project, agent="coder")
+        ended = rest.session(title="Dependency bumps", project="api")
+        rest.ok("POST", f"/api/v1/sessions/{ended['id']}/end")
+        session = rest.session(title="Refactor the request parser", project="api", agent="coder")
+        rest.send(
+            session["id"],
+            "Split parse_headers() in two: one part reads the lines, the other validates"
+            " them.\nKeep the error messages as they are.",
+            wait=True,
+        )
+        rest.send(session["id"], '/tool shell {"cmd": "pytest -q tests/test_parser.py"}')
+        for kind, data in [
+            ("ci.finished", {"ok": False, "job": "tests", "failed": 2}),
+            ("git.push", {"branch": "parser-split", "commits": 3}),
+        ]:
+            rest.ok(
+                "POST", "/api/v1/hooks", {"type": kind, "session_id": session["id"], "data": data}
+            )
+        for scheme in ("light", "dark"):
+            _, page = new_page(browser, color_scheme=scheme)
+            page.goto(server.url + f"/#/sessions/{session['id']}")
+            connected(page)
+            rest.ok("POST", "/api/v1/hooks", {"type": "deploy.started", "data": {"env": scheme}})
+            expect(page.locator("#approval-list .approval")).to_have_count(1)
+            expect(page.locator("#activity-list li").first).to_contain_text("hook.deploy.started")
+            expect(page.locator("#session-list li")).to_have_count(5)
+            expect(page.locator("#agent-list li")).to_have_count(3)
+            expect(page.locator("#health")).to_contain_text("ok")
+            expect(page.locator(".tool .decision")).to_have_text("waiting for approval")
+            page.wait_for_timeout(300)  # the last frame painted
+            screenshot(page, "overview" if scheme == "light" else "overview-dark")
+            page.context.close()
+        rest.ok("POST", f"/api/v1/approvals/{rest.pending()[0]['id']}", {"decision": "deny"})
+    finally:
+        run(server.stop())
+
+
+#: Run by a page of another origin: what it can read of the daemon and what it can do.
+FOREIGN_ATTEMPTS = """async (base) => {
+  const outcome = {};
+  const attempt = async (name, run) => {
+    try { outcome[name] = await run(); } catch (error) { outcome[name] = "refused: " + error.name; }
+  };
+  await attempt("read", async () => (await fetch(base + "/api/v1/sessions",
+    {credentials: "include"})).status);
+  await attempt("write_json", async () => (await fetch(base + "/api/v1/sessions", {
+    method: "POST", credentials: "include", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({title: "from a foreign page"})})).status);
+  await attempt("write_blind", async () => (await fetch(base + "/api/v1/sessions", {
+    method: "POST", mode: "no-cors", credentials: "include",
+    body: JSON.stringify({title: "from a foreign page"})})).type);
+  await attempt("stream", () => new Promise((resolve) => {
+    const source = new EventSource(base + "/api/v1/events", {withCredentials: true});
+    source.onopen = () => { source.close(); resolve("opened"); };
+    source.onerror = () => { source.close(); resolve("refused"); };
+  }));
+  await attempt("socket", () => new Promise((resolve) => {
+    const socket = new WebSocket(base.replace("http", "ws") + "/api/v1/ws");
+    socket.onopen = () => { socket.close(); resolve("opened"); };
+    socket.onerror = () => resolve("refused");
+  }));
+  return outcome;
+}"""
+
+
+def foreign_page(browser: Browser, origin: str) -> Page:
+    """A page whose origin is ``origin``."""
+    _, page = new_page(browser)
+    page.goto(origin + "/page.html")
+    return page
+
+
+def test_a_foreign_page_can_neither_read_nor_act(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    before = rest.ok("GET", "/api/v1/sessions?limit=500")
+    lines = len(served.events())
+    with another_site() as port:
+        origins = (f"http://localhost:{port}", f"http://127.0.0.1:{port}")
+        pages = [foreign_page(browser, origin) for origin in origins]
+    for origin, page in zip(origins, pages, strict=True):
+        outcome = page.evaluate(FOREIGN_ATTEMPTS, served.url)
+        assert outcome == {
+            "read": "refused: TypeError",  # no CORS headers for that origin: unreadable
+            "write_json": "refused: TypeError",  # its preflight is refused
+            # sent, refused by the daemon (403), unseen (opaque; ORB makes it an error)
+            "write_blind": outcome["write_blind"],
+            "stream": "refused",
+            "socket": "refused",
+        }, origin
+        assert outcome["write_blind"] in {"opaque", "refused: TypeError"}
+        page.context.close()
+    requests = [
+        (e["method"], e["path"], e["status"])
+        for e in run_settled(served)[lines:]
+        if e.get("event") == "request"
+    ]
+    # per origin: the read (answered, unreadable), the preflight and the blind write, the
+    # stream and the socket refused
+    each = [
+        ("GET", "/api/v1/sessions", 200),
+        ("OPTIONS", "/api/v1/sessions", 403),
+        ("POST", "/api/v1/sessions", 403),
+        ("GET", "/api/v1/events", 403),
+        ("GET", "/api/v1/ws", 403),
+    ]
+    assert sorted(requests) == sorted(each * 2)
+    assert rest.ok("GET", "/api/v1/sessions?limit=500") == before  # nothing was created
+
+
+def run_settled(server: Server) -> list[dict[str, object]]:
+    """The server's log lines once the request lines of the answers so far are out."""
+    run(server.settled_log())
+    return server.events()

@@ -74,6 +74,7 @@ export async function loginState() {
   try {
     return (await get("/api/v1/login")).data;
   } catch (error) {
+    if (error.status === 401) return { authenticated: false, expires_at: null };
     if (error.status !== 404 && error.status !== 405) throw error;
   }
   try {
