@@ -201,6 +201,29 @@ def test_cancel_and_a_failure_show_their_error(
     page.context.close()
 
 
+def test_a_reply_too_large_for_its_events_is_read_whole(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    """A 768 KiB reply in one piece: its delta is too large to send (the page is told it was
+    dropped, and resynchronises) and its final event comes cut (the page reads it whole)."""
+    session = rest.session(title="Large")
+    page = open_dashboard(browser, served, f"/#/sessions/{session['id']}")
+    expect(page.locator("#history-top")).to_have_text(re.compile("No messages yet"))
+    page.evaluate(WATCH_STATES)
+    text = "\u20ac" * 262_144  # the longest message, one word: 768 KiB of UTF-8
+    rest.send(session["id"], text)
+    reply = page.locator('.msg[data-role="assistant"][data-status="complete"] .msg-body')
+    expect(reply).to_have_count(1, timeout=30_000)
+    lengths = page.eval_on_selector_all(
+        ".msg .msg-body", "els => els.map(e => e.textContent.length)"
+    )
+    assert lengths == [262_144, 262_144]
+    assert "resynchronising" in page.evaluate("window.connectionStates")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    assert page_errors(page.context) == []
+    page.context.close()
+
+
 def test_approve_and_deny_from_the_page_seen_in_a_second_page(
     browser: Browser, served: Server, rest: Rest
 ) -> None:

@@ -332,6 +332,26 @@ function setupActions() {
   });
 }
 
+/** A message whose final event came cut (`truncated`, a very long reply): read it whole from
+ * the history, by the cursor of a neighbour. */
+async function refetchWhole(message) {
+  const current = state.current;
+  if (!current || current.id !== message.session_id) return;
+  const index = current.order.indexOf(message.id);
+  let query = `?limit=1&offset=0`;
+  if (index > 0) query = `?limit=1&after=${encodeURIComponent(current.order[index - 1])}`;
+  else if (index >= 0 && index + 1 < current.order.length) {
+    query = `?limit=1&before=${encodeURIComponent(current.order[index + 1])}`;
+  }
+  try {
+    const page = await get(path(current.id, `/messages${query}`));
+    const whole = page.data.find((m) => m.id === message.id);
+    if (whole && state.current === current) putMessage(whole);
+  } catch (failure) {
+    toast(failure.message);
+  }
+}
+
 /** Wire the view: live updates, scrolling, the message box and the actions. */
 export function setupSession() {
   on("message", (id) => {
@@ -348,6 +368,7 @@ export function setupSession() {
     follow();
   });
   on("current", renderHead);
+  on("truncated", refetchWhole);
   on("current-deleted", () => {
     toast("This session was deleted.");
     location.hash = "#/";
