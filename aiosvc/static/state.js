@@ -118,9 +118,15 @@ export function putTool(messageId, call) {
   const view = state.current;
   if (!view) return;
   const calls = view.tools.get(messageId) || [];
-  let found = calls.find(
-    (c) => (call.call_id && c.call_id === call.call_id) || (!c.call_id && c.tool === call.tool),
-  );
+  // A call is known by its id (tool.use, tool.result); an approval names only the tool, and
+  // goes with the latest call of that tool still waiting for its decision.
+  let found = call.call_id ? calls.find((c) => c.call_id === call.call_id) : undefined;
+  if (!found && call.call_id) found = calls.find((c) => !c.call_id && c.tool === call.tool);
+  if (!found && !call.call_id) {
+    found = calls
+      .filter((c) => c.tool === call.tool && (!c.approval || c.approval === "pending"))
+      .pop();
+  }
   if (!found) {
     found = { call_id: null, tool: call.tool, input: undefined, approval: null, output: undefined };
     calls.push(found);
