@@ -570,7 +570,7 @@ def test_a_foreign_page_can_neither_read_nor_act(
     browser: Browser, served: Server, rest: Rest
 ) -> None:
     before = rest.ok("GET", "/api/v1/sessions?limit=500")
-    lines = len(served.events())
+    lines = len(run_settled(served))  # (after the request lines so far are out)
     with another_site() as port:
         origins = (f"http://localhost:{port}", f"http://127.0.0.1:{port}")
         pages = [foreign_page(browser, origin) for origin in origins]
@@ -685,7 +685,7 @@ def test_the_login_cookie_serves_no_foreign_page(browser: Browser, keyed: Server
             sent.setdefault(request.frame.page.url.split("/")[2], []).append(carried)
 
     context.on("request", note)
-    lines = len(keyed.events())
+    lines = len(run_settled(keyed))
     with another_site() as port:
         # another site (a different host name): the cookie stays home
         other_site = context.new_page()

@@ -118,17 +118,24 @@ export function putTool(messageId, call) {
   const view = state.current;
   if (!view) return;
   const calls = view.tools.get(messageId) || [];
-  // A call is known by its id (tool.use, tool.result); an approval names only the tool, and
-  // goes with the latest call of that tool still waiting for its decision.
-  let found = call.call_id ? calls.find((c) => c.call_id === call.call_id) : undefined;
-  if (!found && call.call_id) found = calls.find((c) => !c.call_id && c.tool === call.tool);
-  if (!found && !call.call_id) {
+  // A call is known by its id (tool.use, tool.result), its approval by the approval's id;
+  // otherwise each goes with the latest call of that tool that lacks the other's id.
+  const same = (c) =>
+    (call.call_id && c.call_id === call.call_id) ||
+    (call.approval_id && c.approval_id === call.approval_id);
+  let found = calls.find(same);
+  if (!found) {
     found = calls
-      .filter((c) => c.tool === call.tool && (!c.approval || c.approval === "pending"))
+      .filter(
+        (c) =>
+          c.tool === call.tool &&
+          !(call.call_id && c.call_id) &&
+          !(call.approval_id && c.approval_id),
+      )
       .pop();
   }
   if (!found) {
-    found = { call_id: null, tool: call.tool, input: undefined, approval: null, output: undefined };
+    found = { call_id: null, approval_id: null, tool: call.tool, approval: null };
     calls.push(found);
   }
   for (const [key, value] of Object.entries(call)) {
@@ -145,6 +152,7 @@ function noteToolApproval(approval) {
     tool: approval.tool,
     input: approval.input,
     approval: approval.status,
+    approval_id: approval.id,
   });
 }
 
