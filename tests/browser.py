@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from tests.installed import ROOT
-from tests.serving import Server
+from tests.serving import Server, slow_echo_config
 
 T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,6 +40,15 @@ CHROMIUM_ARGS = [
 #: Screenshots of the main views, kept for a reviewer (the directory is not committed).
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 LAPTOP = {"width": 1400, "height": 860}
+#: Each delta of a reply 150 ms after the last: a reply of 8 words takes about a second.
+DELAY_MS = 150
+#: Collects the connection indicator's states as they change (in ``window.connectionStates``).
+WATCH_STATES = """() => {
+  window.connectionStates = [];
+  const el = document.getElementById('connection');
+  new MutationObserver(() => window.connectionStates.push(el.dataset.state))
+    .observe(el, {attributes: true, attributeFilter: ['data-state']});
+}"""
 NARROW = {"width": 390, "height": 800}
 
 
@@ -201,3 +210,40 @@ class Rest:
         """The pending approvals."""
         found: list[dict[str, Any]] = self.ok("GET", "/api/v1/approvals?status=pending")
         return found
+
+
+def dashboard_daemon(root: Path) -> Iterator[Server]:
+    """A daemon without keys whose default agent is a slow echo, for a module's tests (the
+    body of a module-scoped fixture)."""
+    config = slow_echo_config(root, delay_ms=DELAY_MS, shutdown_timeout_s=2)
+    with config.open("a") as file:
+        file.write('\n[agents.echo]\nkind = "echo"\n\n[limits]\nwrite_burst = 100000\n')
+    server = Server(root / "aiosvc.db", config=config)
+    run(server.start())
+    try:
+        yield server
+    finally:
+        assert run(server.stop()) == 0, server.log()
+        assert '"unhandled_error"' not in server.log()
+
+
+def open_dashboard(browser: Browser, server: Server, path: str = "/", **options: Any) -> Page:
+    """A fresh page on the dashboard, once its stream is connected."""
+    _, page = new_page(browser, **options)
+    page.goto(server.url + path)
+    connected(page)
+    return page
+
+
+def session_items(page: Page) -> list[str]:
+    """The ids of the sessions the list shows, in order."""
+    ids: list[str] = page.eval_on_selector_all(
+        "#session-list li", "items => items.map(i => i.dataset.id)"
+    )
+    return ids
+
+
+def run_settled(server: Server) -> list[dict[str, object]]:
+    """The server's log lines once the request lines of the answers so far are out."""
+    run(server.settled_log())
+    return server.events()
