@@ -14,7 +14,8 @@ from aiohttp import ClientResponse
 
 from aiosvc.app import create_app
 from aiosvc.config import Config
-from aiosvc.web.dashboard import FILES
+from aiosvc.web.dashboard import CONTENT_TYPES, FILES, NAME_PATTERN
+from aiosvc.web.openapi import document
 from tests.conftest import ClientFactory
 from tests.helpers import Client
 
@@ -209,3 +210,19 @@ MARKUP_SINKS = re.compile(
 def test_no_script_builds_markup_from_strings(name: str) -> None:
     text = (STATIC / name).read_text()
     assert MARKUP_SINKS.findall(text) == []
+
+
+def test_the_api_document_describes_the_files(config: Config) -> None:
+    paths = document(create_app(config))["paths"]
+    page, files = paths["/"]["get"], paths["/static/{name}"]["get"]
+    assert page["security"] == files["security"] == []  # open without a key
+    assert set(page["responses"]["200"]["content"]) == {"text/html"}
+    assert set(page["responses"]["304"]) == {"description", "headers"}  # no body
+    assert set(files["responses"]["200"]["content"]) == {
+        t.partition(";")[0] for t in CONTENT_TYPES.values()
+    }
+    (name,) = files["parameters"]
+    assert (name["name"], name["in"], name["required"]) == ("name", "path", True)
+    assert name["schema"] == {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
+    assert set(files["responses"]) >= {"200", "304", "404"}
+    assert "400" not in files["responses"]  # no query parameters to get wrong
