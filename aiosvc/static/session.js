@@ -28,6 +28,7 @@ const input = byId("composer-input");
 let elements = new Map(); // message id -> {el, body, extra, text}
 let loadingOlder = false;
 let stick = true; // keep the newest message in view while the reader is at the bottom
+let deleting = null; // the session this page deletes (its own deletion needs no notice)
 
 const path = (id, rest = "") => `/api/v1/sessions/${encodeURIComponent(id)}${rest}`;
 
@@ -302,6 +303,7 @@ function setupActions() {
     armed = null;
     remove.textContent = "Delete";
     remove.classList.remove("confirm");
+    deleting = current.id;
     await api("DELETE", path(current.id));
     state.sessions.delete(current.id);
     emit("sessions");
@@ -370,7 +372,7 @@ export function setupSession() {
   on("current", renderHead);
   on("truncated", refetchWhole);
   on("current-deleted", () => {
-    toast("This session was deleted.");
+    if (state.current && state.current.id !== deleting) toast("This session was deleted.");
     location.hash = "#/";
   });
   history.addEventListener("scroll", () => {
