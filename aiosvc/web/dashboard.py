@@ -94,14 +94,14 @@ ASSET_TYPES = tuple(
 )
 
 
-@routes.get("/")
+@routes.get("/", public=True)
 @operation(responses=FILE_ANSWERS)
 async def dashboard(request: web.Request) -> web.Response:
     """The dashboard's page (open without a key: it signs in itself)."""
     return _answer(request, INDEX)
 
 
-@routes.get("/static/{name:" + NAME_PATTERN + "}")
+@routes.get("/static/{name:" + NAME_PATTERN + "}", public=True)
 @operation(
     responses={200: Text("text/javascript", also=ASSET_TYPES), 304: None},
     params=[
