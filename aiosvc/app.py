@@ -21,7 +21,17 @@ from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
 from aiosvc.peers.links import peers_budget
-from aiosvc.web import computers, configuration, login, projects, sessions, sse, system, ws
+from aiosvc.web import (
+    computers,
+    configuration,
+    dashboard,
+    login,
+    projects,
+    sessions,
+    sse,
+    system,
+    ws,
+)
 from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
@@ -102,6 +112,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
             computers.routes,
             sse.routes,
             ws.routes,
+            dashboard.routes,
         ],
     )
 
