@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 from attrs import field, frozen
 
+from aiosvc.errors import Unprocessable
 from aiosvc.models import Message, Session
 
 
@@ -58,6 +59,8 @@ class Agent(abc.ABC):
     """A configured agent backend."""
 
     kind: ClassVar[str]
+    #: The per-session options (``model``, ``system_prompt``) a session of this agent may set.
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -69,6 +72,14 @@ class Agent(abc.ABC):
     def describe(self) -> Mapping[str, Any]:
         """The non-secret part of this agent's configuration."""
         return {}
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The models the agent's upstream offers; a kind without any is refused."""
+        raise Unprocessable(
+            f"agent {self.name!r} ({self.kind}) has no upstream models",
+            code="unsupported_option",
+            details={"agent": self.name, "kind": self.kind},
+        )
 
     async def close(self) -> None:  # noqa: B027  # most agents hold nothing to release
         """Release what the agent holds (connections, processes)."""

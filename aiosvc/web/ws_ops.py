@@ -131,7 +131,7 @@ async def cancel(stream: OpStream, op: CancelOp, client_id: object) -> Any:
 async def approve(stream: OpStream, op: ApproveOp, client_id: object) -> Any:
     """Approve or deny a pending approval."""
     return await stream.app[COMMAND_SERVICE].execute(
-        ResolveApproval(approval_id=op.approval_id, decision=op.decision)
+        ResolveApproval(approval_id=op.approval_id, decision=op.decision, remember=op.remember)
     )
 
 
