@@ -185,10 +185,9 @@ async def test_an_external_approval_is_listed_and_published_and_resolved(api: Ap
         await ws.send_json(
             {"op": "approve", "approval_id": created["id"], "decision": "deny", "id": 2}
         )
-        ack = await ws.receive_json()
+        resolved, ack = await ws.receive_json(), await ws.receive_json()
+        assert resolved["event"]["type"] == "approval.resolved"  # published before the ack
         assert (ack["type"], ack["id"], ack["data"]["status"]) == ("ack", 2, "denied")
-        resolved = await ws.receive_json()
-        assert resolved["event"]["type"] == "approval.resolved"
 
 
 async def test_wait_answers_once_a_websocket_client_approves(api: Api) -> None:
@@ -236,12 +235,15 @@ async def test_an_unanswered_external_approval_expires(api: Api) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     status, body = await api.call(
-        "POST", "/api/v1/approvals?wait=true", {"tool": "t", "timeout_s": 0.5}
+        "POST", "/api/v1/approvals?wait=true", {"tool": "t", "input": {}, "timeout_s": 0.5}
     )
-    assert (status, body["data"]["status"]) == (200, "expired")
+    assert status == 200, body
+    assert body["data"]["status"] == "expired"
     assert loop.time() - started >= 0.5
     # Without wait it expires all the same, and a late decision is a conflict.
-    status, body = await api.call("POST", "/api/v1/approvals", {"tool": "t", "timeout_s": 0.3})
+    status, body = await api.call(
+        "POST", "/api/v1/approvals", {"tool": "t", "input": [1], "timeout_s": 0.3}
+    )
     assert status == 201
     approval_id = body["data"]["id"]
     async with asyncio.timeout(10):
@@ -258,7 +260,7 @@ async def test_an_unanswered_external_approval_expires(api: Api) -> None:
 async def test_a_client_that_leaves_leaves_the_approval_pending(api: Api) -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.5):
-            await api.call("POST", "/api/v1/approvals?wait=true", {"tool": "gone"})
+            await api.call("POST", "/api/v1/approvals?wait=true", {"tool": "gone", "input": {}})
     await asyncio.sleep(0.2)
     (left,) = await pending(api)
     assert left["tool"] == "gone"
@@ -268,19 +270,21 @@ async def test_a_client_that_leaves_leaves_the_approval_pending(api: Api) -> Non
 
 async def test_bad_external_approvals_are_refused(api: Api) -> None:
     for body, field in (
-        ({}, "tool"),
-        ({"tool": ""}, "tool"),
-        ({"tool": "x" * 201}, "tool"),
-        ({"tool": "t", "timeout_s": 0}, "timeout_s"),
-        ({"tool": "t", "timeout_s": 3601}, "timeout_s"),
-        ({"tool": "t", "timeout_s": "5"}, "timeout_s"),
-        ({"tool": "t", "extra": 1}, "extra"),
+        ({"input": {}}, "tool"),
+        ({"tool": "t"}, "input"),
+        ({"tool": "t", "input": None}, "input"),
+        ({"tool": "", "input": {}}, "tool"),
+        ({"tool": "x" * 201, "input": {}}, "tool"),
+        ({"tool": "t", "input": {}, "timeout_s": 0}, "timeout_s"),
+        ({"tool": "t", "input": {}, "timeout_s": 3601}, "timeout_s"),
+        ({"tool": "t", "input": {}, "timeout_s": "5"}, "timeout_s"),
+        ({"tool": "t", "input": {}, "extra": 1}, "extra"),
     ):
         status, answer = await api.call("POST", "/api/v1/approvals", body)
         assert status == 400, body
         assert list(answer["error"]["details"]["fields"]) == [field], answer
     status, answer = await api.call(
-        "POST", "/api/v1/approvals", {"tool": "t", "session_id": "ses_nope"}
+        "POST", "/api/v1/approvals", {"tool": "t", "input": {}, "session_id": "ses_nope"}
     )
     assert (status, answer["error"]["code"]) == (404, "not_found")
     assert await pending(api) == []
@@ -292,7 +296,7 @@ async def test_shutdown_answers_who_waits(db_path: Path) -> None:
     async with aiohttp.ClientSession() as http:
         api = Api(http, server)
         waiting = asyncio.ensure_future(
-            api.call("POST", "/api/v1/approvals?wait=true", {"tool": "t"})
+            api.call("POST", "/api/v1/approvals?wait=true", {"tool": "t", "input": {}})
         )
         async with asyncio.timeout(10):
             while not await pending(api):

@@ -44,6 +44,8 @@ async def request(context: Context, command: RequestApproval) -> Approval:
     """Create a pending approval (or an approved one, when its session remembers the tool)."""
     if not 1 <= len(command.tool) <= MAX_TOOL_CHARS:
         raise ValidationFailed({"tool": length_error(1, MAX_TOOL_CHARS)})
+    if command.input is None:  # stored and shown as the tool's arguments: a JSON value
+        raise ValidationFailed({"input": "expected a JSON value, got null"})
     timeout_s = timeout_of(context, command.timeout_s)
     session_id = None
     if command.session_id is not None:

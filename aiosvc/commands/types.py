@@ -79,7 +79,7 @@ class RequestApproval:
     """Ask a person about a tool call made by a program outside the daemon."""
 
     tool: str
-    input: Any = None
+    input: Any
     session_id: str | None = None
     timeout_s: float | None = None  # None: the configured approval timeout
 

@@ -52,7 +52,7 @@ class ApprovalCreate:
     """Body of ``POST /api/v1/approvals``: an external program's tool call."""
 
     tool: str
-    input: Any = None
+    input: Any
     session_id: str | None = None
     timeout_s: float | None = None
 

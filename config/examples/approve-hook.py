@@ -45,7 +45,7 @@ def main() -> int:
         return refuse("the hook's input names no tool")
     body: dict[str, object] = {
         "tool": tool[:MAX_TOOL_CHARS],
-        "input": call.get("tool_input", call.get("input")),
+        "input": call.get("tool_input", call.get("input")) or {},
         "timeout_s": timeout_s(),
     }
     if os.environ.get("AIOSVC_SESSION_ID"):
