@@ -149,13 +149,14 @@ async def test_options_for_agents_that_cannot_use_them_are_refused(api: Api) -> 
     assert (status, answer["error"]["code"]) == (422, "unsupported_option")
     _, sessions = await api.call("GET", "/api/v1/sessions")
     assert sessions["total"] == 1
-    for body, field in (
+    patches: list[tuple[dict[str, object], str]] = [
         ({}, "$"),
         ({"title": None}, "title"),
         ({"model": ""}, "model"),
         ({"model": 5}, "model"),
         ({"system_prompt": "x" * 65_537}, "system_prompt"),
-    ):
+    ]
+    for body, field in patches:
         status, answer = await api.call("PATCH", f"/api/v1/sessions/{session_id}", body)
         assert status == 400, body
         assert list(answer["error"]["details"]["fields"]) == [field]
