@@ -156,9 +156,9 @@ async def test_options_for_agents_that_cannot_use_them_are_refused(api: Api) -> 
         ({"model": 5}, "model"),
         ({"system_prompt": "x" * 65_537}, "system_prompt"),
     ]
-    for body, field in patches:
-        status, answer = await api.call("PATCH", f"/api/v1/sessions/{session_id}", body)
-        assert status == 400, body
+    for patch, field in patches:
+        status, answer = await api.call("PATCH", f"/api/v1/sessions/{session_id}", patch)
+        assert status == 400, patch
         assert list(answer["error"]["details"]["fields"]) == [field]
 
 
