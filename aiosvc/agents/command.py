@@ -2,8 +2,9 @@
 
 The program finds the conversation so far in the JSON file ``AIOSVC_CONVERSATION`` names
 (:mod:`aiosvc.agents.conversation_file`) and, with ``protocol = true``, reports tool use and
-asks for approval over a socket (:mod:`aiosvc.agents.line_protocol`). The program runs in its
-own process group. However the reply ends (finished, failed, timed
+asks for approval over a socket (:mod:`aiosvc.agents.line_protocol`).
+
+The program runs in its own process group. However the reply ends (finished, failed, timed
 out, cancelled, or the daemon stopping), the group gets SIGTERM, then SIGKILL after a grace
 period, and the program is reaped: no zombie or orphan is left behind.
 """
