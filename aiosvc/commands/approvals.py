@@ -15,6 +15,7 @@ from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import ResolveApproval
 from aiosvc.errors import Conflict, NotFound, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import Approval, ApprovalStatus, SessionStatus, new_id
 from aiosvc.store import Statement, remember_tool
 from aiosvc.store.tables import APPROVALS, SESSIONS
@@ -77,7 +78,7 @@ class ReplyApprovals:
         if not await context.store.remembered(job.session_id, tool):
             return False
         data = {"message_id": job.reply_id, "tool": tool, "input": clean_value(input)}
-        context.bus.publish("tool.use", (session_topic(job.session_id),), data)
+        context.bus.publish(EventType.TOOL_USE, (session_topic(job.session_id),), data)
         log.info("approval_remembered", session_id=job.session_id, tool=tool)
         return True
 
@@ -99,13 +100,13 @@ class ReplyApprovals:
             )
             await context.store.write([APPROVALS.save(approval), SESSIONS.save(session)])
             context.bus.publish(
-                "tool.use",
+                EventType.TOOL_USE,
                 (session_topic(session.id),),
                 {"message_id": approval.message_id, "tool": approval.tool, "input": approval.input},
             )
-            context.bus.publish("approval.requested", topics(approval), approval)
+            context.bus.publish(EventType.APPROVAL_REQUESTED, topics(approval), approval)
             context.publish_status(session, detail=f"waiting for approval of {approval.tool}")
-            context.publish_session("session.updated", session)
+            context.publish_session(EventType.SESSION_UPDATED, session)
         log.info(
             "approval_requested",
             approval_id=approval.id,
@@ -124,7 +125,7 @@ class ReplyApprovals:
             session = attrs.evolve(session, status=SessionStatus.RUNNING, updated_at=utcnow())
             await context.store.write([SESSIONS.save(session)])
             context.publish_status(session)
-            context.publish_session("session.updated", session)
+            context.publish_session(EventType.SESSION_UPDATED, session)
 
 
 async def settle(
@@ -158,7 +159,7 @@ async def settle(
                 remember_tool(resolved.session_id, resolved.tool, resolved.id, resolved.resolved_at)
             )
         await context.store.write(writes)
-        context.bus.publish("approval.resolved", topics(resolved), resolved)
+        context.bus.publish(EventType.APPROVAL_RESOLVED, topics(resolved), resolved)
         context.decisions.decide(approval_id, status is ApprovalStatus.APPROVED)
         timer = context.timers.pop(approval_id, None)
         if timer is not None and timer is not asyncio.current_task():

@@ -20,6 +20,7 @@ from aiosvc.commands.approvals import settle, topics
 from aiosvc.commands.context import Context
 from aiosvc.commands.types import RequestApproval
 from aiosvc.errors import Conflict, NotFound, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import Approval, ApprovalStatus, new_id
 from aiosvc.rules import MAX_EXTERNAL_TIMEOUT_S, MAX_TOOL_CHARS, length_error
 from aiosvc.store.tables import APPROVALS
@@ -65,11 +66,11 @@ async def request(context: Context, command: RequestApproval) -> Approval:
         if session_id is not None and await context.store.remembered(session_id, tool):
             approval = attrs.evolve(approval, status=ApprovalStatus.APPROVED, resolved_at=now)
             await context.store.write([APPROVALS.save(approval)])
-            context.bus.publish("approval.resolved", topics(approval), approval)
+            context.bus.publish(EventType.APPROVAL_RESOLVED, topics(approval), approval)
             log.info("approval_remembered", session_id=session_id, tool=tool, external=True)
             return approval
         await context.store.write([APPROVALS.save(approval)])
-        context.bus.publish("approval.requested", topics(approval), approval)
+        context.bus.publish(EventType.APPROVAL_REQUESTED, topics(approval), approval)
         timer = asyncio.get_running_loop().create_task(
             _expire_after(context, approval.id, timeout_s), name=f"aiosvc-expiry-{approval.id}"
         )

@@ -11,6 +11,7 @@ from aiosvc.commands import replies
 from aiosvc.commands.context import Context
 from aiosvc.commands.types import CreateSession, DeleteSession, EndSession, UpdateSession
 from aiosvc.errors import Unprocessable, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import Session, SessionStatus, new_id
 from aiosvc.rules import (
     MAX_MODEL_CHARS,
@@ -80,7 +81,7 @@ async def create(context: Context, command: CreateSession) -> Session:
         system_prompt=command.system_prompt,
     )
     await context.store.write([SESSIONS.save(session)])
-    context.publish_session("session.created", session)
+    context.publish_session(EventType.SESSION_CREATED, session)
     log.info("session_created", session_id=session.id, agent=agent, project=session.project)
     return session
 
@@ -111,7 +112,7 @@ async def update(context: Context, command: UpdateSession) -> Session:
             updated_at=utcnow(),
         )
         await context.store.write([SESSIONS.save(session)])
-        context.publish_session("session.updated", session)
+        context.publish_session(EventType.SESSION_UPDATED, session)
     return session
 
 
@@ -139,6 +140,6 @@ async def delete(context: Context, command: DeleteSession) -> None:
         # Only once it is gone for good (a failed write leaves it, and its replies, as they were)
         replies.drop_jobs(context, session.id)
         context.bus.publish(
-            "session.deleted", ("sessions", session_topic(session.id)), {"id": session.id}
+            EventType.SESSION_DELETED, ("sessions", session_topic(session.id)), {"id": session.id}
         )
     log.info("session_deleted", session_id=session.id, messages=session.message_count)
