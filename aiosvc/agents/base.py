@@ -34,8 +34,9 @@ class AgentError(Exception):
 class ApprovalGate(Protocol):
     """Asks a person whether the agent may run a tool."""
 
-    async def request(self, tool: str, input: Any) -> bool:
-        """Wait for the decision; True when approved (denied and expired are False)."""
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
+        """Wait for the decision; True when approved (denied and expired are False).
+        ``announced``: the agent already published the call's ``tool.use``."""
         ...
 
 

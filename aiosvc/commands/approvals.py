@@ -37,10 +37,11 @@ class ReplyApprovals:
         self._context = context
         self._job = job
 
-    async def request(self, tool: str, input: Any) -> bool:
-        """Ask for approval; the session waits until it is approved, denied or expires."""
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
+        """Ask for approval; the session waits until it is approved, denied or expires
+        (``announced``: the agent published the call's ``tool.use`` itself)."""
         context, job = self._context, self._job
-        if await self._remembered(clean_text(tool), input):
+        if await self._remembered(clean_text(tool), input, announced=announced):
             return True
         approval = Approval(
             id=new_id("apr"),
@@ -53,7 +54,7 @@ class ReplyApprovals:
         )
         waiter = context.decisions.expect(approval.id)
         try:
-            await self._set_waiting(approval)
+            await self._set_waiting(approval, announced=announced)
             job.waiting_for = approval.id
             if context.stopping.is_set():  # nobody can decide any more: stop it now (and
                 job.stop("interrupted")  # service.stop stops those already waiting)
@@ -71,14 +72,15 @@ class ReplyApprovals:
         await self._set_running()
         return approved
 
-    async def _remembered(self, tool: str, input: Any) -> bool:
+    async def _remembered(self, tool: str, input: Any, *, announced: bool) -> bool:
         """Run ``tool`` without asking when a person approved it for the rest of the session;
         its use is published all the same."""
         context, job = self._context, self._job
         if not await context.store.remembered(job.session_id, tool):
             return False
-        data = {"message_id": job.reply_id, "tool": tool, "input": clean_value(input)}
-        context.bus.publish(EventType.TOOL_USE, (session_topic(job.session_id),), data)
+        if not announced:
+            data = {"message_id": job.reply_id, "tool": tool, "input": clean_value(input)}
+            context.bus.publish(EventType.TOOL_USE, (session_topic(job.session_id),), data)
         log.info("approval_remembered", session_id=job.session_id, tool=tool)
         return True
 
@@ -91,7 +93,7 @@ class ReplyApprovals:
             return current is not None and current.status is ApprovalStatus.APPROVED
         return False
 
-    async def _set_waiting(self, approval: Approval) -> None:
+    async def _set_waiting(self, approval: Approval, *, announced: bool = False) -> None:
         context = self._context
         async with context.lock(self._job.session_id):
             session = context.cache.require_session(self._job.session_id)
@@ -99,11 +101,16 @@ class ReplyApprovals:
                 session, status=SessionStatus.WAITING_APPROVAL, updated_at=utcnow()
             )
             await context.store.write([APPROVALS.save(approval), SESSIONS.save(session)])
-            context.bus.publish(
-                EventType.TOOL_USE,
-                (session_topic(session.id),),
-                {"message_id": approval.message_id, "tool": approval.tool, "input": approval.input},
-            )
+            if not announced:
+                context.bus.publish(
+                    EventType.TOOL_USE,
+                    (session_topic(session.id),),
+                    {
+                        "message_id": approval.message_id,
+                        "tool": approval.tool,
+                        "input": approval.input,
+                    },
+                )
             context.bus.publish(EventType.APPROVAL_REQUESTED, topics(approval), approval)
             context.publish_status(session, detail=f"waiting for approval of {approval.tool}")
             context.publish_session(EventType.SESSION_UPDATED, session)
