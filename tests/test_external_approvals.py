@@ -310,6 +310,37 @@ async def test_shutdown_answers_who_waits(db_path: Path) -> None:
         assert loop.time() - started < 8  # not held until the shutdown timeout
 
 
+async def test_waits_outlast_the_header_deadline(tmp_path: Path) -> None:
+    """A request that waits (an approval, a reply) is not cut by ``header_timeout_s``: aiohttp
+    reparses with no bytes once the body is read, which starts no head deadline."""
+    config = tmp_path / "aiosvc.toml"
+    config.write_text("[limits]\nheader_timeout_s = 1.0\n\n[approvals]\ntimeout_s = 2.5\n")
+    server = Server(tmp_path / "aiosvc.db", config=config)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(http, server)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            status, body = await api.call(
+                "POST", "/api/v1/approvals?wait=true", {"tool": "t", "input": {}, "timeout_s": 2.5}
+            )
+            assert (status, body["data"]["status"]) == (200, "expired")
+            assert loop.time() - started >= 2.5
+            session_id = await api.session()
+            status, body = await api.call(
+                "POST", f"/api/v1/sessions/{session_id}/messages?wait=true", {"content": "/tool x"}
+            )
+            assert (status, body["data"]["content"]) == (200, "tool x denied")
+        # the hook script's urllib sends its head and body at once: the same holds
+        code, err = await run_hook(
+            server, b'{"tool": "t", "input": {}}', AIOSVC_APPROVAL_TIMEOUT_S="2.5"
+        )
+        assert (code, "was expired" in err) == (2, True)
+    finally:
+        assert await server.stop() == 0
+
+
 async def run_hook(server: Server, stdin: bytes, **env: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
