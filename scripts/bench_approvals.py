@@ -63,6 +63,7 @@ async def external_round_trips(http: aiohttp.ClientSession, base: str, rounds: i
                     body: Any = await response.json()
                 times.append(time.perf_counter() - started)
                 assert body["data"]["status"] == "approved", body
+                await asyncio.sleep(0.025)  # within the WebSocket's op rate (50/s)
         finally:
             task.cancel()
     return times
