@@ -11,7 +11,8 @@ and reads the answer, one line, on the same descriptor::
 
 (``id`` is optional and echoed when given). Everything the program writes is untrusted: a line
 that is not JSON, not an object, of another type, without a tool, or over
-:data:`MAX_LINE_BYTES` is ignored with a log line, and the reply goes on.
+:data:`MAX_LINE_BYTES` is ignored with a log line (throttled: a program writing junk in a loop
+makes one line every few seconds, with a count), and the reply goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 import structlog
 
 from aiosvc.agents.base import ApprovalGate
+from aiosvc.logs.throttle import Throttled
 from aiosvc.rules import MAX_TOOL_CHARS
 
 log = structlog.get_logger(__name__)
@@ -40,6 +42,7 @@ class LineProtocol:
         self._sock = sock
         self._approvals = approvals
         self._program = program
+        self._ignored = Throttled("agent_protocol_line_ignored", logger=log)
 
     async def serve(self) -> None:
         """Answer each request until the program closes its end (or the reply ends)."""
@@ -94,4 +97,4 @@ class LineProtocol:
         return answer
 
     def _ignore(self, reason: str) -> None:
-        log.warning("agent_protocol_line_ignored", program=self._program, reason=reason)
+        self._ignored(program=self._program, reason=reason)
