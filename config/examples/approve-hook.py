@@ -43,9 +43,10 @@ def main() -> int:
     tool = call.get("tool_name", call.get("tool"))
     if not isinstance(tool, str) or not tool:
         return refuse("the hook's input names no tool")
+    tool_input = call.get("tool_input", call.get("input"))
     body: dict[str, object] = {
         "tool": tool[:MAX_TOOL_CHARS],
-        "input": call.get("tool_input", call.get("input")) or {},
+        "input": {} if tool_input is None else tool_input,
         "timeout_s": timeout_s(),
     }
     if os.environ.get("AIOSVC_SESSION_ID"):
