@@ -287,6 +287,11 @@ async def test_bad_external_approvals_are_refused(api: Api) -> None:
         "POST", "/api/v1/approvals", {"tool": "t", "input": {}, "session_id": "ses_nope"}
     )
     assert (status, answer["error"]["code"]) == (404, "not_found")
+    status, answer = await api.call(
+        "POST", "/api/v1/approvals", {"tool": "t", "input": "x" * 300_000}
+    )
+    assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+    assert "limits.max_event_bytes" in answer["error"]["message"]
     assert await pending(api) == []
 
 

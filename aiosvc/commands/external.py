@@ -19,7 +19,8 @@ from aiosvc.clock import utcnow
 from aiosvc.commands.approvals import settle, topics
 from aiosvc.commands.context import Context
 from aiosvc.commands.types import RequestApproval
-from aiosvc.errors import Conflict, NotFound, ValidationFailed
+from aiosvc.convert import dumps
+from aiosvc.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from aiosvc.events import EventType
 from aiosvc.models import Approval, ApprovalStatus, new_id
 from aiosvc.rules import MAX_EXTERNAL_TIMEOUT_S, MAX_TOOL_CHARS, length_error
@@ -62,6 +63,13 @@ async def request(context: Context, command: RequestApproval) -> Approval:
         status=ApprovalStatus.PENDING,
         created_at=now,
     )
+    # Every event is kept for resuming clients: each must be bounded, like a hook's.
+    size = len(dumps(approval))
+    if size > context.limits.max_event_bytes:
+        raise PayloadTooLarge(
+            f"the approval is {size} bytes as JSON, over the limit of "
+            f"{context.limits.max_event_bytes} bytes (limits.max_event_bytes)"
+        )
     async with context.lock(session_id or approval.id):
         if session_id is not None and await context.store.remembered(session_id, tool):
             approval = attrs.evolve(approval, status=ApprovalStatus.APPROVED, resolved_at=now)
