@@ -180,6 +180,7 @@ def test_migrate_applies_then_reports_up_to_date(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert first.stdout == (
         f"{db}: applied 0001_initial.sql\n{db}: applied 0002_list_indexes.sql\n"
+        f"{db}: applied 0003_logins.sql\n"
         f"{db}: applied 0004_approvals_and_session_options.sql\n"
     )
     assert user_version(db) == schema_version() == 4

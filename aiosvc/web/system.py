@@ -36,7 +36,7 @@ AGENT = {"name": str, "kind": str, "default": bool, "config": dict[str, Any]}
 MODEL = {"id": str, "owned_by": str | None}
 
 
-@routes.get("/health")
+@routes.get("/health", public=True)
 @routes.get("/api/v1/health")
 @operation(responses={200: HEALTH}, errors={503: "unavailable"})
 async def health(request: web.Request) -> web.Response:
