@@ -22,6 +22,7 @@ from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
 from aiosvc.peers.links import peers_budget
 from aiosvc.web import (
+    approvals,
     computers,
     configuration,
     dashboard,
@@ -105,6 +106,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         app.router,
         [
             system.routes,
+            approvals.routes,
             login.routes,
             configuration.routes,
             sessions.routes,

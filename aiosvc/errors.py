@@ -156,6 +156,13 @@ class RateLimited(AppError):
     code = "rate_limited"
 
 
+class UpstreamError(AppError):
+    """An agent's upstream server failed or answered something unusable."""
+
+    status = 502
+    code = "upstream_error"
+
+
 class Unavailable(AppError):
     """The service cannot take this now (shutting down, database unusable)."""
 

@@ -13,6 +13,14 @@ MAX_PROJECT_CHARS = 200
 #: A text filter of a list (``?project=``, ``?computer=``): 1 to this many characters.
 MAX_FILTER_CHARS = 200
 
+#: A tool's name in an external approval: 1 to this many characters.
+MAX_TOOL_CHARS = 200
+#: How long an external approval may wait for a person, at most (seconds).
+MAX_EXTERNAL_TIMEOUT_S = 3600.0
+#: A session's model name: 1 to this many characters; its system prompt: at most this many.
+MAX_MODEL_CHARS = 200
+MAX_SYSTEM_PROMPT_CHARS = 65_536
+
 #: The ``<type>`` of a hook event (published as ``hook.<type>``).
 HOOK_TYPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 HOOK_TYPE_ERROR = "expected 1 to 64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"

@@ -40,6 +40,7 @@ __all__ = [
     "StorageUnavailable",
     "Store",
     "StoreError",
+    "remember_tool",
 ]
 
 #: Rows per query when a whole history is read (by the agent that needs it): each page is
@@ -157,6 +158,13 @@ class Store:
         rows = await self.db.fetchall(f"{APPROVALS.select} ORDER BY seq")
         return APPROVALS.load_all(rows)
 
+    async def remembered(self, session_id: str, tool: str) -> bool:
+        """Tell whether a person approved ``tool`` for the rest of the session."""
+        row = await self.db.fetchone(
+            "SELECT 1 FROM remembered_tools WHERE session_id = ? AND tool = ?", [session_id, tool]
+        )
+        return row is not None
+
     # Startup -----------------------------------------------------------------------------------
 
     async def recover(self, now: str, event_id_block: int = 0) -> Recovery:
@@ -235,6 +243,16 @@ class Store:
     async def set_event_ids_reserved(self, until: int) -> None:
         """Record that every event id up to ``until`` may have been handed out."""
         await self.db.write([_reservation(until)])
+
+
+def remember_tool(session_id: str, tool: str, approval_id: str, now: str) -> Statement:
+    """The statement that approves ``tool`` for the rest of the session (the first approval
+    that said so is kept)."""
+    return (
+        "INSERT INTO remembered_tools (session_id, tool, approval_id, created_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, tool) DO NOTHING",
+        [session_id, tool, approval_id, now],
+    )
 
 
 def _reservation(until: int) -> Statement:

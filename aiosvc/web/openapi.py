@@ -25,8 +25,23 @@ from aiohttp import web
 from aiosvc import __version__
 from aiosvc.config import Config, LimitsConfig
 from aiosvc.models import ID_PATTERN
-from aiosvc.rules import HOOK_TYPE, MAX_PROJECT_CHARS, MIN_PROJECT_CHARS
-from aiosvc.web.bodies import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
+from aiosvc.rules import (
+    HOOK_TYPE,
+    MAX_EXTERNAL_TIMEOUT_S,
+    MAX_MODEL_CHARS,
+    MAX_PROJECT_CHARS,
+    MAX_SYSTEM_PROMPT_CHARS,
+    MAX_TOOL_CHARS,
+    MIN_PROJECT_CHARS,
+)
+from aiosvc.web.bodies import (
+    ApprovalCreate,
+    HookCreate,
+    MessageCreate,
+    SendMessageOp,
+    SessionCreate,
+    SessionPatch,
+)
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
 from aiosvc.web.keys import ACCESS_GATE, SETTINGS
 from aiosvc.web.operation import Limit, Operation, Page, Param, Raw, Text, metadata
@@ -40,7 +55,13 @@ SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool:
 FIELD_KEYWORDS: dict[tuple[type, str], dict[str, Any]] = {
     (SessionCreate, "title"): {"maxLength": Limit("max_title_chars")},
     (SessionCreate, "project"): {"minLength": MIN_PROJECT_CHARS, "maxLength": MAX_PROJECT_CHARS},
+    (SessionCreate, "model"): {"minLength": 1, "maxLength": MAX_MODEL_CHARS},
+    (SessionCreate, "system_prompt"): {"maxLength": MAX_SYSTEM_PROMPT_CHARS},
     (SessionPatch, "title"): {"maxLength": Limit("max_title_chars")},
+    (SessionPatch, "model"): {"minLength": 1, "maxLength": MAX_MODEL_CHARS},
+    (SessionPatch, "system_prompt"): {"maxLength": MAX_SYSTEM_PROMPT_CHARS},
+    (ApprovalCreate, "tool"): {"minLength": 1, "maxLength": MAX_TOOL_CHARS},
+    (ApprovalCreate, "timeout_s"): {"exclusiveMinimum": 0, "maximum": MAX_EXTERNAL_TIMEOUT_S},
     (MessageCreate, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},
     (SendMessageOp, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},
     (HookCreate, "type"): {"pattern": f"^{HOOK_TYPE.pattern}$"},

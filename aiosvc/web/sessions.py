@@ -71,13 +71,22 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 @routes.post(BASE)
 @operation(
-    body=SessionCreate, responses={201: Session}, located={201}, errors={422: "unknown_agent"}
+    body=SessionCreate,
+    responses={201: Session},
+    located={201},
+    errors={422: "unknown_agent, unsupported_option"},
 )
 async def create_session(request: web.Request) -> web.Response:
     """Create a session; answers 201 with its ``Location``."""
     body = await params.body(request, SessionCreate)
     session = await request.app[COMMAND_SERVICE].execute(
-        CreateSession(title=body.title, agent=body.agent, project=body.project)
+        CreateSession(
+            title=body.title,
+            agent=body.agent,
+            project=body.project,
+            model=body.model,
+            system_prompt=body.system_prompt,
+        )
     )
     return ok(session, status=201, headers={"Location": f"{BASE}/{session.id}"})
 
@@ -96,17 +105,23 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 @routes.patch(BASE + "/{id}")
-@operation(body=SessionPatch, responses={200: Session}, errors=REMOTE)
+@operation(body=SessionPatch, responses={200: Session}, errors={**REMOTE, 422: "unsupported_option"})
 async def patch_session(request: web.Request) -> web.Response:
-    """Rename a session."""
+    """Change a session's title, model or system prompt (the fields given)."""
     found = remote.remote_session(request)
     if found is not None:
         return await remote.forwarded_write(request, found)
     session_id = session_from_path(request).id
-    body = await params.body(request, SessionPatch)
+    body, given = await params.body_and_keys(request, SessionPatch)
     return ok(
         await request.app[COMMAND_SERVICE].execute(
-            UpdateSession(session_id=session_id, title=body.title)
+            UpdateSession(
+                session_id=session_id,
+                given=given,
+                title=body.title,
+                model=body.model,
+                system_prompt=body.system_prompt,
+            )
         )
     )
 

@@ -147,7 +147,7 @@ async def approve(stream: OpStream, op: ApproveOp, client_id: object) -> Any:
         if answer is not None:
             return answer
     return await stream.app[COMMAND_SERVICE].execute(
-        ResolveApproval(approval_id=op.approval_id, decision=op.decision)
+        ResolveApproval(approval_id=op.approval_id, decision=op.decision, remember=op.remember)
     )
 
 
