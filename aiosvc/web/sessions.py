@@ -105,7 +105,9 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 @routes.patch(BASE + "/{id}")
-@operation(body=SessionPatch, responses={200: Session}, errors={**REMOTE, 422: "unsupported_option"})
+@operation(
+    body=SessionPatch, responses={200: Session}, errors={**REMOTE, 422: "unsupported_option"}
+)
 async def patch_session(request: web.Request) -> web.Response:
     """Change a session's title, model or system prompt (the fields given)."""
     found = remote.remote_session(request)

@@ -23,7 +23,6 @@ from aiosvc.web.keys import (
     COMMAND_SERVICE,
     DATABASE,
     METRICS_REGISTRY,
-    PEERS,
     SETTINGS,
     STARTED_AT,
 )
