@@ -18,6 +18,7 @@ from aiosvc.metrics import Metrics
 from aiosvc.peers.computers import Computers
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
+from aiosvc.web.first_page import FirstPage
 from aiosvc.web.open_streams import OpenStreams
 from aiosvc.web.security import AccessGate
 
@@ -35,6 +36,8 @@ COMMAND_SERVICE = web.AppKey("commands", CommandService)
 PROJECTS = web.AppKey("projects", Projects)
 COMPUTERS = web.AppKey("computers", Computers)
 STREAMS = web.AppKey("streams", OpenStreams)
+#: The body of the unfiltered first page of sessions, built once per change.
+FIRST_PAGE = web.AppKey("first_page", FirstPage)
 ACCESS_GATE = web.AppKey("access_gate", AccessGate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
 METRICS = web.AppKey("metrics", Metrics)
