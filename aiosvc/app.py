@@ -20,7 +20,16 @@ from aiosvc.core import build_core
 from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import computers, configuration, projects, sessions, sse, system, ws
+from aiosvc.web import (
+    computers,
+    configuration,
+    login,
+    projects,
+    sessions,
+    sse,
+    system,
+    ws,
+)
 from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
@@ -33,6 +42,7 @@ from aiosvc.web.keys import (
     CORE,
     DATABASE,
     FIRST_PAGE,
+    FRONT_DOOR,
     METRICS,
     METRICS_REGISTRY,
     PROJECTS,
@@ -58,7 +68,6 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     and flags); without it a reload finds nothing new.
     """
     settings = Settings(config, load)
-    gate = AccessGate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
         handler_args=dict(HANDLER_ARGS),
@@ -66,6 +75,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     metrics = Metrics()
     core = app[CORE] = build_core(config, metrics=metrics)
     cache, agents, commands = core.cache, core.agents, core.commands
+    gate = AccessGate(config.server, core.logins)
     app[SETTINGS] = settings
     app[DATABASE] = core.database
     app[STORE] = core.store
@@ -84,11 +94,12 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[METRICS] = metrics
     app[METRICS_REGISTRY] = metrics.registry()
     # Every route behind the front door (wrapped at registration: no middleware per request)
-    door = FrontDoor(config.limits, gate, metrics)
+    door = app[FRONT_DOOR] = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
         [
             system.routes,
+            login.routes,
             configuration.routes,
             sessions.routes,
             projects.routes,

@@ -21,6 +21,7 @@ from aiosvc.metrics import Metrics
 from aiosvc.peers.computers import Computers
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
+from aiosvc.store.logins import Logins
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,7 @@ class Core:
     cache: Cache
     agents: AgentRegistry
     commands: CommandService
+    logins: Logins
     projects: Projects
     computers: Computers
     _startup: Startup | None = None
@@ -46,6 +48,7 @@ class Core:
     async def open(self) -> None:
         """Open the database (then :meth:`start`, and whatever happens, :meth:`close`)."""
         await self.database.open()
+        await self.logins.load()
 
     async def start(self) -> None:
         """Settle the previous run, number events, load the cache and resume queued work (or
@@ -65,6 +68,7 @@ class Core:
         await self.agents.close()
         self.cache.close()
         await self.bus.close()
+        await self.logins.close()
         await self.database.close()
 
 
@@ -96,6 +100,7 @@ def build_core(
         approval_timeout_s=config.approvals.timeout_s,
         metrics=metrics,
     )
+    logins = Logins(database, ttl_s=config.server.login_ttl_s)
     projects = Projects(store, bus, config.projects, config.server.computer)
     computers = Computers(cache, config.server.computer)
-    return Core(metrics, database, store, bus, cache, agents, commands, projects, computers)
+    return Core(metrics, database, store, bus, cache, agents, commands, logins, projects, computers)
