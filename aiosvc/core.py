@@ -1,5 +1,5 @@
 """The core without the web layer: one factory for the database, store, bus, cache, agents,
-command service, projects and computers (:func:`build_core`), and their lifecycle in
+command service, projects, computers and peers (:func:`build_core`), and their lifecycle in
 dependency order.
 
 ``create_app`` puts the web layer on top of the core this builds; tests of the core use it as
@@ -19,6 +19,7 @@ from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
 from aiosvc.peers.computers import Computers
+from aiosvc.peers.links import Peers, peers_budget
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 from aiosvc.store.logins import Logins
@@ -43,6 +44,7 @@ class Core:
     logins: Logins
     projects: Projects
     computers: Computers
+    peers: Peers
     _startup: Startup | None = None
 
     async def open(self) -> None:
@@ -64,6 +66,7 @@ class Core:
         if self._startup is not None:
             await self._startup.close()
         await self.projects.close()
+        await self.peers.close()
         await self.commands.stop(grace_s)
         await self.agents.close()
         self.cache.close()
@@ -88,7 +91,8 @@ def build_core(
         block=EVENT_ID_BLOCK,
         metrics=metrics,
     )
-    cache = Cache(store, bus, max_bytes=config.cache.max_bytes)
+    # the peers' session lists take their share of the cache's budget
+    cache = Cache(store, bus, max_bytes=config.cache.max_bytes - peers_budget(config))
     agents = agents or AgentRegistry.from_config(config.agents)
     commands = CommandService(
         store=store,
@@ -103,4 +107,17 @@ def build_core(
     logins = Logins(database, ttl_s=config.server.login_ttl_s)
     projects = Projects(store, bus, config.projects, config.server.computer)
     computers = Computers(cache, config.server.computer)
-    return Core(metrics, database, store, bus, cache, agents, commands, logins, projects, computers)
+    peers = Peers(bus, computers, config.peers, config.server.computer, peers_budget(config))
+    return Core(
+        metrics,
+        database,
+        store,
+        bus,
+        cache,
+        agents,
+        commands,
+        logins,
+        projects,
+        computers,
+        peers,
+    )

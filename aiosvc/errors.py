@@ -163,6 +163,12 @@ class Unavailable(AppError):
     code = "unavailable"
 
 
+class PeerUnavailable(Unavailable):
+    """A remote session's computer cannot be reached now: its writes wait for it."""
+
+    code = "peer_unavailable"
+
+
 class InsufficientStorage(AppError):
     """A change could not be made durable because the disk (or the database) is full; nothing
     of it was stored."""

@@ -152,6 +152,9 @@ class Event:
     # The data as the publisher handed it (a model, usually), for consumers in this process
     # such as the cache, so they need not decode the JSON again.
     obj: Any = field(default=None, eq=False, repr=False)
+    # Received from a peer and published here again (see aiosvc.peers.relay): never sent to
+    # a peer (no loops), never applied to this machine's cache.
+    relayed: bool = False
 
     @property
     def topic(self) -> str:

@@ -20,7 +20,9 @@ HOOK_TYPE_ERROR = "expected 1 to 64 of a-z, 0-9, '_', '.', '-', starting with a 
 #: Topics one subscription names at most (a WebSocket op, an event stream's ``?topics=``).
 MAX_TOPICS = 256
 #: The topics a client may name, as errors and the document say them.
-TOPICS = "'sessions', 'approvals', 'hooks', 'projects', 'system', '*' or 'session:<id>'"
+TOPICS = (
+    "'sessions', 'approvals', 'hooks', 'projects', 'computers', 'system', '*' or 'session:<id>'"
+)
 
 
 def length_error(low: int, high: int) -> str:

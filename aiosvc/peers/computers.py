@@ -1,14 +1,15 @@
 """The computers ``GET /api/v1/computers`` lists: this machine, always first and online, then
 each peer as its link last saw it.
 
-Only this machine is listed today. A peer's link (its client, its last answer, whether it is
-reachable) will give its own :class:`Computer` through :meth:`Computers.add`, and be dropped
-with :meth:`Computers.remove` when a reload takes its ``[peers.NAME]`` away.
+A peer's link (:class:`aiosvc.peers.link.PeerLink`) gives its own :class:`Computer` through
+:meth:`Computers.add`, and is dropped with :meth:`Computers.remove` when a reload takes its
+``[peers.NAME]`` away.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import attrs
@@ -16,6 +17,10 @@ import attrs
 from aiosvc import __version__
 from aiosvc.cache import Cache
 from aiosvc.clock import utcnow
+from aiosvc.models import ErrorInfo
+
+#: The topic of ``computer.online`` and ``computer.offline``.
+COMPUTERS_TOPIC = "computers"
 
 
 @attrs.frozen(kw_only=True)
@@ -32,10 +37,12 @@ class Computer:
     #: Its aiosvc version (null until a peer has answered once).
     version: str | None
     session_count: int
+    #: Why an offline peer is offline (null when online, and for this machine).
+    error: ErrorInfo | None = None
 
 
-Describe = Callable[[], Computer]
-"""What a peer's link gives: its computer as last seen."""
+Describe = Callable[[], Awaitable[Computer]]
+"""What a peer's link gives: its computer, asked again if last seen too long ago."""
 
 
 class Computers:
@@ -54,9 +61,9 @@ class Computers:
         """Stop listing a peer."""
         self._peers.pop(name, None)
 
-    def describe(self, local_url: str) -> list[Computer]:
-        """This machine (reached at ``local_url``), then the peers by name."""
-        here = Computer(
+    def here(self, local_url: str) -> Computer:
+        """This machine (reached at ``local_url``)."""
+        return Computer(
             name=self._computer,
             url=local_url,
             local=True,
@@ -66,4 +73,9 @@ class Computers:
             # the cache holds this machine's sessions only (whatever name they were made under)
             session_count=self._cache.count({}),
         )
-        return [here, *(self._peers[name]() for name in sorted(self._peers))]
+
+    async def describe(self, local_url: str) -> list[Computer]:
+        """This machine (reached at ``local_url``), then the peers by name (those whose last
+        answer is too old asked again, together)."""
+        peers = await asyncio.gather(*(self._peers[name]() for name in sorted(self._peers)))
+        return [self.here(local_url), *peers]

@@ -21,12 +21,14 @@ from aiosvc.projects.todos import Todo
 from aiosvc.projects.watcher import TodoWatcher
 from aiosvc.store import Store
 
-__all__ = ["PROJECTS_TOPIC", "Project", "Projects", "Todo", "TodoList"]
+__all__ = ["PROJECTS_TOPIC", "TODOS_UPDATED", "Project", "Projects", "Todo", "TodoList"]
 
 log = structlog.get_logger(__name__)
 
 #: The topic of the projects' events.
 PROJECTS_TOPIC = "projects"
+#: The event a project's ``TODO.md`` change publishes, with ``{"project"}``.
+TODOS_UPDATED = EventType.TODOS_UPDATED
 
 
 @attrs.frozen(kw_only=True)
@@ -95,7 +97,7 @@ class Projects:
 
     def _changed(self, project: str) -> None:
         if project in self._projects:
-            self._bus.publish(EventType.TODOS_UPDATED, (PROJECTS_TOPIC,), {"project": project})
+            self._bus.publish(TODOS_UPDATED, (PROJECTS_TOPIC,), {"project": project})
 
     async def describe(self) -> list[Project]:
         """Every configured project, by name, with its session count and open todos."""

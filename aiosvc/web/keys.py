@@ -16,6 +16,7 @@ from aiosvc.config import Settings
 from aiosvc.core import Core
 from aiosvc.metrics import Metrics
 from aiosvc.peers.computers import Computers
+from aiosvc.peers.links import Peers
 from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 from aiosvc.web.first_page import FirstPage
@@ -36,6 +37,7 @@ AGENTS = web.AppKey("agents", AgentRegistry)
 COMMAND_SERVICE = web.AppKey("commands", CommandService)
 PROJECTS = web.AppKey("projects", Projects)
 COMPUTERS = web.AppKey("computers", Computers)
+PEERS = web.AppKey("peers", Peers)
 STREAMS = web.AppKey("streams", OpenStreams)
 #: The body of the unfiltered first page of sessions, built once per change.
 FIRST_PAGE = web.AppKey("first_page", FirstPage)

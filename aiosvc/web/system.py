@@ -13,7 +13,7 @@ from aiosvc.commands.types import PublishHook, ResolveApproval
 from aiosvc.errors import NotFound, Unavailable
 from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
 from aiosvc.store import StorageFull
-from aiosvc.web import openapi, params
+from aiosvc.web import openapi, params, remote
 from aiosvc.web.bodies import ApprovalDecision, HookCreate
 from aiosvc.web.front_door import credential
 from aiosvc.web.keys import (
@@ -23,6 +23,7 @@ from aiosvc.web.keys import (
     COMMAND_SERVICE,
     DATABASE,
     METRICS_REGISTRY,
+    PEERS,
     SETTINGS,
     STARTED_AT,
 )
@@ -116,7 +117,13 @@ async def get_command(request: web.Request) -> web.Response:
     ],
 )
 async def list_approvals(request: web.Request) -> web.Response:
-    """Approvals, newest first, filtered by status and session."""
+    """Approvals, newest first, filtered by status and session (another computer's session:
+    asked of it)."""
+    session_id = request.query.get("session_id")
+    if session_id is not None and remote.merging(request):
+        found = request.app[PEERS].find(session_id)
+        if found is not None and request.app[CACHE].session(session_id) is None:
+            return await remote.forwarded(request, found[0])
     limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
     approvals = request.app[CACHE].approvals(
         status=params.choice(request, "status", ApprovalStatus),
@@ -126,10 +133,18 @@ async def list_approvals(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/approvals/{id}")
-@operation(body=ApprovalDecision, responses={200: Approval}, errors={409: "already_resolved"})
+@operation(
+    body=ApprovalDecision,
+    responses={200: Approval},
+    errors={409: "already_resolved", 503: "peer_unavailable"},
+)
 async def resolve_approval(request: web.Request) -> web.Response:
     """Approve or deny a pending approval; a resolved one is 409."""
     approval_id = request.match_info["id"]
+    if request.app[CACHE].approval(approval_id) is None:
+        answered = await remote.forwarded_approval(request)  # another computer's, maybe
+        if answered is not None:
+            return answered
     request.app[CACHE].require_approval(approval_id)  # 404 before the body is read
     body = await params.body(request, ApprovalDecision)
     approval = await request.app[COMMAND_SERVICE].execute(
