@@ -90,6 +90,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         # aiohttp-internals: the body size limit, read per request (no public setter).
         app._client_max_size = new.limits.max_body_bytes
         cache.reconfigure(_first_page(new), new.cache.max_bytes)
+        agents.tools.reconfigure(new.mcp)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
         logs.set_level(new.server.log_level)

@@ -33,8 +33,28 @@ class AgentError(Exception):
 class ApprovalGate(Protocol):
     """Asks a person whether the agent may run a tool."""
 
-    async def request(self, tool: str, input: Any) -> bool:
-        """Wait for the decision; True when approved (denied and expired are False)."""
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
+        """Wait for the decision; True when approved (denied and expired are False).
+        ``announced``: the agent already published the call's ``tool.use``."""
+        ...
+
+
+class ReplyRecorder(Protocol):
+    """Where an agent that uses tools records what it does, for clients and the history."""
+
+    def tool_use(self, call_id: str, tool: str, input: Any) -> None:
+        """Publish that the model asked for a tool call."""
+        ...
+
+    async def tool_result(
+        self, call_id: str, tool: str, output: str, *, error_code: str | None = None
+    ) -> None:
+        """Store the call's outcome as a ``tool`` message and publish it (an error when
+        ``error_code`` is given)."""
+        ...
+
+    def usage(self, input_tokens: int, output_tokens: int) -> None:
+        """Add the tokens the upstream counted to the reply's."""
         ...
 
 
@@ -46,6 +66,8 @@ class Turn:
     prompt: str  # the new user message
     reply_id: str
     approvals: ApprovalGate
+    #: For agents that call tools; None where nothing records them.
+    recorder: ReplyRecorder | None = None
     load_history: Callable[[], Awaitable[Sequence[Message]]] = field(repr=False)
 
     async def history(self) -> Sequence[Message]:

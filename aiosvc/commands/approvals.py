@@ -32,8 +32,9 @@ class ReplyApprovals:
         self._context = context
         self._job = job
 
-    async def request(self, tool: str, input: Any) -> bool:
-        """Ask for approval; the session waits until it is approved, denied or expires."""
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
+        """Ask for approval; the session waits until it is approved, denied or expires
+        (``announced``: the agent published the call's ``tool.use`` itself)."""
         context, job = self._context, self._job
         approval = Approval(
             id=new_id("apr"),
@@ -46,7 +47,7 @@ class ReplyApprovals:
         )
         waiter = context.decisions.expect(approval.id)
         try:
-            await self._set_waiting(approval)
+            await self._set_waiting(approval, announced=announced)
             job.waiting_for = approval.id
             if context.stopping.is_set():  # nobody can decide any more: stop it now (and
                 job.stop("interrupted")  # service.stop stops those already waiting)
@@ -73,7 +74,7 @@ class ReplyApprovals:
             return current is not None and current.status is ApprovalStatus.APPROVED
         return False
 
-    async def _set_waiting(self, approval: Approval) -> None:
+    async def _set_waiting(self, approval: Approval, *, announced: bool = False) -> None:
         context = self._context
         async with context.lock(approval.session_id):
             session = context.cache.require_session(approval.session_id)
@@ -81,11 +82,16 @@ class ReplyApprovals:
                 session, status=SessionStatus.WAITING_APPROVAL, updated_at=utcnow()
             )
             await context.store.write([APPROVALS.save(approval), SESSIONS.save(session)])
-            context.bus.publish(
-                "tool.use",
-                (session_topic(session.id),),
-                {"message_id": approval.message_id, "tool": approval.tool, "input": approval.input},
-            )
+            if not announced:
+                context.bus.publish(
+                    "tool.use",
+                    (session_topic(session.id),),
+                    {
+                        "message_id": approval.message_id,
+                        "tool": approval.tool,
+                        "input": approval.input,
+                    },
+                )
             context.bus.publish("approval.requested", _topics(approval), approval)
             context.publish_status(session, detail=f"waiting for approval of {approval.tool}")
             context.publish_session("session.updated", session)
