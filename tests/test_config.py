@@ -33,7 +33,7 @@ SERVER_KEYS = (
     "port, shutdown_timeout_s"
 )
 TOP_KEYS = (
-    "expected one of: agents, approvals, cache, events, limits, log_format, peers, projects, "
+    "expected one of: agents, approvals, cache, events, limits, log_format, mcp, peers, projects, "
     "server, storage, streams"
 )
 AGENT_TABLES = "expected 'default' or an agent's table [agents.NAME]"

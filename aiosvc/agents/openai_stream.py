@@ -11,7 +11,7 @@ a single call: all of that is assembled to one call per index, in index order.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import attrs
@@ -47,7 +47,7 @@ class Round:
         if isinstance(usage, dict):
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             if _count(prompt) and _count(completion):
-                self.usage = (int(prompt), int(completion))
+                self.usage = (prompt, completion)
         choices = chunk.get("choices")
         if choices is None and isinstance(usage, dict):
             return ""  # a usage chunk that leaves choices out
@@ -91,7 +91,7 @@ class Round:
             call.arguments += orjson.dumps(arguments).decode()
 
 
-def _count(value: Any) -> bool:
+def _count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
