@@ -19,7 +19,7 @@ from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, params, sessions, sse, system, ws
+from aiosvc.web import configuration, params, sessions, sse, system, tools, ws
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
     ACCESS_GATE,
@@ -79,7 +79,14 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     door = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
-        [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+        [
+            system.routes,
+            configuration.routes,
+            sessions.routes,
+            sse.routes,
+            ws.routes,
+            tools.routes,
+        ],
     )
 
     def apply(new: Config) -> None:
