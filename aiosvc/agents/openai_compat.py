@@ -107,7 +107,9 @@ class OpenAIAgent(Agent):
             if outcome.usage is not None and recorder is not None:
                 recorder.usage(*outcome.usage)
             calls = outcome.ordered()
-            if not calls or "tools" not in body or recorder is None:
+            # Past the last round the calls go unanswered: the model was asked for its answer
+            # (a call made while no tool was offered is answered: unknown tool).
+            if not calls or recorder is None or round_number >= config.max_tool_rounds:
                 return
             for call in calls:
                 call.id = call.id or f"call_{round_number}_{call.index}"
