@@ -98,10 +98,10 @@ def calls(*items: tuple[str, str], interleave: bool = False) -> str:
 
 
 async def session_events(
-    rig: Rig, session_id: str, until: str = "message."
+    rig: Rig, session_id: str, reply_id: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
-    """The session's events from its WebSocket (from the start), until a final reply event
-    (``message.completed``, ``.failed`` or ``.cancelled``)."""
+    """The session's events over WebSocket (from the start), until a reply's final event
+    (``message.completed``, ``.failed`` or ``.cancelled``): ``reply_id``'s, or the first."""
     url = f"{rig.server.url}/api/v1/ws"
     async with rig.http.ws_connect(url) as ws:
         await ws.send_json({"op": "subscribe", "topics": [f"session:{session_id}"], "since": 0})
@@ -112,7 +112,7 @@ async def session_events(
                     continue
                 event: dict[str, Any] = data["event"]
                 yield event
-                if event["type"] in FINAL:
+                if event["type"] in FINAL and reply_id in (None, event["data"]["id"]):
                     return
 
 
