@@ -175,3 +175,32 @@ async def test_a_reply_sees_a_server_stopped_under_it_as_the_calls_error(
         assert results[0]["data"]["output"] == "unknown tool 't__add'"
     finally:
         await stop_rig(rig)
+
+
+async def test_a_reload_starts_changes_and_stops_servers(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    rig = await start_rig(tmp_path, upstream)
+    assert rig.server.process is not None
+    daemon = rig.server.process.pid
+    try:
+        first = server_pid(daemon)
+        config = tmp_path / "aiosvc.toml"
+        text = config.read_text()
+        text = text.replace('MARK = "m"', 'MARK = "n"')  # t changes: restarted
+        text = text.replace('[mcp.broken]\ncommand = ["/nonexistent/mcp-server"]\n', "")  # gone
+        t_table = text[text.index("[mcp.t]") : text.index("[agents.ask]")]
+        text += t_table.replace("[mcp.t]", "[mcp.t2]")  # new: started
+        config.write_text(text)
+        status, body = await rig.api.call("POST", "/api/v1/config/reload")
+        assert status == 200, body
+        assert {"mcp.broken", "mcp.t.env.MARK", "mcp.t2"} <= set(body["data"]["changed"])
+        await gone([first])
+        await mcp_status(rig, "t", "connected")
+        await mcp_status(rig, "t2", "connected")
+        _, body = await rig.api.call("GET", "/api/v1/mcp")
+        assert [s["name"] for s in body["data"]] == ["t", "t2"]
+        _, body = await rig.api.call("GET", "/api/v1/tools")
+        assert [t["name"] for t in body["data"]] == [f"{s}.{n}" for s in ("t", "t2") for n in TOOLS]
+    finally:
+        await stop_rig(rig)
