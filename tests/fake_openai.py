@@ -78,8 +78,9 @@ class Recorded:
     outcome: str = ""
     #: The content deltas it sent, in order.
     sent: list[str] = field(default_factory=list)
-    #: ``time.time()`` when the last piece of its tool calls was written.
+    #: ``time.time()`` when the last piece of its tool calls, and when ``[DONE]``, was written.
     calls_sent_at: float | None = None
+    done_at: float | None = None
     client_gone: asyncio.Event = field(default_factory=asyncio.Event)
     response: web.StreamResponse | None = field(default=None, repr=False)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -232,6 +233,7 @@ class FakeOpenAI:
                 "usage": usage_of(record.body),
             }
             await self._write(response, _event(json.dumps(chunk)))
+        record.done_at = time.time()
         await self._write(response, _event("[DONE]"))
         await response.write_eof()
 

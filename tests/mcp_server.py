@@ -3,7 +3,8 @@
 Run as ``python tests/mcp_server.py``. Its tools: ``add`` and ``echo`` succeed, ``fail`` raises
 (an error result), ``hang`` waits (with a ``sleep`` child, killed when the call is
 cancelled), ``spawn`` leaves a ``sleep`` child running, ``big`` returns (and writes to
-stderr) a lot, ``environment`` shows its environment, ``pid`` its process id.
+stderr) a lot, ``environment`` shows its environment, ``stamp`` the time it started, ``pid`` its
+process id.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 from mcp.server.mcpserver import MCPServer
 
@@ -69,6 +71,12 @@ def big(kib: int = 200) -> str:
 def environment() -> dict[str, str]:
     """This process's environment."""
     return dict(os.environ)
+
+
+@server.tool()
+def stamp() -> str:
+    """The wall-clock time at which this call started (``time.time()``)."""
+    return repr(time.time())
 
 
 @server.tool()

@@ -22,7 +22,7 @@ from tests.serving import Server
 
 MCP_SERVER = Path(__file__).resolve().parent / "mcp_server.py"
 #: The tools of tests/mcp_server.py, by full name on the server ``t``.
-TOOLS = ("add", "echo", "fail", "hang", "spawn", "big", "environment", "pid")
+TOOLS = ("add", "echo", "fail", "hang", "spawn", "big", "environment", "stamp", "pid")
 
 
 def config_text(base_url: str, *, approval_timeout_s: float = 60.0, extra: str = "") -> str:
