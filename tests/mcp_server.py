@@ -1,10 +1,10 @@
-"""A real stdio MCP server for the tests, written with the SDK's server API.
+"""A real MCP server for the tests, written with the SDK's server API.
 
-Run as ``python tests/mcp_server.py``. Its tools: ``add`` and ``echo`` succeed, ``fail`` raises
-(an error result), ``hang`` waits (with a ``sleep`` child, killed when the call is
-cancelled), ``spawn`` leaves a ``sleep`` child running, ``big`` returns (and writes to
-stderr) a lot, ``environment`` shows its environment, ``stamp`` the time it started, ``pid`` its
-process id.
+Run as ``python tests/mcp_server.py`` (stdio), or with ``--http PORT`` (streamable HTTP).
+Its tools: ``add`` and ``echo`` succeed, ``fail`` raises (an error result), ``hang`` waits
+(with a ``sleep`` child, killed when the call is cancelled), ``spawn`` leaves a ``sleep``
+child running, ``big`` returns (and writes to stderr) a lot, ``environment`` shows its
+environment, ``stamp`` the time it started, ``pid`` its process id.
 """
 
 from __future__ import annotations
@@ -86,4 +86,7 @@ def pid() -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if sys.argv[1:2] == ["--http"]:  # streamable HTTP at http://127.0.0.1:PORT/mcp
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()

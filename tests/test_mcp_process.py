@@ -8,14 +8,18 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pytest_aiohttp import AiohttpServer
 
+from tests import installed
 from tests.fake_openai import FakeOpenAI
+from tests.serving import free_port
 from tests.tools_harness import (
+    MCP_SERVER,
     TOOLS,
     alive,
     calls,
@@ -204,3 +208,35 @@ async def test_a_reload_starts_changes_and_stops_servers(
         assert [t["name"] for t in body["data"]] == [f"{s}.{n}" for s in ("t", "t2") for n in TOOLS]
     finally:
         await stop_rig(rig)
+
+
+async def test_a_streamable_http_server_is_used_like_a_stdio_one(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    port = free_port()
+    python = installed.install_dir() / "bin" / "python"
+    http_server = subprocess.Popen(
+        [str(python), str(MCP_SERVER), "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        extra = f'[mcp.h]\nurl = "http://127.0.0.1:{port}/mcp"\n\n'
+        extra += '[agents.web]\nkind = "openai"\nmodel = "tools"\n'
+        extra += f'base_url = "{upstream[1]}"\ntools = ["h.add"]\nauto_approve = ["h"]\n'
+        rig = await start_rig(tmp_path, upstream, extra=extra)
+        try:
+            entry = await mcp_status(rig, "h", "connected")
+            assert (entry["transport"], entry["error"]) == ("http", None)
+            assert entry["tools"] == [f"h.{name}" for name in TOOLS]
+            session_id = await rig.api.session_for("web")
+            await rig.api.send(session_id, calls(("h__add", '{"a": 20, "b": 22}')))
+            await rig.api.replies(session_id, "complete")
+            messages = await rig.api.messages(session_id)
+            assert [m["content"] for m in messages if m["role"] == "tool"] == ["42"]
+        finally:
+            await stop_rig(rig)
+    finally:
+        http_server.terminate()
+        http_server.wait(10)

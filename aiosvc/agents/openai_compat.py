@@ -86,7 +86,7 @@ class OpenAIAgent(Agent):
         without calls; after ``max_tool_rounds`` rounds it is asked once more without tools."""
         config = self.config
         messages: list[dict[str, Any]] = conversation(await turn.history(), turn.prompt)
-        specs = self.tools.tools(config.tools) if config.tools and self.tools else []
+        specs = self.tools.tools(config.tools) if config.tools else []
         toolbox = Toolbox.of(specs)
         recorder = turn.recorder
         for round_number in range(config.max_tool_rounds + 1):
@@ -107,9 +107,11 @@ class OpenAIAgent(Agent):
             if outcome.usage is not None and recorder is not None:
                 recorder.usage(*outcome.usage)
             calls = outcome.ordered()
-            # Past the last round the calls go unanswered: the model was asked for its answer
-            # (a call made while no tool was offered is answered: unknown tool).
-            if not calls or recorder is None or round_number >= config.max_tool_rounds:
+            # Past the last round the calls go unanswered: the model was asked for its answer.
+            # An agent without tools ignores calls; one whose servers are all down answers
+            # them (unknown tool), so that the model can tell the user.
+            last = round_number >= config.max_tool_rounds
+            if not calls or recorder is None or not config.tools or last:
                 return
             for call in calls:
                 call.id = call.id or f"call_{round_number}_{call.index}"
