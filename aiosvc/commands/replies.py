@@ -21,6 +21,7 @@ from aiosvc.commands.jobs import Job
 from aiosvc.commands.tooluse import ReplyTools
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
 from aiosvc.errors import SessionEnded, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import (
     Command,
     CommandStatus,
@@ -87,8 +88,8 @@ async def send(context: Context, command: SendMessage) -> Accepted:
             ]
         )
         context.command_changed(journal)
-        context.publish_message("message.created", message)
-        context.publish_session("session.updated", session)
+        context.publish_message(EventType.MESSAGE_CREATED, message)
+        context.publish_session(EventType.SESSION_UPDATED, session)
         job = Job(
             journal,
             message.id,
@@ -201,9 +202,9 @@ async def _start(context: Context, job: Job, started: list[Message]) -> None:
         )
         job.command = command
         context.command_changed(job.command)
-        context.publish_message("message.started", reply)
+        context.publish_message(EventType.MESSAGE_STARTED, reply)
         context.publish_status(session)
-        context.publish_session("session.updated", session)
+        context.publish_session(EventType.SESSION_UPDATED, session)
     started.append(reply)
 
 
@@ -261,7 +262,7 @@ async def _stream(context: Context, agent: Agent, turn: Turn, chunks: list[str])
             if delta:
                 chunks.append(delta)
                 context.bus.publish(
-                    "message.delta", topics, {"message_id": turn.reply_id, "delta": delta}
+                    EventType.MESSAGE_DELTA, topics, {"message_id": turn.reply_id, "delta": delta}
                 )
             if over:
                 limit = context.limits.max_reply_chars

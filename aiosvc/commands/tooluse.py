@@ -13,6 +13,7 @@ from aiosvc.bus import session_topic
 from aiosvc.clock import utcnow
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
+from aiosvc.events import EventType
 from aiosvc.models import ErrorInfo, Message, MessageStatus, Role, Usage, new_id
 from aiosvc.store.tables import MESSAGES, SESSIONS
 
@@ -34,7 +35,7 @@ class ReplyTools:
             "tool": clean_text(tool),
             "input": clean_value(input),
         }
-        self._context.bus.publish("tool.use", (session_topic(self._job.session_id),), data)
+        self._context.bus.publish(EventType.TOOL_USE, (session_topic(self._job.session_id),), data)
 
     async def tool_result(
         self, call_id: str, tool: str, output: str, *, error_code: str | None = None
@@ -65,7 +66,7 @@ class ReplyTools:
             )
             await context.store.write([MESSAGES.save(message), SESSIONS.save(session)])
             context.bus.publish(
-                "tool.result",
+                EventType.TOOL_RESULT,
                 (session_topic(job.session_id),),
                 {
                     "message_id": job.reply_id,
@@ -75,7 +76,7 @@ class ReplyTools:
                     "is_error": error_code is not None,
                 },
             )
-            context.publish_session("session.updated", session)
+            context.publish_session(EventType.SESSION_UPDATED, session)
         log.info(
             "tool_called",
             session_id=job.session_id,
