@@ -59,6 +59,7 @@ def test_the_document_is_spelled_as_the_file_with_secrets_redacted(path: Path) -
         "events",
         "limits",
         "log_format",
+        "mcp",
         "peers",
         "projects",
         "server",

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import mcp_types
 import orjson
 import structlog
 
@@ -17,6 +16,9 @@ from aiosvc.agents.tools import process
 from aiosvc.agents.tools.server import McpServer, ToolCallError, ToolSpec
 from aiosvc.config import McpServerConfig
 from aiosvc.errors import NotFound
+
+if TYPE_CHECKING:
+    import mcp_types
 
 log = structlog.get_logger(__name__)
 
@@ -142,6 +144,8 @@ class McpManager:
 def result_text(result: mcp_types.CallToolResult) -> str:
     """A tool result as text: its text blocks, other blocks described, or its structured
     content as JSON when it has no blocks."""
+    import mcp_types
+
     parts = []
     for block in result.content:
         if isinstance(block, mcp_types.TextContent):

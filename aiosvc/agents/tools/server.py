@@ -5,6 +5,9 @@ session) is entered and left by one long-lived task, :meth:`McpServer._run`, as 
 task groups require; other tasks only call :meth:`McpServer.call` on the session it holds.
 Stopping cancels that task's anyio cancel scope (not the asyncio task), so that the SDK's
 shielded shutdown of a stdio server runs to its end.
+
+The SDK is imported when the first server starts, in a thread (it takes about a second, which
+would hold the event loop, and a daemon without MCP servers never pays it).
 """
 
 from __future__ import annotations
@@ -14,19 +17,19 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
-import mcp_types
 import structlog
 from anyio.abc import ObjectSendStream
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
 
 from aiosvc.agents.tools import process
 from aiosvc.config import McpServerConfig
+
+if TYPE_CHECKING:
+    import mcp_types
+    from mcp import ClientSession
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +127,9 @@ class McpServer:
         self, tool: str, arguments: dict[str, Any], timeout_s: float
     ) -> mcp_types.CallToolResult:
         """Run one of its tools; :class:`ToolCallError` when it cannot run to a result."""
+        import mcp_types
+        from mcp.shared.exceptions import MCPError
+
         session = self._session
         if session is None or self.status != "connected":
             raise ToolCallError("server_unavailable", f"MCP server {self.name!r} is {self.status}")
@@ -149,6 +155,7 @@ class McpServer:
         delay = BACKOFF_S[0]
         with anyio.CancelScope() as scope:
             self._scope = scope
+            await asyncio.to_thread(_load_sdk)
             while True:
                 self.status = "connecting"
                 began = time.monotonic()
@@ -167,6 +174,9 @@ class McpServer:
 
     async def _connect_once(self) -> None:
         """Connect, list the tools, then wait until the connection ends."""
+        from mcp import ClientSession, StdioServerParameters, stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+
         async with contextlib.AsyncExitStack() as stack:
             stderr: process.StderrTail | None = None
             if self.config.command is not None:
@@ -266,7 +276,19 @@ async def _relay(source: Any, sink: ObjectSendStream[Any], closed: anyio.Event) 
         closed.set()
 
 
+def _load_sdk() -> None:
+    """Import the parts of the SDK used here (then each import is a lookup)."""
+    import mcp
+    import mcp.client.streamable_http
+    import mcp.shared.exceptions
+    import mcp_types
+
+    del mcp, mcp_types
+
+
 async def _list_tools(session: ClientSession) -> AsyncIterator[mcp_types.Tool]:
+    import mcp_types
+
     cursor: str | None = None
     while True:
         params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
