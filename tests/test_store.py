@@ -190,7 +190,7 @@ async def test_a_database_of_the_first_schema_gets_the_list_indexes_and_keeps_it
     await database.open()  # (a missing marker beside an existing file is fine)
     await database.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 4
         # an older message has no usage: null, until a reply stores its counts
         assert conn.execute("SELECT usage FROM messages").fetchall() == [(None,)]
         indexes = {
