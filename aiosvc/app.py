@@ -31,6 +31,7 @@ from aiosvc.web import (
     sessions,
     sse,
     system,
+    tools,
     ws,
 )
 from aiosvc.web.first_page import FirstPage
@@ -115,6 +116,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
             sse.routes,
             ws.routes,
             dashboard.routes,
+            tools.routes,
         ],
     )
 
@@ -126,6 +128,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         # aiohttp-internals: the body size limit, read per request (no public setter).
         app._client_max_size = new.limits.max_body_bytes
         cache.reconfigure(new.cache.max_bytes - peers_budget(new))
+        agents.tools.reconfigure(new.mcp)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
         core.projects.reconfigure(new.projects, new.server.computer)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 import structlog
 
-from aiosvc.agents import AgentRegistry
+from aiosvc.agents import AgentRegistry, McpManager
 from aiosvc.bus import Bus
 from aiosvc.cache import Cache
 from aiosvc.commands.service import CommandService
@@ -54,7 +54,9 @@ class Core:
 
     async def start(self) -> None:
         """Settle the previous run, number events, load the cache and resume queued work (or
-        serve reads until the disk lets all that happen: see :class:`Startup`)."""
+        serve reads until the disk lets all that happen: see :class:`Startup`); the MCP
+        servers start connecting in the background."""
+        self.agents.tools.start()
         self._startup = Startup(
             self.store, self.bus, self.cache, self.commands, block=EVENT_ID_BLOCK
         )
@@ -69,6 +71,7 @@ class Core:
         await self.peers.close()
         await self.commands.stop(grace_s)
         await self.agents.close()
+        await self.agents.tools.close()  # after the replies that used them
         self.cache.close()
         await self.bus.close()
         await self.logins.close()
@@ -93,7 +96,7 @@ def build_core(
     )
     # the peers' session lists take their share of the cache's budget
     cache = Cache(store, bus, max_bytes=config.cache.max_bytes - peers_budget(config))
-    agents = agents or AgentRegistry.from_config(config.agents)
+    agents = agents or AgentRegistry.from_config(config.agents, McpManager(config.mcp))
     commands = CommandService(
         store=store,
         bus=bus,

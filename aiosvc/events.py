@@ -25,6 +25,7 @@ class EventType(StrEnum):
     MESSAGE_FAILED = "message.failed"
     MESSAGE_CANCELLED = "message.cancelled"
     TOOL_USE = "tool.use"
+    TOOL_RESULT = "tool.result"
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_RESOLVED = "approval.resolved"
     STATUS = "status"

@@ -82,6 +82,14 @@ class ErrorInfo:
 
 
 @frozen(kw_only=True)
+class Usage:
+    """Tokens an upstream model counted for one reply (every round of it)."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@frozen(kw_only=True)
 class Session:
     """A conversation with one agent."""
 
@@ -112,6 +120,8 @@ class Message:
     created_at: str
     completed_at: str | None = None
     error: ErrorInfo | None = None
+    #: An assistant message's token counts, when its upstream reported them.
+    usage: Usage | None = None
 
 
 @frozen(kw_only=True)

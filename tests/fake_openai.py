@@ -17,7 +17,16 @@
 ``nonstream``   ``application/json``: a whole, non-streamed completion
 ``html``        200 ``text/html``: not a completion at all
 ``errorchunk``  one delta, then an in-stream ``data: {"error": {...}}``
+``tools``       tool calls, streamed as real servers do: the calls the last user message
+                asks for (JSON ``{"calls": [{"name", "arguments"}], "interleave"?}``; each
+                call's ``arguments`` a text, sent in pieces of :data:`ARG_PIECE` characters,
+                several calls' pieces interleaved when ``interleave`` is true); once the
+                last message is a tool result, it answers :func:`tools_answer` of the results
+``tools-loop``  the same calls again in every round that offers tools; without tools, text
 ==============  ===============================================================================
+
+With ``stream_options.include_usage`` every stream ends with a usage chunk (``choices: []``)
+of :func:`usage_of` the request.
 
 Any other model is a 404 ``model_not_found``. ``GET /v1/models`` lists the models above (and
 records its request too). Every request is recorded (headers, JSON body, and
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -49,6 +59,10 @@ PARTIAL = "partial "
 HTTP500_MESSAGE = "model overloaded"
 HTTP401_MESSAGE = "Incorrect API key provided"
 ERROR_CHUNK_MESSAGE = "boom"
+#: A tool call's arguments are streamed in pieces of this many characters.
+ARG_PIECE = 3
+TOOLS_ANSWER_PREFIX = "results: "
+LOOP_DONE = "no more tools"
 
 
 @dataclass(eq=False)
@@ -65,6 +79,9 @@ class Recorded:
     outcome: str = ""
     #: The content deltas it sent, in order.
     sent: list[str] = field(default_factory=list)
+    #: ``time.time()`` when the last piece of its tool calls, and when ``[DONE]``, was written.
+    calls_sent_at: float | None = None
+    done_at: float | None = None
     client_gone: asyncio.Event = field(default_factory=asyncio.Event)
     response: web.StreamResponse | None = field(default=None, repr=False)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,6 +117,8 @@ class FakeOpenAI:
             "nonstream": self._nonstream,
             "html": self._html,
             "errorchunk": self._errorchunk,
+            "tools": self._tools,
+            "tools-loop": self._tools_loop,
         }
 
     def app(self) -> web.Application:
@@ -168,7 +187,7 @@ class FakeOpenAI:
 
     # ---- streaming helpers
 
-    def _chunk(self, record: Recorded, delta: dict[str, str], finish: str | None = None) -> bytes:
+    def _chunk(self, record: Recorded, delta: dict[str, Any], finish: str | None = None) -> bytes:
         """One ``chat.completion.chunk`` event, as the real API writes it."""
         choice: dict[str, Any] = {"index": 0, "delta": delta}
         if finish is not None:
@@ -206,10 +225,26 @@ class FakeOpenAI:
         response = await self._start(request, record)
         for part in parts:
             await self._content(response, record, part)
-        await self._write(response, self._chunk(record, {}, finish="stop"))
+        await self._end(response, record, "stop")
+        return response
+
+    async def _end(self, response: web.StreamResponse, record: Recorded, finish: str) -> None:
+        """The finish chunk, the usage chunk when asked for, ``[DONE]``."""
+        await self._write(response, self._chunk(record, {}, finish=finish))
+        options = record.body.get("stream_options") or {}
+        if options.get("include_usage"):
+            chunk = {
+                "id": record.completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": record.model,
+                "choices": [],
+                "usage": usage_of(record.body),
+            }
+            await self._write(response, _event(json.dumps(chunk)))
+        record.done_at = time.time()
         await self._write(response, _event("[DONE]"))
         await response.write_eof()
-        return response
 
     async def _wait_for_client_to_leave(self, request: web.Request, record: Recorded) -> None:
         """Until the client closes the connection (a test server cancels the handler then; any
@@ -292,6 +327,49 @@ class FakeOpenAI:
         # A proxy's login page, say: 200, but no completion at all.
         return web.Response(text="<html>sign in</html>", content_type="text/html")
 
+    async def _tools(self, request: web.Request, record: Recorded) -> web.StreamResponse:
+        messages = record.body.get("messages", ())
+        if messages and messages[-1].get("role") == "tool":
+            return await self._stream(request, record, _pieces(tools_answer(record.body), 16))
+        return await self._calls(request, record)
+
+    async def _tools_loop(self, request: web.Request, record: Recorded) -> web.StreamResponse:
+        if not record.body.get("tools"):
+            return await self._stream(request, record, (LOOP_DONE,))
+        return await self._calls(request, record)
+
+    async def _calls(self, request: web.Request, record: Recorded) -> web.StreamResponse:
+        """Stream the calls the last user message asks for, pieces of arguments apart."""
+        try:
+            spec = json.loads(last_user_message(record.body))
+            calls = spec["calls"]
+        except (ValueError, KeyError, TypeError):
+            return await self._echo(request, record)
+        response = await self._start(request, record)
+        rounds = sum(1 for m in record.body.get("messages", ()) if m.get("role") == "assistant")
+        pieces: list[list[dict[str, Any]]] = []
+        for index, call in enumerate(calls):
+            first = {
+                "index": index,
+                "id": f"call_{rounds}_{index}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
+            rest = [
+                {"index": index, "function": {"arguments": part}}
+                for part in _pieces(call["arguments"], ARG_PIECE)
+            ]
+            pieces.append([first, *rest])
+        if spec.get("interleave"):
+            order = [p for group in itertools.zip_longest(*pieces) for p in group if p]
+        else:
+            order = [p for group in pieces for p in group]
+        for piece in order:
+            await self._write(response, self._chunk(record, {"tool_calls": [piece]}))
+        record.calls_sent_at = time.time()
+        await self._end(response, record, "tool_calls")
+        return response
+
     async def _errorchunk(self, request: web.Request, record: Recorded) -> web.StreamResponse:
         response = await self._start(request, record)
         await self._content(response, record, PARTIAL)
@@ -324,6 +402,18 @@ def history_dump(body: Any) -> str:
     """The ``history`` model's reply: the received messages' roles and contents as JSON."""
     messages = body.get("messages", ())
     return json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in messages])
+
+
+def tools_answer(body: Any) -> str:
+    """The ``tools`` model's answer once it has results: their contents, in order."""
+    results = [m.get("content") for m in body.get("messages", ()) if m.get("role") == "tool"]
+    return TOOLS_ANSWER_PREFIX + json.dumps(results)
+
+
+def usage_of(body: Any) -> dict[str, int]:
+    """The usage the fake reports for a request: one prompt token per message, 7 out."""
+    prompt = len(body.get("messages", ()))
+    return {"prompt_tokens": prompt, "completion_tokens": 7, "total_tokens": prompt + 7}
 
 
 def _pieces(text: str, size: int) -> tuple[str, ...]:

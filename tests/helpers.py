@@ -31,7 +31,17 @@ SESSION_KEYS = frozenset(
     }
 )
 MESSAGE_KEYS = frozenset(
-    {"id", "session_id", "role", "content", "status", "created_at", "completed_at", "error"}
+    {
+        "id",
+        "session_id",
+        "role",
+        "content",
+        "status",
+        "created_at",
+        "completed_at",
+        "error",
+        "usage",
+    }
 )
 
 

@@ -30,6 +30,22 @@ class Api:
         session_id: str = body["data"]["id"]
         return session_id
 
+    async def session_for(self, agent: str) -> str:
+        """Create a session of ``agent`` and return its id."""
+        status, body = await self.call("POST", "/api/v1/sessions", {"agent": agent})
+        assert status == 201, body
+        session_id: str = body["data"]["id"]
+        return session_id
+
+    async def send(self, session_id: str, content: str) -> dict[str, Any]:
+        """Send a message (202); return the answer's data."""
+        status, body = await self.call(
+            "POST", f"/api/v1/sessions/{session_id}/messages", {"content": content}
+        )
+        assert status == 202, body
+        data: dict[str, Any] = body["data"]
+        return data
+
     async def messages(self, session_id: str) -> list[dict[str, Any]]:
         """A session's history."""
         status, body = await self.call("GET", f"/api/v1/sessions/{session_id}/messages?limit=500")

@@ -237,6 +237,7 @@ async def test_the_request_carries_model_key_stream_and_history(
         "model": "echo",
         "messages": [{"role": "user", "content": "first question"}],
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
     assert two.body == {
         "model": "echo",
@@ -246,6 +247,7 @@ async def test_the_request_carries_model_key_stream_and_history(
             {"role": "user", "content": "second question"},
         ],
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -482,6 +484,10 @@ async def test_agents_lists_the_openai_agent_without_its_key(
             "api_key_env": KEY_ENV,
             "timeout_s": TIMEOUT_S,
             "system_prompt": None,
+            "tools": [],
+            "auto_approve": [],
+            "max_tool_rounds": 8,
+            "tool_timeout_s": 60.0,
         },
     }
     assert by_name["gpt-nokeyenv"]["config"]["api_key_env"] is None

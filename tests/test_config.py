@@ -33,7 +33,7 @@ SERVER_KEYS = (
     "login_ttl_s, port, shutdown_timeout_s"
 )
 TOP_KEYS = (
-    "expected one of: agents, approvals, cache, events, limits, log_format, peers, projects, "
+    "expected one of: agents, approvals, cache, events, limits, log_format, mcp, peers, projects, "
     "server, storage, streams"
 )
 AGENT_TABLES = "expected 'default' or an agent's table [agents.NAME]"
@@ -225,6 +225,7 @@ def test_example_file_loads() -> None:
     assert config.agents.backends["shell"] == CommandAgentConfig(argv=("my-agent", "--stdin"))
     assert config.projects == {"website": ProjectConfig(path=Path("/home/me/src/website"))}
     assert config.peers["desktop"].api_key_env == "DESKTOP_KEY"
+    assert config.mcp["files"].transport == "stdio"
     # the example documents every default; apart from what it sets on purpose, they match
     assert config.limits == LimitsConfig()
     assert config.events == EventsConfig()
@@ -612,6 +613,7 @@ def test_describe_config_summary() -> None:
         "log level: info",
         "projects: website",
         "peers: desktop",
+        "mcp servers: files",
     ]
 
 

@@ -246,6 +246,7 @@ async def test_get_config_shows_the_effective_configuration_with_secrets_redacte
         "events",
         "limits",
         "log_format",
+        "mcp",
         "peers",
         "projects",
         "server",

@@ -59,6 +59,7 @@ def test_the_document_is_spelled_as_the_file_with_secrets_redacted(path: Path) -
         "events",
         "limits",
         "log_format",
+        "mcp",
         "peers",
         "projects",
         "server",
@@ -86,8 +87,13 @@ def test_the_document_is_spelled_as_the_file_with_secrets_redacted(path: Path) -
             "api_key_env": "REMOTE_KEY",  # a variable's name, not a secret
             "timeout_s": 120.0,
             "system_prompt": None,
+            "tools": [],
+            "auto_approve": [],
+            "max_tool_rounds": 8,
+            "tool_timeout_s": 60.0,
         },
     }
+    assert shown["mcp"] == {}
     assert shown["projects"] == {"site": {"path": "/srv/site"}}
     assert shown["storage"] == {"db": str(path.with_suffix(".db"))}
     assert "s3cret" not in repr(shown) and "alpha" not in repr(shown)

@@ -187,13 +187,19 @@ async def test_a_database_of_the_first_schema_gets_the_list_indexes_and_keeps_it
             "INSERT INTO approvals (id, session_id, message_id, tool, input, status, "
             "created_at) VALUES ('apr_1', 'ses_1', 'msg_1', 'ls', '{}', 'denied', 't')"
         )
+        conn.execute(
+            "INSERT INTO messages (id, session_id, role, content, status, created_at) "
+            "VALUES ('msg_1', 'ses_1', 'assistant', 'hi', 'complete', '2026-01-01T00:00:00Z')"
+        )
         conn.execute("PRAGMA user_version = 1")
     conn.close()
     database = Database(db_path)
     await database.open()  # (a missing marker beside an existing file is fine)
     await database.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 6
+        # an older message has no usage: null, until a reply stores its counts
+        assert conn.execute("SELECT usage FROM messages").fetchall() == [(None,)]
         indexes = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }

@@ -6,22 +6,31 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from aiosvc.agents.base import Agent, AgentError, ApprovalGate, Turn
+from aiosvc.agents.base import Agent, AgentError, ApprovalGate, ReplyRecorder, Turn
 from aiosvc.agents.command import CommandAgent
 from aiosvc.agents.echo import EchoAgent
 from aiosvc.agents.openai_compat import OpenAIAgent
+from aiosvc.agents.tools import McpManager
 from aiosvc.config import AgentConfig, AgentsConfig, CommandAgentConfig, EchoAgentConfig
 
-__all__ = ["Agent", "AgentError", "AgentRegistry", "ApprovalGate", "Turn"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentRegistry",
+    "ApprovalGate",
+    "McpManager",
+    "ReplyRecorder",
+    "Turn",
+]
 
 
-def build_agent(name: str, config: AgentConfig) -> Agent:
-    """Make the agent that ``config`` describes."""
+def build_agent(name: str, config: AgentConfig, tools: McpManager | None = None) -> Agent:
+    """Make the agent that ``config`` describes (``tools``: the MCP servers it may use)."""
     if isinstance(config, EchoAgentConfig):
         return EchoAgent(name, delay_ms=config.delay_ms)
     if isinstance(config, CommandAgentConfig):
         return CommandAgent(name, config)
-    return OpenAIAgent(name, config)
+    return OpenAIAgent(name, config, tools)
 
 
 class AgentRegistry:
@@ -37,8 +46,10 @@ class AgentRegistry:
         agents: Mapping[str, Agent],
         default: str,
         configs: Mapping[str, AgentConfig] | None = None,
+        tools: McpManager | None = None,
     ) -> None:
         self._agents = dict(agents)
+        self.tools = tools or McpManager({})
         self._configs = dict(configs or {})  # what each agent was built from
         self.default = default
         self._in_use: dict[Agent, int] = {}
@@ -46,10 +57,11 @@ class AgentRegistry:
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_config(cls, config: AgentsConfig) -> AgentRegistry:
-        """Build every configured agent."""
-        agents = {name: build_agent(name, conf) for name, conf in config.backends.items()}
-        return cls(agents, config.default, config.backends)
+    def from_config(cls, config: AgentsConfig, tools: McpManager | None = None) -> AgentRegistry:
+        """Build every configured agent (``tools``: the MCP servers they may use)."""
+        tools = tools or McpManager({})
+        agents = {name: build_agent(name, conf, tools) for name, conf in config.backends.items()}
+        return cls(agents, config.default, config.backends, tools)
 
     def reconfigure(self, config: AgentsConfig) -> None:
         """Take the agents of ``config``: an unchanged one is kept, a new or changed one built;
@@ -57,7 +69,7 @@ class AgentRegistry:
         agents = {
             name: self._agents[name]
             if name in self._agents and self._configs.get(name) == conf
-            else build_agent(name, conf)
+            else build_agent(name, conf, self.tools)
             for name, conf in config.backends.items()
         }
         gone = [agent for name, agent in self._agents.items() if agents.get(name) is not agent]

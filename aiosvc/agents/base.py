@@ -40,6 +40,25 @@ class ApprovalGate(Protocol):
         ...
 
 
+class ReplyRecorder(Protocol):
+    """Where an agent that uses tools records what it does, for clients and the history."""
+
+    def tool_use(self, call_id: str, tool: str, input: Any) -> None:
+        """Publish that the model asked for a tool call."""
+        ...
+
+    async def tool_result(
+        self, call_id: str, tool: str, output: str, *, error_code: str | None = None
+    ) -> None:
+        """Store the call's outcome as a ``tool`` message and publish it (an error when
+        ``error_code`` is given)."""
+        ...
+
+    def usage(self, input_tokens: int, output_tokens: int) -> None:
+        """Add the tokens the upstream counted to the reply's."""
+        ...
+
+
 @frozen(kw_only=True)
 class Turn:
     """Everything an agent gets for one reply."""
@@ -48,6 +67,8 @@ class Turn:
     prompt: str  # the new user message
     reply_id: str
     approvals: ApprovalGate
+    #: For agents that call tools; None where nothing records them.
+    recorder: ReplyRecorder | None = None
     load_history: Callable[[], Awaitable[Sequence[Message]]] = field(repr=False)
 
     async def history(self) -> Sequence[Message]:

@@ -1,7 +1,9 @@
 """The ``openai`` agent: any OpenAI-compatible ``/chat/completions`` endpoint, streamed.
 
 The session's history goes with each request; content deltas come back as Server-Sent Events
-(``data: {json}`` lines, ending with ``data: [DONE]``). Every way the upstream can fail (an HTTP
+(``data: {json}`` lines, ending with ``data: [DONE]``), read by :mod:`.openai_stream`. Tools
+the agent is configured with are offered as functions and their calls run by
+:mod:`.openai_tools`, round after round. Every way the upstream can fail (an HTTP
 error, a refused connection, a timeout, a cut or malformed stream) fails the reply with a code
 and a sentence. The key is read from the environment variable the config names, and never
 logged or described.
@@ -18,6 +20,9 @@ import orjson
 
 from aiosvc import __version__
 from aiosvc.agents.base import Agent, AgentError, Turn
+from aiosvc.agents.openai_stream import Round, chunks, error_text
+from aiosvc.agents.openai_tools import Toolbox, run_call
+from aiosvc.agents.tools import McpManager
 from aiosvc.agents.upstream_models import list_models
 from aiosvc.config import OpenAIAgentConfig
 from aiosvc.models import Message, Role
@@ -34,9 +39,12 @@ class OpenAIAgent(Agent):
     kind = "openai"
     options = frozenset({"model", "system_prompt"})
 
-    def __init__(self, name: str, config: OpenAIAgentConfig) -> None:
+    def __init__(
+        self, name: str, config: OpenAIAgentConfig, tools: McpManager | None = None
+    ) -> None:
         super().__init__(name)
         self.config = config
+        self.tools = tools or McpManager({})
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         self._http: aiohttp.ClientSession | None = None
 
@@ -48,6 +56,10 @@ class OpenAIAgent(Agent):
             "api_key_env": self.config.api_key_env,
             "timeout_s": self.config.timeout_s,
             "system_prompt": self.config.system_prompt,
+            "tools": list(self.config.tools),
+            "auto_approve": list(self.config.auto_approve),
+            "max_tool_rounds": self.config.max_tool_rounds,
+            "tool_timeout_s": self.config.tool_timeout_s,
         }
 
     async def models(self) -> list[dict[str, Any]]:
@@ -77,17 +89,72 @@ class OpenAIAgent(Agent):
         return headers
 
     async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
-        """Send the conversation with the prompt; stream back the content deltas."""
+        """Send the conversation with the prompt; stream back the content deltas. With tools,
+        each round's calls are run and answered, and the model asked again, until it answers
+        without calls; after ``max_tool_rounds`` rounds it is asked once more without tools."""
+        config = self.config
         session = turn.session  # its own model and system prompt win over the agent's
-        prompt = (
-            self.config.system_prompt if session.system_prompt is None else session.system_prompt
-        )
+        prompt = config.system_prompt if session.system_prompt is None else session.system_prompt
         system = [{"role": "system", "content": prompt}] if prompt else []
-        body = {
-            "model": session.model or self.config.model,
-            "messages": system + conversation(await turn.history(), turn.prompt),
-            "stream": True,
-        }
+        messages: list[dict[str, Any]] = system + conversation(await turn.history(), turn.prompt)
+        specs = self.tools.tools(config.tools) if config.tools else []
+        toolbox = Toolbox.of(specs)
+        recorder = turn.recorder
+        for round_number in range(config.max_tool_rounds + 1):
+            body: dict[str, Any] = {
+                "model": session.model or config.model,
+                "messages": messages,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            offered = toolbox.by_function and recorder is not None
+            if offered and round_number < config.max_tool_rounds:
+                body["tools"] = toolbox.definitions()
+            outcome = Round()
+            text: list[str] = []
+            async for delta in self._completion(body, outcome):
+                text.append(delta)
+                yield delta
+            if outcome.usage is not None and recorder is not None:
+                recorder.usage(*outcome.usage)
+            calls = outcome.ordered()
+            # Past the last round the calls go unanswered: the model was asked for its answer.
+            # An agent without tools ignores calls; one whose servers are all down answers
+            # them (unknown tool), so that the model can tell the user.
+            last = round_number >= config.max_tool_rounds
+            if not calls or recorder is None or not config.tools or last:
+                return
+            for call in calls:
+                call.id = call.id or f"call_{round_number}_{call.index}"
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "".join(text) or None,
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in calls
+                    ],
+                }
+            )
+            for call in calls:
+                answer = await run_call(
+                    call,
+                    toolbox,
+                    turn,
+                    recorder,
+                    self.tools,
+                    auto_approve=config.auto_approve,
+                    timeout_s=config.tool_timeout_s,
+                )
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": answer})
+
+    async def _completion(self, body: dict[str, Any], outcome: Round) -> AsyncGenerator[str, None]:
+        """One streamed completion: its content deltas; its tool calls and usage into
+        ``outcome``."""
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.config.timeout_s
         )
@@ -99,12 +166,15 @@ class OpenAIAgent(Agent):
                     raw = await response.content.read(ERROR_BODY_BYTES)
                     raise AgentError(
                         "upstream_http_error",
-                        f"{self.url} answered {response.status}: {_error_text(raw)}",
+                        f"{self.url} answered {response.status}: {error_text(raw)}",
                         url=self.url,
                         upstream_status=response.status,
                     )
                 if response.content_type == "application/json":  # a server that won't stream
-                    text = _content(orjson.loads(await response.read()), "message")
+                    whole = orjson.loads(await response.read())
+                    text = _content(whole, "message")
+                    if isinstance(whole, dict):
+                        outcome.take({"choices": [], "usage": whole.get("usage")})
                     if text:
                         yield text
                     return
@@ -113,8 +183,10 @@ class OpenAIAgent(Agent):
                         "malformed_stream",
                         f"{self.url} answered {response.content_type!r}, not an event stream",
                     )
-                async for delta in _deltas(response):
-                    yield delta
+                async for chunk in chunks(response):
+                    delta = outcome.take(chunk)
+                    if delta:
+                        yield delta
         except aiohttp.ClientConnectorError as exc:
             raise AgentError(
                 "upstream_unreachable",
@@ -141,36 +213,13 @@ class OpenAIAgent(Agent):
             ) from None
 
 
-def conversation(history: Sequence[Message], prompt: str) -> list[dict[str, str]]:
+def conversation(history: Sequence[Message], prompt: str) -> list[dict[str, Any]]:
     """The chat-completions ``messages``: the finished history, then the prompt."""
-    messages = [{"role": ROLES[m.role], "content": m.content} for m in history]
+    messages: list[dict[str, Any]] = [
+        {"role": ROLES[m.role], "content": m.content} for m in history
+    ]
     messages.append({"role": "user", "content": prompt})
     return messages
-
-
-async def _deltas(response: aiohttp.ClientResponse) -> AsyncGenerator[str, None]:
-    """Content deltas from the SSE body, until ``[DONE]`` or the end of the body (some
-    servers end a stream without ``[DONE]``)."""
-    try:
-        async for raw in response.content:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
-                continue  # comments, event names, blank separators
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                break
-            chunk = orjson.loads(payload)
-            if not isinstance(chunk, dict):
-                raise AgentError("malformed_stream", "a stream chunk is not a JSON object")
-            if "error" in chunk:
-                raise AgentError("upstream_error", _error_text(orjson.dumps(chunk)))
-            text = _content(chunk, "delta")
-            if text:
-                yield text
-    except ValueError as exc:  # aiohttp: a line longer than its limit
-        if isinstance(exc, orjson.JSONDecodeError):
-            raise
-        raise AgentError("malformed_stream", f"a stream line was too long: {exc}") from None
 
 
 def _content(body: Any, key: str) -> str:
@@ -184,15 +233,3 @@ def _content(body: Any, key: str) -> str:
     part = choice.get(key) if isinstance(choice, dict) else None
     content = part.get("content") if isinstance(part, dict) else None
     return content if isinstance(content, str) else ""
-
-
-def _error_text(raw: bytes) -> str:
-    """The upstream's error message, from its JSON when it sends some, else its text."""
-    try:
-        body = orjson.loads(raw)
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        if isinstance(message, str):
-            return message[:500]
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    return raw[:500].decode("utf-8", errors="replace").strip() or "no details"

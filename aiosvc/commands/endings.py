@@ -66,7 +66,9 @@ async def finish(
     never keeps a reply running that the database cannot finish.
     """
     now = utcnow()
-    final = attrs.evolve(reply, content=content, status=status, completed_at=now, error=error)
+    final = attrs.evolve(
+        reply, content=content, status=status, completed_at=now, error=error, usage=job.usage
+    )
     new = not started  # its row is written now, and counted in the session now
 
     def record(final: Message, repair: bool = False) -> Callable[[], Awaitable[None]]:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import structlog
 
-from aiosvc.models import Command, Message
+from aiosvc.models import Command, Message, Usage
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +27,7 @@ class Job:
     stop_reason: str | None = None  # "cancelled" by a client, or "interrupted" by shutdown
     task: asyncio.Task[None] | None = None  # the agent's stream, while it runs
     waiting_for: str | None = None  # the approval it waits for, if it does
+    usage: Usage | None = None  # tokens counted by the agent's upstream, when it says
 
     @property
     def session_id(self) -> str:

@@ -18,6 +18,7 @@ from aiosvc.commands import durable, endings
 from aiosvc.commands.approvals import ReplyApprovals
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
+from aiosvc.commands.tooluse import ReplyTools
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
 from aiosvc.errors import SessionEnded, ValidationFailed
 from aiosvc.events import EventType
@@ -225,6 +226,7 @@ async def _turn(context: Context, job: Job) -> Turn:
         prompt=prompt,
         reply_id=job.reply_id,
         approvals=ReplyApprovals(context, job),
+        recorder=ReplyTools(context, job),
         load_history=history,
     )
 

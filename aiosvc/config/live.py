@@ -36,6 +36,7 @@ LIVE = frozenset(
         "agents",
         "projects",
         "peers",
+        "mcp",
     }
 )
 
@@ -133,7 +134,8 @@ def _join(at: str, name: str) -> str:
 
 def document(config: Config, *, redact: bool = False) -> Document:
     """The configuration as the file spells it (``[agents.NAME]``), paths as strings; with
-    ``redact``, API keys and the values of agents' ``env`` tables as ``"[redacted]"``."""
+    ``redact``, API keys and the values of agents' and MCP servers' ``env`` tables as
+    ``"[redacted]"``."""
     tree: Document = _plain(config)
     tree.pop("source")
     agents = tree.pop("agents")
@@ -144,6 +146,8 @@ def document(config: Config, *, redact: bool = False) -> Document:
         for name, agent in tree["agents"].items():
             if name != "default" and isinstance(agent.get("env"), dict):
                 agent["env"] = dict.fromkeys(agent["env"], REDACTED)
+        for server in tree["mcp"].values():
+            server["env"] = dict.fromkeys(server["env"], REDACTED)
     return tree
 
 

@@ -30,6 +30,7 @@ from aiosvc.config.tree import (
     Config,
     ConfigError,
     Key,
+    McpServerConfig,
     PeerConfig,
     ProjectConfig,
     _dotted,
@@ -187,8 +188,9 @@ def _expected_keys(raw: Mapping[str, Any], key: Key) -> str:
         spec = raw.get("agents", {}).get("backends", {}).get(parent[1], {})
         kind = spec.get("kind") if isinstance(spec, dict) else None
         table = AGENT_KINDS.get(kind) if isinstance(kind, str) else None
-    elif len(parent) == 2 and parent[0] in ("projects", "peers"):
-        table = ProjectConfig if parent[0] == "projects" else PeerConfig
+    elif len(parent) == 2 and parent[0] in ("projects", "peers", "mcp"):
+        tables = {"projects": ProjectConfig, "peers": PeerConfig, "mcp": McpServerConfig}
+        table = tables[str(parent[0])]
     elif len(parent) <= 1:
         table = Config
         for part in parent:
@@ -356,4 +358,6 @@ def describe_config(config: Config) -> str:
         lines.append("projects: " + ", ".join(config.projects))
     if config.peers:
         lines.append("peers: " + ", ".join(config.peers))
+    if config.mcp:
+        lines.append("mcp servers: " + ", ".join(config.mcp))
     return "\n".join(lines)

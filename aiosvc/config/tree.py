@@ -15,6 +15,7 @@ import platformdirs
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: A host as an HTTP Host header names it, lower-cased: a bracketed IPv6 literal or a name
 #: (letters, digits, dots, hyphens; an IPv4 address is one), then an optional numeric port.
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
 NO_FILE, ENVIRONMENT, COMMAND_LINE = "<defaults>", "<environment>", "<command line>"
 Key = tuple[str | int, ...]
@@ -94,6 +95,24 @@ def _hosts(v: tuple[str, ...]) -> str | None:
 def _http_url(v: str) -> str | None:
     ok = re.match(r"https?://[^/\s]+", v) is not None
     return None if ok else f"expected an http:// or https:// URL, got {v!r}"
+
+
+def _tool_names(v: tuple[str, ...]) -> str | None:
+    for name in v:
+        server, _, tool = name.partition(".")
+        if not NAME_RE.fullmatch(server) or (_ and not tool.strip()):
+            return f"expected MCP server names or 'server.tool' names, got {name!r}"
+    return None
+
+
+def _command(v: tuple[str, ...] | None) -> str | None:
+    if v is not None and not v:
+        return "expected a non-empty list of strings"
+    return None if v is None else _filled(v)
+
+
+def _optional_url(v: str | None) -> str | None:
+    return None if v is None else _http_url(v)
 
 
 def _names(v: Mapping[str, object], *within: str) -> Iterator[tuple[Key, str]]:
@@ -294,6 +313,14 @@ class OpenAIAgentConfig(_Checked):
     timeout_s: float = attrs.field(default=120.0, metadata=_bounds(0.0, above=True))
     # Sent first as a system message, unless the session has its own.
     system_prompt: str | None = None
+    # MCP servers (all their tools) or single tools ``server.tool`` offered to the model.
+    tools: tuple[str, ...] = attrs.field(default=(), metadata=_check(_tool_names))
+    # Tools (or whole servers) whose calls run without asking; every other call asks.
+    auto_approve: tuple[str, ...] = attrs.field(default=(), metadata=_check(_tool_names))
+    # Model turns with tool calls in one reply; past it the reply ends with what it has.
+    max_tool_rounds: int = attrs.field(default=8, metadata=_bounds(1))
+    # One tool call's run, from its start (an approval's wait is not counted).
+    tool_timeout_s: float = attrs.field(default=60.0, metadata=_bounds(0.0, above=True))
 
 
 AgentConfig = EchoAgentConfig | CommandAgentConfig | OpenAIAgentConfig
@@ -320,6 +347,30 @@ class AgentsConfig(_Checked):
         if self.default not in self.backends:
             names = ", ".join(self.backends) or "none"
             yield ("default",), f"expected a configured agent ({names}), got {self.default!r}"
+
+
+@attrs.frozen(kw_only=True)
+class McpServerConfig(_Checked):
+    """An MCP server: a program spoken to over stdio, or a streamable HTTP endpoint."""
+
+    command: tuple[str, ...] | None = attrs.field(default=None, metadata=_check(_command))
+    url: str | None = attrs.field(default=None, metadata=_check(_optional_url))
+    # The server's whole environment, besides PATH, HOME and LANG (stdio only).
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    cwd: str | None = attrs.field(default=None, metadata=_check(_filled))
+
+    @property
+    def transport(self) -> Literal["stdio", "http"]:
+        """``stdio`` for a command, ``http`` for a URL."""
+        return "stdio" if self.command is not None else "http"
+
+    def _problems(self) -> Iterator[tuple[Key, str]]:
+        yield from super()._problems()
+        if (self.command is None) == (self.url is None):
+            yield ("command",), "expected either command (a list of strings) or url, not both"
+        for name in self.env:
+            if not ENV_NAME_RE.fullmatch(name):
+                yield ("env", name), f"expected an environment variable name, got {name!r}"
 
 
 @attrs.frozen(kw_only=True)
@@ -351,6 +402,7 @@ class Config(_Checked):
     agents: AgentsConfig = attrs.field(factory=AgentsConfig)
     projects: Mapping[str, ProjectConfig] = attrs.field(factory=dict)
     peers: Mapping[str, PeerConfig] = attrs.field(factory=dict)
+    mcp: Mapping[str, McpServerConfig] = attrs.field(factory=dict)
     log_format: Literal["json", "console"] | None = None
     source: pathlib.Path | None = None
 
@@ -358,6 +410,19 @@ class Config(_Checked):
         yield from super()._problems()
         yield from _names(self.projects, "projects")
         yield from _names(self.peers, "peers")
+        yield from _names(self.mcp, "mcp")
+        for name, agent in self.agents.backends.items():
+            if not isinstance(agent, OpenAIAgentConfig):
+                continue
+            for key in ("tools", "auto_approve"):
+                for index, tool in enumerate(getattr(agent, key)):
+                    server = tool.partition(".")[0]
+                    if server not in self.mcp:
+                        servers = ", ".join(self.mcp) or "none"
+                        yield (
+                            ("agents", name, key, index),
+                            f"expected a configured MCP server ({servers}), got {server!r}",
+                        )
 
 
 def _dotted(key: Key) -> str:

@@ -100,6 +100,6 @@ def _describe(exc: Exception) -> str:
 
 
 SESSIONS = Table("sessions", Session)
-MESSAGES = Table("messages", Message, frozenset({"error"}))
+MESSAGES = Table("messages", Message, frozenset({"error", "usage"}))
 COMMANDS = Table("commands", Command, frozenset({"result", "error"}), insert_only=("payload",))
 APPROVALS = Table("approvals", Approval, frozenset({"input"}))
