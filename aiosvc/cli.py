@@ -1,4 +1,4 @@
-"""The ``aiosvc`` command: serve, chat, migrate, check-config."""
+"""The ``aiosvc`` command: serve, chat, tui, migrate, check-config."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiosvc import __version__, preflight
-from aiosvc.client import chat
+from aiosvc.client import chat, tui
 from aiosvc.config import Config, ConfigError, describe_config, load_config
 from aiosvc.logs import configure_logging
 from aiosvc.serve import RefusedToStart, serve
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     with_server(with_config(commands.add_parser("serve", help="run the service")))
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
+    tui.add_arguments(commands.add_parser("tui", help="every session, full screen, live"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
     migrate_cmd.add_argument(
@@ -74,6 +75,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "chat":  # a client: no server configuration, no server logging
         return chat.run(args)
+    if args.command == "tui":
+        return tui.run(args)
     overrides = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
