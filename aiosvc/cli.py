@@ -9,14 +9,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiosvc import __version__, preflight
+from aiosvc import __version__
 from aiosvc.client import chat, tui
-from aiosvc.config import Config, ConfigError, describe_config, load_config
-from aiosvc.logs import configure_logging
-from aiosvc.serve import RefusedToStart, serve
-from aiosvc.store import Database, StoreError
-from aiosvc.store.db import schema_version
+
+if TYPE_CHECKING:
+    from aiosvc.config import Config
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -77,6 +76,17 @@ def _run(argv: Sequence[str] | None) -> int:
         return chat.run(args)
     if args.command == "tui":
         return tui.run(args)
+    return _run_server_command(args)
+
+
+def _run_server_command(args: argparse.Namespace) -> int:
+    # The server's modules are imported only here: the clients start without them.
+    from aiosvc import preflight
+    from aiosvc.config import ConfigError, describe_config, load_config
+    from aiosvc.logs import configure_logging
+    from aiosvc.serve import RefusedToStart, serve
+    from aiosvc.store import StoreError
+
     overrides = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
@@ -115,6 +125,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 async def _migrate(config: Config, *, create: bool) -> None:
+    from aiosvc.store import Database
+    from aiosvc.store.db import schema_version
+
     database = Database(config.storage.db)
     await database.open(migrate=False, require_current=False, create=create)
     try:

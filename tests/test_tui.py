@@ -16,14 +16,16 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 
 from aiosvc.client.tui.app import TuiApp
-from aiosvc.client.tui.conversation import Entry
 from aiosvc.client.tui.dialogs import ConfirmDialog, NewSessionDialog, RenameDialog
 from aiosvc.client.tui.panels import PromptInput
 from tests.serving import Server
 
 #: Bound on every wait for the screen to show something.
 TIMEOUT = 20.0
-SERVER_CONFIG = '[agents.slow]\nkind = "echo"\ndelay_ms = 150\n'
+SERVER_CONFIG = (
+    '[agents.slow]\nkind = "echo"\ndelay_ms = 150\n\n'
+    '[agents.glacial]\nkind = "echo"\ndelay_ms = 2000\n'
+)
 SIZE = (140, 40)
 
 
@@ -63,7 +65,7 @@ async def until(pilot: Pilot[None], check: Callable[[], object], what: str) -> N
 def entries(app: object) -> list[tuple[str, str]]:
     """The conversation as shown: (label, text) per entry."""
     assert isinstance(app, TuiApp)
-    return [(e.label, e.render().plain.removeprefix(f"{e.label}: ")) for e in app.query(Entry)]
+    return [(e.label, e.render().plain.removeprefix(f"{e.label}: ")) for e in app.view.entries]
 
 
 def rows(app: TuiApp) -> list[list[str]]:
@@ -117,7 +119,7 @@ async def test_sessions_are_created_renamed_ended_and_deleted_with_keys(server: 
         await pilot.press("f2")
         await until(pilot, lambda: isinstance(app.screen, NewSessionDialog), "the dialog")
         await type_line(pilot, "made here")  # the title; Enter goes on to the agents
-        await pilot.press("down", "enter")  # echo is the default; slow is next
+        await pilot.press("down", "down", "enter")  # echo (the default), glacial, slow
         await until(pilot, lambda: app.session_id != "", "the new session open")
         session = await rest(server.url, "GET", f"/api/v1/sessions/{app.session_id}")
         assert (session["title"], session["agent"]) == ("made here", "slow")
@@ -180,14 +182,6 @@ async def test_a_message_is_sent_with_enter_and_its_reply_streams_in(server: Ser
         prompt = app.query_one(PromptInput)
         assert prompt.has_focus and prompt.value == ""
 
-        # escape cancels the running reply
-        await type_line(pilot, "a long reply that will be cut short before its end")
-        await until(pilot, lambda: reply().startswith("a long"), "the reply starting")
-        await pilot.press("escape")
-        await until(pilot, lambda: ("", "[cancelled]") in entries(app), "the cancellation")
-        history = await rest(server.url, "GET", f"/api/v1/sessions/{session['id']}/messages")
-        assert history[-1]["status"] == "cancelled"
-
         # a slash word that is no command is refused here, // sends one slash
         await type_line(pilot, "/qiut")
         await until(pilot, lambda: entries(app)[-1][1].startswith("[unknown command /qiut"), "it")
@@ -196,6 +190,21 @@ async def test_a_message_is_sent_with_enter_and_its_reply_streams_in(server: Ser
         history = await rest(server.url, "GET", f"/api/v1/sessions/{session['id']}/messages")
         assert [m["content"] for m in history if m["role"] == "user"][-1] == "/not a command"
         assert "/qiut" not in [m["content"] for m in history]
+
+
+async def test_escape_cancels_the_running_reply(server: Server) -> None:
+    session = await rest(server.url, "POST", "/api/v1/sessions", json={"agent": "glacial"})
+    app = TuiApp(server.url, None, session["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status_bar.state == "connected", "connected")
+        await type_line(pilot, "a long reply that will be cut short before its end")
+        await until(pilot, lambda: len(entries(app)) == 2, "the reply starting")
+        assert entries(app)[1][0] == "agent"
+        await pilot.press("escape")
+        await until(pilot, lambda: ("", "[cancelled]") in entries(app), "the cancellation")
+        history = await rest(server.url, "GET", f"/api/v1/sessions/{session['id']}/messages")
+        assert history[-1]["status"] == "cancelled"
+        assert history[-1]["content"] == entries(app)[1][1]  # what streamed, and no more
 
 
 async def test_older_messages_load_a_page_at_a_time(server: Server) -> None:

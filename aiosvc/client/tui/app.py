@@ -199,7 +199,7 @@ class TuiApp(App[None]):
 
     async def open_session(self, session_id: str) -> None:
         """Show another session (or none): its history, then its events."""
-        await self.view.remove_children()
+        self.view.clear()
         self.display_ = ConversationDisplay(self.view)
         session = self.table.sessions.get(session_id)
         status = str(session.get("status")) if session else None

@@ -14,9 +14,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widget import Widget
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from aiosvc.client.display import Display, terminal_safe
 from aiosvc.client.pending import PendingOps
@@ -25,29 +28,32 @@ from aiosvc.client.transcript import Transcript
 #: Refreshes of streaming replies per second: thousands of deltas a second are drawn at most
 #: this often, so typing stays responsive however fast a reply streams.
 FRAME_RATE = 20
+#: A growing reply goes on in a new block at its first line break past this many characters:
+#: each frame then wraps the last block only, not the whole reply again.
+BLOCK_CHARS = 2000
 LABELS = {
     "you": "bold cyan",
     "user": "bold blue",
     "agent": "bold green",
     "tool": "bold magenta",
-    "": "dim",
+}
+KINDS = {
+    "notice": Style(dim=True),
+    "approval": Style(color="yellow", bold=True),
+    "failure": Style(color="red"),
 }
 
 
-class Entry(Widget):
+class Entry:
     """One block of the conversation: a label and its text, which may still grow."""
 
-    DEFAULT_CSS = """
-    Entry { height: auto; padding: 0 1; }
-    Entry.notice { color: $text-muted; }
-    Entry.approval { color: $warning; text-style: bold; }
-    Entry.failure { color: $error; }
-    """
-
     def __init__(self, label: str, text: str, *, classes: str = "") -> None:
-        super().__init__(classes=classes, markup=False)
         self.label = label
+        self.kind = classes
         self.parts = [text]  # already made terminal-safe
+        self.length = len(text)
+        self.lines: list[Strip] = []  # wrapped at the view's width
+        self.start = 0  # the index of its first line in the view
 
     @property
     def text(self) -> str:
@@ -57,37 +63,55 @@ class Entry(Widget):
     def append(self, text: str) -> None:
         """Add to the text (drawn at the next frame)."""
         self.parts.append(text)
+        self.length += len(text)
 
     def render(self) -> Text:
         """The label, then the text: plain text, no markup is interpreted."""
-        body = Text(self.text)
+        body = Text(self.text, style=KINDS.get(self.kind, ""))
         if not self.label:
             return body
         return Text.assemble((f"{self.label}: ", LABELS.get(self.label, "bold")), body)
 
 
-class Conversation(VerticalScroll):
-    """The entries, newest at the bottom; scrolling to the top loads an older page."""
+class Conversation(ScrollView):
+    """The entries, newest at the bottom, drawn line by line (only what is on screen);
+    scrolling to the top loads an older page."""
 
-    DEFAULT_CSS = "Conversation { height: 1fr; }"
+    DEFAULT_CSS = "Conversation { height: 1fr; padding: 0 1; }"
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.can_focus = True
+        self.entries: list[Entry] = []
+        self.lines: list[Strip] = []  # every entry's lines, in order
         self.dirty: set[Entry] = set()
+        self._width = 0  # the width the lines are wrapped at
         #: Loads and shows the page before the oldest entry; set by the app per session.
         self.load_older: Callable[[], Awaitable[None]] | None = None
         self._loading = False
 
     def on_mount(self) -> None:
-        """Stay at the bottom as entries come, until the user scrolls up."""
-        self.anchor()
+        """Draw the entries that grew, a frame at a time."""
         self.set_interval(1 / FRAME_RATE, self.draw)
+
+    def on_resize(self) -> None:
+        """Wrap everything again at the new width."""
+        self.dirty.update(self.entries)
+        self.draw()
+
+    def clear(self) -> None:
+        """Forget every entry (another session is opened)."""
+        self.entries.clear()
+        self.lines.clear()
+        self.dirty.clear()
+        self.virtual_size = Size(self._width, 0)
+        self.refresh()
 
     def add(self, label: str, text: str, classes: str = "") -> Entry:
         """Append an entry; ``text`` must already be escaped."""
         entry = Entry(label, text, classes=classes)
-        self.mount(entry)
+        self.entries.append(entry)
+        self.dirty.add(entry)
         return entry
 
     def grow(self, entry: Entry, text: str) -> None:
@@ -95,12 +119,65 @@ class Conversation(VerticalScroll):
         entry.append(text)
         self.dirty.add(entry)
 
+    def prepend(self, entries: list[Entry]) -> None:
+        """Put an older page above everything, keeping what was on screen in view."""
+        if not entries:
+            return
+        for entry in entries:
+            self._wrap(entry)
+        added = sum(len(entry.lines) for entry in entries)
+        self.entries[:0] = entries
+        self._relayout(0)
+        self.scroll_to(y=self.scroll_y + added, animate=False, immediate=True)
+
     def draw(self) -> None:
-        """Redraw the entries that grew since the last frame."""
-        if self.dirty:
-            for entry in self.dirty:
-                entry.refresh(layout=True)
-            self.dirty.clear()
+        """Wrap the entries that changed since the last frame, and show them."""
+        width = max(1, self.scrollable_content_region.width - 1)
+        if width != self._width:
+            self._width = width
+            self.dirty.update(self.entries)
+        if not self.dirty:
+            return
+        first = len(self.entries)
+        for index in range(len(self.entries) - 1, -1, -1):  # changes are mostly at the end
+            entry = self.entries[index]
+            if entry in self.dirty:
+                self._wrap(entry)
+                first = index
+                self.dirty.discard(entry)
+                if not self.dirty:
+                    break
+        self.dirty.clear()
+        self._relayout(first)
+
+    def _wrap(self, entry: Entry) -> None:
+        console = self.app.console
+        options = console.options.update_width(self._width or 80)
+        rendered = console.render_lines(entry.render(), options, pad=False)
+        entry.lines = [Strip(Segment.simplify(line)) for line in rendered]
+
+    def _relayout(self, first: int) -> None:
+        """Lay the lines out again from entry ``first`` on; follow the end if at the end."""
+        at_end = self.scroll_y >= self.max_scroll_y
+        start = self.entries[first].start if first < len(self.entries) and first else 0
+        del self.lines[start:]
+        for entry in self.entries[first:]:
+            entry.start = len(self.lines)
+            self.lines.extend(entry.lines)
+        self.virtual_size = Size(self._width, len(self.lines))
+        if at_end:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        """One line of the screen: the line of the conversation scrolled to it."""
+        scroll_x, scroll_y = self.scroll_offset
+        style = self.rich_style
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        if index >= len(self.lines):
+            return Strip.blank(width, style)
+        return self.lines[index].apply_style(style).crop_extend(scroll_x, scroll_x + width, style)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         """At the top, fetch the page before (older messages)."""
@@ -119,15 +196,6 @@ class Conversation(VerticalScroll):
             await load()
         finally:
             self._loading = False
-
-    def prepend(self, entries: list[Entry]) -> None:
-        """Put an older page above everything, keeping what was on screen in view."""
-        if not entries:
-            return
-        first = self.children[0] if self.children else None
-        self.mount_all(entries, before=0)
-        if first is not None:
-            self.call_after_refresh(first.scroll_visible, top=True, animate=False)
 
 
 def message_entry(message: dict[str, Any]) -> Entry:
@@ -188,6 +256,11 @@ class ConversationDisplay(Display):
             if shown.startswith("[tool] "):
                 label, shown = "tool", shown.removeprefix("[tool] ")
             self.replies[message_id] = self.view.add(label, shown)
+        elif entry.length > BLOCK_CHARS and "\n" in shown:
+            head, _, tail = shown.rpartition("\n")
+            if head:
+                self.view.grow(entry, head)
+            self.replies[message_id] = self.view.add("", tail, "more")
         else:
             self.view.grow(entry, shown)
 
