@@ -10,6 +10,11 @@ while a reply streams 2,000 deltas per second.
    the deltas the daemon really sent. Meanwhile a key is typed into the TUI every 200 ms and
    the time until the pane shows it is the input latency (key to screen, through tmux).
    Reported: deltas/s, latency p50/p99/max, and the CPU the TUI took.
+3. The same load without the daemon, so that a busy machine cannot hold the rate down: the
+   application runs in this process (Textual's headless harness: everything but the writes to
+   the terminal) and exactly ``--rate`` delta frames per second go through the feed's frame
+   handler, JSON decoding included. Reported: the event loop's lag (how late a 5 ms timer
+   fires), key latency (a key posted until the input line holds it), and CPU.
 
 The daemon runs on CPU 0 and the TUI on CPU 1 when there are two cores (see benchlib).
 """
@@ -103,8 +108,9 @@ class Pane:
         self.tmux("kill-server")
 
 
-def start_time(url: str, session_id: str, workdir: Path, run: int) -> float:
-    """Seconds from spawning the TUI to the screen showing the session, connected."""
+def start_time(url: str, session_id: str, workdir: Path, run: int) -> tuple[float, float]:
+    """Seconds from spawning the TUI to the screen showing the session, connected; and the
+    CPU seconds the TUI had used by then (what a busy machine does not inflate)."""
     pane = Pane(workdir / f"start{run}.sock")
     began = time.perf_counter()
     pane.start([sys.executable, "-m", "aiosvc", "tui", "--url", url, session_id])
@@ -113,7 +119,7 @@ def start_time(url: str, session_id: str, workdir: Path, run: int) -> float:
         while time.perf_counter() < deadline:
             screen = pane.screen()
             if "● connected" in screen and session_id in screen:
-                return time.perf_counter() - began
+                return time.perf_counter() - began, benchlib.cpu_seconds(pane.pid())
             time.sleep(0.005)
         raise RuntimeError(f"the TUI did not come up:\n{pane.screen()}")
     finally:
@@ -207,6 +213,70 @@ async def responsiveness(
     print(f"TUI CPU while streaming: {100 * cpu / wall:.0f} % of one core")
 
 
+def grew(prompt: Any, before: int) -> bool:
+    """Tell whether the input line holds more than ``before`` characters."""
+    return len(prompt.value) > before
+
+
+async def synthetic(rate: float, seconds: float) -> None:
+    """Feed ``rate`` delta frames a second to the application in this process; print figures."""
+    from textual import events
+
+    from aiosvc.client.tui.app import TuiApp
+    from aiosvc.client.tui.panels import PromptInput
+
+    app = TuiApp(f"http://127.0.0.1:{benchlib.free_port()}", None)  # (nothing listens)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause(0.3)
+        app.feed.session_id = "ses_bench"
+        prompt = app.query_one(PromptInput)
+        prompt.focus()
+        lags: list[float] = []
+        keys: list[float] = []
+        stop = asyncio.Event()
+
+        async def probe() -> None:
+            while not stop.is_set():
+                due = time.perf_counter() + 0.005
+                await asyncio.sleep(0.005)
+                lags.append(time.perf_counter() - due)
+
+        async def typist() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+                before = len(prompt.value)
+                sent = time.perf_counter()
+                app.post_message(events.Key("x", "x"))
+                await poll(functools.partial(grew, prompt, before), 10.0)
+                keys.append(time.perf_counter() - sent)
+                if len(prompt.value) > 60:
+                    prompt.value = ""
+
+        tasks = [asyncio.create_task(probe()), asyncio.create_task(typist())]
+        count = int(rate * seconds)
+        cpu_before, began = time.process_time(), time.perf_counter()
+        for number in range(count):
+            delta = f"w{number}" + ("\n" if number % 16 == 15 else " ")
+            event = {"id": number + 1, "type": "message.delta", "topic": "session:ses_bench"}
+            event["data"] = {"message_id": "msg_bench", "delta": delta}
+            await app.feed._on_frame(json.loads(json.dumps({"type": "event", "event": event})))
+            if number % 20 == 19:  # 20 frames a batch, as they come off a socket
+                pause = began + (number + 1) / rate - time.perf_counter()
+                await asyncio.sleep(max(pause, 0))
+        wall = time.perf_counter() - began
+        cpu = time.process_time() - cpu_before
+        stop.set()
+        await asyncio.gather(*tasks)
+    lag = sorted(x * 1000 for x in lags)
+    key = sorted(x * 1000 for x in keys)
+    print(
+        f"in process, {count / wall:.0f} deltas/s for {wall:.1f} s: "
+        f"loop lag p50 {statistics.median(lag):.1f} ms, p99 {lag[int(len(lag) * 0.99)]:.1f} ms; "
+        f"key latency p50 {statistics.median(key):.1f} ms, p99 {key[int(len(key) * 0.99)]:.1f} ms "
+        f"({len(key)} keys); CPU {100 * cpu / wall:.0f} % of one core"
+    )
+
+
 def main() -> None:
     """Run both measurements against a fresh daemon."""
     args = parse_args()
@@ -222,12 +292,15 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             session = rest(url, "POST", "/api/v1/sessions", {"agent": "flood", "title": "bench"})
-            times = [start_time(url, session["id"], workdir, run) for run in range(args.starts)]
+            runs = [start_time(url, session["id"], workdir, run) for run in range(args.starts)]
+            times, cpus = [wall for wall, _ in runs], [cpu for _, cpu in runs]
             print(
                 f"start time ({args.starts} runs, spawn to the session shown connected): "
-                f"median {statistics.median(times):.2f} s, max {max(times):.2f} s"
+                f"median {statistics.median(times):.2f} s, max {max(times):.2f} s; "
+                f"CPU by then: median {statistics.median(cpus):.2f} s"
             )
             asyncio.run(responsiveness(url, session["id"], workdir, args))
+            asyncio.run(synthetic(args.rate, min(args.seconds, 5.0)))
         finally:
             benchlib.stop(server)
 

@@ -54,6 +54,11 @@ class Entry:
         self.length = len(text)
         self.lines: list[Strip] = []  # wrapped at the view's width
         self.start = 0  # the index of its first line in the view
+        # The lines of its text up to ``done`` (a line break): a growing reply's finished
+        # paragraphs are wrapped once, only the last one again at each frame.
+        self.done = 0
+        self.done_lines: list[Strip] = []
+        self.width = 0
 
     @property
     def text(self) -> str:
@@ -65,10 +70,11 @@ class Entry:
         self.parts.append(text)
         self.length += len(text)
 
-    def render(self) -> Text:
-        """The label, then the text: plain text, no markup is interpreted."""
-        body = Text(self.text, style=KINDS.get(self.kind, ""))
-        if not self.label:
+    def render(self, start: int = 0, end: int | None = None) -> Text:
+        """The label, then the text (or the part from ``start`` to ``end``, the label only
+        before the beginning): plain text, no markup is interpreted."""
+        body = Text(self.text[start:end], style=KINDS.get(self.kind, ""))
+        if not self.label or start:
             return body
         return Text.assemble((f"{self.label}: ", LABELS.get(self.label, "bold")), body)
 
@@ -86,6 +92,7 @@ class Conversation(ScrollView):
         self.lines: list[Strip] = []  # every entry's lines, in order
         self.dirty: set[Entry] = set()
         self._width = 0  # the width the lines are wrapped at
+        self._rich_style: Style | None = None
         #: Loads and shows the page before the oldest entry; set by the app per session.
         self.load_older: Callable[[], Awaitable[None]] | None = None
         self._loading = False
@@ -105,7 +112,7 @@ class Conversation(ScrollView):
         self.lines.clear()
         self.dirty.clear()
         self.virtual_size = Size(self._width, 0)
-        self.refresh()
+        self.refresh()  # (a layout pass: the scroll bar goes)
 
     def add(self, label: str, text: str, classes: str = "") -> Entry:
         """Append an entry; ``text`` must already be escaped."""
@@ -151,10 +158,43 @@ class Conversation(ScrollView):
         self._relayout(first)
 
     def _wrap(self, entry: Entry) -> None:
+        width = self._width or 80
+        if entry.width != width:
+            entry.width, entry.done, entry.done_lines = width, 0, []
+        text = entry.text
+        cut = text.rfind("\n") + 1  # paragraphs before it are finished
+        if cut > entry.done:  # (each paragraph wraps on its own: the lines are the same)
+            entry.done_lines += self._lines_of(entry.render(entry.done, cut - 1), width)
+            entry.done = cut
+        if entry.done == len(text) and entry.done:
+            entry.lines = list(entry.done_lines)  # (no empty line after a final line break)
+        else:
+            tail = self._lines_of(entry.render(entry.done), width)
+            entry.lines = entry.done_lines + tail
+
+    def _lines_of(self, text: Text, width: int) -> list[Strip]:
+        # Each line is made once, in the view's style and at its full width, so that
+        # drawing the screen only picks lines (see render_line).
         console = self.app.console
-        options = console.options.update_width(self._width or 80)
-        rendered = console.render_lines(entry.render(), options, pad=False)
-        entry.lines = [Strip(Segment.simplify(line)) for line in rendered]
+        rendered = console.render_lines(text, console.options.update_width(width), pad=False)
+        style = self._style()
+        full = self.scrollable_content_region.width
+        return [
+            Strip(Segment.simplify(line)).apply_style(style).extend_cell_length(full, style)
+            for line in rendered
+        ]
+
+    def _style(self) -> Style:
+        # (computing rich_style walks the styles: it is kept until they change)
+        if self._rich_style is None:
+            self._rich_style = self.rich_style
+        return self._rich_style
+
+    def notify_style_update(self) -> None:
+        """The styles changed (a theme, say): draw every line again in the new ones."""
+        super().notify_style_update()
+        self._rich_style = None
+        self.dirty.update(self.entries)
 
     def _relayout(self, first: int) -> None:
         """Lay the lines out again from entry ``first`` on; follow the end if at the end."""
@@ -164,20 +204,34 @@ class Conversation(ScrollView):
         for entry in self.entries[first:]:
             entry.start = len(self.lines)
             self.lines.extend(entry.lines)
-        self.virtual_size = Size(self._width, len(self.lines))
+        self._resize(Size(self._width, len(self.lines)))
         if at_end:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
 
+    def _resize(self, size: Size) -> None:
+        """Set the scrollable size. Setting ``virtual_size`` lays the whole screen out again:
+        done many times a second while a reply streams, that pass costs more than all the
+        rest, so once the scroll bar is there (this size changes nothing else on the screen)
+        the size is set as Textual does for a resize that needs no layout."""
+        height = self.scrollable_content_region.height
+        if self.virtual_size.height <= height or size.height <= height or not self._width:
+            self.virtual_size = size
+        else:
+            self.set_reactive(ScrollView.virtual_size, size)
+            self._scroll_update(size)
+
     def render_line(self, y: int) -> Strip:
         """One line of the screen: the line of the conversation scrolled to it."""
         scroll_x, scroll_y = self.scroll_offset
-        style = self.rich_style
         index = scroll_y + y
         width = self.scrollable_content_region.width
         if index >= len(self.lines):
-            return Strip.blank(width, style)
-        return self.lines[index].apply_style(style).crop_extend(scroll_x, scroll_x + width, style)
+            return Strip.blank(width, self._style())
+        line = self.lines[index]
+        if scroll_x == 0 and line.cell_length == width:
+            return line
+        return line.crop_extend(scroll_x, scroll_x + width, self._style())
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         """At the top, fetch the page before (older messages)."""
