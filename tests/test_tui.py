@@ -68,6 +68,11 @@ def entries(app: object) -> list[tuple[str, str]]:
     return [(e.label, e.render().plain.removeprefix(f"{e.label}: ")) for e in app.view.entries]
 
 
+def view_lines(app: TuiApp) -> list[str]:
+    """The conversation's lines as drawn (all of them, not only those on screen)."""
+    return [line.text.rstrip() for line in app.view.lines]
+
+
 def screenshot(app: TuiApp) -> str:
     """The screen as an SVG's text (spaces as they are)."""
     return app.export_screenshot().replace("&#160;", " ")
@@ -186,12 +191,20 @@ async def test_a_message_is_sent_with_enter_and_its_reply_streams_in(server: Ser
         assert all("one two three four five six seven eight".startswith(s) for s in seen)
         prompt = app.query_one(PromptInput)
         assert prompt.has_focus and prompt.value == ""
+        drawn = [
+            "you: one two three four five six seven eight",
+            "agent: one two three four five six seven eight",
+        ]
+        await until(pilot, lambda: view_lines(app) == drawn, "the two lines drawn")
 
         # a slash word that is no command is refused here, // sends one slash
         await type_line(pilot, "/qiut")
         await until(pilot, lambda: entries(app)[-1][1].startswith("[unknown command /qiut"), "it")
         await type_line(pilot, "//not a command")
         await until(pilot, lambda: reply() == "/not a command", "the echo of the // line")
+        await until(pilot, lambda: view_lines(app)[-1] == "agent: /not a command", "it drawn")
+        assert view_lines(app)[:2] == drawn  # the earlier lines stay
+        assert "[unknown command /qiut" in "\n".join(view_lines(app))
         history = await rest(server.url, "GET", f"/api/v1/sessions/{session['id']}/messages")
         assert [m["content"] for m in history if m["role"] == "user"][-1] == "/not a command"
         assert "/qiut" not in [m["content"] for m in history]
@@ -226,6 +239,9 @@ async def test_older_messages_load_a_page_at_a_time(server: Server) -> None:
             await pilot.press("pageup")
             await pilot.pause(0.05)
         assert len(entries(app)) == 80
+        await until(pilot, lambda: len(view_lines(app)) == 80, "every line drawn")
+        assert view_lines(app)[:3] == ["user: m0", "agent: m0", "user: m1"]
+        assert view_lines(app)[-1] == "agent: m39"
         assert [text for _, text in entries(app)[:4]] == ["m0", "m0", "m1", "m1"]
 
 

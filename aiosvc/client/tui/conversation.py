@@ -93,6 +93,7 @@ class Conversation(ScrollView):
         self.dirty: set[Entry] = set()
         self._width = 0  # the width the lines are wrapped at
         self._rich_style: Style | None = None
+        self._following = True  # the end was in view at the last change
         #: Loads and shows the page before the oldest entry; set by the app per session.
         self.load_older: Callable[[], Awaitable[None]] | None = None
         self._loading = False
@@ -102,9 +103,12 @@ class Conversation(ScrollView):
         self.set_interval(1 / FRAME_RATE, self.draw)
 
     def on_resize(self) -> None:
-        """Wrap everything again at the new width."""
+        """Wrap everything again at the new width; keep the end in view if it was (a
+        scroll position set while the view was smaller would show empty lines below)."""
         self.dirty.update(self.entries)
         self.draw()
+        if self.scroll_y >= self.max_scroll_y or self._following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def clear(self) -> None:
         """Forget every entry (another session is opened)."""
@@ -198,8 +202,9 @@ class Conversation(ScrollView):
 
     def _relayout(self, first: int) -> None:
         """Lay the lines out again from entry ``first`` on; follow the end if at the end."""
-        at_end = self.scroll_y >= self.max_scroll_y
-        start = self.entries[first].start if first < len(self.entries) and first else 0
+        at_end = self._following = self.scroll_y >= self.max_scroll_y
+        before = self.entries[first - 1] if 0 < first <= len(self.entries) else None
+        start = before.start + len(before.lines) if before is not None else 0
         del self.lines[start:]
         for entry in self.entries[first:]:
             entry.start = len(self.lines)
