@@ -17,9 +17,11 @@ from aiohttp import web
 from aiosvc import logs
 from aiosvc.config import Config, Settings
 from aiosvc.core import build_core
+from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, params, sessions, sse, system, ws
+from aiosvc.web import configuration, sessions, sse, system, ws
+from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
     ACCESS_GATE,
@@ -29,6 +31,7 @@ from aiosvc.web.keys import (
     COMMAND_SERVICE,
     CORE,
     DATABASE,
+    FIRST_PAGE,
     METRICS,
     METRICS_REGISTRY,
     SETTINGS,
@@ -59,7 +62,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         handler_args=dict(HANDLER_ARGS),
     )
     metrics = Metrics()
-    core = app[CORE] = build_core(config, metrics=metrics, first_page_size=_first_page(config))
+    core = app[CORE] = build_core(config, metrics=metrics)
     cache, agents, commands = core.cache, core.agents, core.commands
     app[SETTINGS] = settings
     app[DATABASE] = core.database
@@ -69,6 +72,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[AGENTS] = agents
     app[COMMAND_SERVICE] = commands
     streams = app[STREAMS] = OpenStreams()
+    app[FIRST_PAGE] = FirstPage(cache)
     app[ACCESS_GATE] = gate
     app[STARTED_AT] = time.monotonic()
     metrics.streams_open = streams.by_transport
@@ -89,23 +93,18 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         door.reconfigure(new.limits)
         # aiohttp-internals: the body size limit, read per request (no public setter).
         app._client_max_size = new.limits.max_body_bytes
-        cache.reconfigure(_first_page(new), new.cache.max_bytes)
+        cache.reconfigure(new.cache.max_bytes)
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
         logs.set_level(new.server.log_level)
 
     settings.on_change(apply)
     settings.on_reload(
-        lambda outcome: bus.publish("config.reloaded", ("system",), attrs.asdict(outcome))
+        lambda outcome: bus.publish(EventType.CONFIG_RELOADED, ("system",), attrs.asdict(outcome))
     )
     app.cleanup_ctx.append(_core)
     app.on_shutdown.append(_drain)
     return app
-
-
-def _first_page(config: Config) -> int:
-    """The size of the unfiltered first page of sessions (served from the cache)."""
-    return min(params.DEFAULT_LIMIT, config.limits.max_page_size)
 
 
 async def _core(app: web.Application) -> AsyncIterator[None]:

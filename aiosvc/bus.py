@@ -34,6 +34,7 @@ import structlog
 
 from aiosvc.clock import utcnow
 from aiosvc.convert import right_sized, unstructure
+from aiosvc.events import HOOK_PREFIX, EventType
 from aiosvc.metrics import HOOKS, Metrics
 from aiosvc.models import Event, is_valid_id
 
@@ -69,7 +70,7 @@ Listener = Callable[[Any], None]
 """An internal listener's callback: the changed object."""
 
 #: Low-priority event types: a slow client may miss them (the final message carries all).
-LOW_PRIORITY = frozenset({"message.delta", "status"})
+LOW_PRIORITY = frozenset({EventType.MESSAGE_DELTA, EventType.STATUS})
 
 #: What one retained event costs beyond its data's JSON: the record, its time, type and
 #: topics, and its slot in the buffer (measured with tracemalloc, see tests/test_bus.py).
@@ -174,11 +175,24 @@ class Bus:
         subscription.add(topics)
         return subscription
 
-    def publish(
-        self, type_: str, topics: Iterable[str], data: Any, *, max_bytes: int | None = None
+    def publish(self, type_: EventType, topics: Iterable[str], data: Any) -> Event:
+        """Number, serialise and deliver one event of the API's types; return it (a type
+        that is not an :class:`EventType` is a ``TypeError``, and nothing is published)."""
+        if type_.__class__ is not EventType:  # a misspelt type would reach no consumer
+            raise TypeError(f"not an event type: {type_!r}")
+        return self._publish(type_, type_, topics, data, None)
+
+    def publish_hook(
+        self, name: str, topics: Iterable[str], data: Any, *, max_bytes: int | None = None
     ) -> Event:
-        """Number, serialise and deliver one event; return it. With ``max_bytes``, data whose
+        """Publish the hook event ``hook.<name>``; return it. With ``max_bytes``, data whose
         JSON is longer is :class:`EventTooLarge`, and nothing is published."""
+        # hook types are chosen by clients: counted as one, or they would grow without bound
+        return self._publish(HOOK_PREFIX + name, HOOKS, topics, data, max_bytes)
+
+    def _publish(
+        self, type_: str, counted: str, topics: Iterable[str], data: Any, max_bytes: int | None
+    ) -> Event:
         data_json = orjson.dumps(unstructure(data))
         if max_bytes is not None and len(data_json) > max_bytes:
             raise EventTooLarge(len(data_json), max_bytes)
@@ -192,17 +206,12 @@ class Bus:
             obj=data,
         )
         self._next_id += 1
-        # hook types are chosen by clients: counted as one, or they would grow without bound
-        counted = HOOKS if type_.startswith("hook.") else type_
         published = self._published
         published[counted] = published.get(counted, 0) + 1
         self._check_reservation()
         self._fan_out(event)
-        # The frames built for this fan-out are queued in the outboxes that need them; the
-        # ring buffer keeps only the event, without its object (a replay builds its frames
-        # again from the JSON).
-        event.frames.clear()
-        self._retain(attrs.evolve(event, obj=None, frames={}))
+        # The ring buffer keeps the event without its object (needed only while publishing).
+        self._retain(attrs.evolve(event, obj=None))
         return event
 
     def _retain(self, event: Event) -> None:

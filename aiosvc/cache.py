@@ -6,9 +6,9 @@ budget. Every change reaches the cache through the bus (events, and commands' st
 internal changes), synchronously at publication, which
 happens right after the write committed: so once a write's answer is sent, every read sees it.
 
-Session lists other than the unfiltered first page (one cached body, what dashboards ask for
-most) are indexed queries for the page's ids; the sessions' JSON comes from memory, and the
-totals from counts kept in memory.
+The unfiltered first page of sessions comes from memory; other session lists are indexed
+queries for the page's ids. Either way the sessions' JSON comes from memory, and the totals from
+counts kept in memory.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-import orjson
-
 from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
 from aiosvc.convert import dumps, dumps_kept
 from aiosvc.errors import InvalidParameter, NotFound
+from aiosvc.events import EventType
 from aiosvc.history import Histories
 from aiosvc.models import (
     Approval,
@@ -52,10 +51,8 @@ class Cache:
         *,
         max_bytes: int = 64 << 20,
         commands_kept: int = 1_000,
-        first_page_size: int = 50,
     ) -> None:
         self._store = store
-        self._first_page_size = first_page_size
         self._bus = bus
         self._commands_kept = commands_kept
         self._sessions: dict[str, Session] = {}  # oldest first
@@ -64,7 +61,9 @@ class Cache:
         self._json: dict[str, tuple[Session, bytes]] = {}
         # Sessions by (status, project, computer): the total of any filtered list.
         self._counts: Counter[tuple[str, str | None, str]] = Counter()
-        self._first_page: bytes | None = None  # dropped whenever a session changes
+        #: How many times the sessions changed: what is built from them is current while
+        #: this stays the same.
+        self.sessions_changed = 0
         # Streaming replies by message id: their session and their deltas so far.
         self._live: dict[str, tuple[str, list[str]]] = {}
         # Replies that ended in memory while the database could not record it (yet).
@@ -82,14 +81,9 @@ class Cache:
         self._subscription = self._bus.subscribe(self._apply, [ALL])
         self._unlisten = self._bus.listen(COMMAND_CHANGED, self._put_command)
 
-    def reconfigure(self, first_page_size: int, max_bytes: int | None = None) -> None:
-        """Serve the unfiltered first page at this size, and keep history pages within
-        ``max_bytes``, from now on."""
-        if first_page_size != self._first_page_size:
-            self._first_page_size = first_page_size
-            self._first_page = None
-        if max_bytes is not None:
-            self.histories.resize(max_bytes)
+    def reconfigure(self, max_bytes: int) -> None:
+        """Keep history pages within ``max_bytes`` from now on."""
+        self.histories.resize(max_bytes)
 
     async def reload(self) -> None:
         """Forget everything and load it again from the store (once startup has settled what
@@ -105,7 +99,7 @@ class Cache:
         self._json = {session.id: (session, dumps_kept(session)) for session in sessions}
         self._sessions = {s.id: s for s in reversed(sessions)}
         self._counts = Counter(_facets(s) for s in sessions)
-        self._first_page = None
+        self.sessions_changed += 1
         self._approvals = {a.id: a for a in approvals}
 
     def close(self) -> None:
@@ -136,20 +130,17 @@ class Cache:
             n for facets, n in self._counts.items() if all(facets[i] == v for i, v in wanted)
         )
 
-    def first_sessions_page(self) -> bytes:
-        """The whole body of the unfiltered first page (of the default page size): what a
-        dashboard asks for most."""
-        page = self._first_page
-        if page is None:
-            limit = self._first_page_size
-            shown = list(itertools.islice(reversed(self._sessions), limit))
-            total = len(self._sessions)
-            following = orjson.dumps(shown[-1]) if total > limit else b"null"
-            page = self._first_page = (
-                b'{"data":[%s],"total":%d,"limit":%d,"offset":0,"next":%s,"prev":null}'
-                % (b",".join(self._json[i][1] for i in shown), total, limit, following)
-            )
-        return page
+    def newest_sessions(self, limit: int) -> Page:
+        """The unfiltered first page of ``limit`` sessions, newest first, from memory."""
+        shown = list(itertools.islice(reversed(self._sessions), limit))
+        total = len(self._sessions)
+        return Page(
+            items=[self._json[i][1] for i in shown],
+            total=total,
+            offset=0,
+            next=shown[-1] if total > limit else None,
+            prev=None,
+        )
 
     async def sessions_page(self, filters: Filters, window: Window) -> Page:
         """A page of sessions, newest first, matching every filter.
@@ -271,7 +262,7 @@ class Cache:
         self._sessions[session.id] = session
         self._json[session.id] = (session, event.data_json)
         self._counts[_facets(session)] += 1
-        self._first_page = None
+        self.sessions_changed += 1
 
     def _uncount(self, session: Session) -> None:
         facets = _facets(session)
@@ -285,7 +276,7 @@ class Cache:
         if session is not None:
             self._uncount(session)
         self._json.pop(session_id, None)
-        self._first_page = None
+        self.sessions_changed += 1
         self.histories.changed(session_id)
         for message_id in [m for m, (s, _) in self._live.items() if s == session_id]:
             del self._live[message_id]
@@ -327,16 +318,16 @@ def _require(found: Mapping[str, T], kind: str, item_id: str) -> T:
 
 
 _HANDLERS: dict[str, Callable[[Cache, Event], None]] = {
-    "session.created": Cache._on_session,
-    "session.updated": Cache._on_session,
-    "session.ended": Cache._on_session,
-    "session.deleted": Cache._on_session_deleted,
-    "message.created": Cache._on_message,
-    "message.started": Cache._on_message,
-    "message.completed": Cache._on_message,
-    "message.failed": Cache._on_message,
-    "message.cancelled": Cache._on_message,
-    "message.delta": Cache._on_delta,
-    "approval.requested": Cache._on_approval,
-    "approval.resolved": Cache._on_approval,
+    EventType.SESSION_CREATED: Cache._on_session,
+    EventType.SESSION_UPDATED: Cache._on_session,
+    EventType.SESSION_ENDED: Cache._on_session,
+    EventType.SESSION_DELETED: Cache._on_session_deleted,
+    EventType.MESSAGE_CREATED: Cache._on_message,
+    EventType.MESSAGE_STARTED: Cache._on_message,
+    EventType.MESSAGE_COMPLETED: Cache._on_message,
+    EventType.MESSAGE_FAILED: Cache._on_message,
+    EventType.MESSAGE_CANCELLED: Cache._on_message,
+    EventType.MESSAGE_DELTA: Cache._on_delta,
+    EventType.APPROVAL_REQUESTED: Cache._on_approval,
+    EventType.APPROVAL_RESOLVED: Cache._on_approval,
 }

@@ -66,7 +66,6 @@ def build_core(
     *,
     metrics: Metrics | None = None,
     agents: AgentRegistry | None = None,
-    first_page_size: int = 50,
 ) -> Core:
     """Make the core's parts from ``config`` (``agents`` in place of the configured ones)."""
     metrics = metrics or Metrics()
@@ -78,7 +77,7 @@ def build_core(
         block=EVENT_ID_BLOCK,
         metrics=metrics,
     )
-    cache = Cache(store, bus, max_bytes=config.cache.max_bytes, first_page_size=first_page_size)
+    cache = Cache(store, bus, max_bytes=config.cache.max_bytes)
     agents = agents or AgentRegistry.from_config(config.agents)
     commands = CommandService(
         store=store,

@@ -24,12 +24,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from aiosvc.events import HOOK_PREFIX
+
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 REPLY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 #: The label of every hook event's type: their senders choose them, so each type of its own
 #: would make series without bound.
-HOOKS = "hook.*"
+HOOKS = f"{HOOK_PREFIX}*"
 #: The route label of requests that no route matched.
 UNMATCHED = "unmatched"
 #: The methods counted by name on the catch-all route (any method reaches it); others: OTHER.

@@ -144,7 +144,7 @@ class Event:
     """One published event; its data is serialised to JSON once, at publication."""
 
     id: int
-    type: str
+    type: str  # an EventType, or "hook." and the type its sender posted
     topics: tuple[str, ...]
     ts: str
     data_json: bytes = field(repr=False)
@@ -152,9 +152,6 @@ class Event:
     # The data as the publisher handed it (a model, usually), for consumers in this process
     # such as the cache, so they need not decode the JSON again.
     obj: Any = field(default=None, eq=False, repr=False)
-    # Wire frames made from this event, by transport and topic: built once, whatever the
-    # number of clients it goes to.
-    frames: dict[tuple[str, str], bytes] = field(factory=dict, eq=False, repr=False)
 
     @property
     def topic(self) -> str:

@@ -10,6 +10,7 @@ import attrs
 
 from aiosvc.app import create_app
 from aiosvc.config import Config
+from aiosvc.web.keys import FIRST_PAGE
 from tests.conftest import ClientFactory
 from tests.helpers import MESSAGE_KEYS, SESSION_KEYS, TIME, Client, create_session, wait_for
 
@@ -89,6 +90,20 @@ async def test_the_unfiltered_first_page_follows_changes_and_the_page_size_limit
     assert [s["title"] for s in page["data"]] == ["renamed", "s1", "s0"]
     assert page["total"] == 3
     assert page == await (await client.get("/api/v1/sessions?limit=3")).json()
+
+
+async def test_the_first_page_body_is_built_once_per_change_of_the_sessions(
+    client: Client,
+) -> None:
+    first_page = client.app[FIRST_PAGE]
+    body = first_page.body(50)
+    assert first_page.body(50) is body  # kept while nothing changes
+    await create_session(client, title="new")
+    changed = first_page.body(50)
+    assert changed is not body and b'"title":"new"' in changed
+    assert first_page.body(50) is changed
+    assert first_page.body(2) is not changed  # another page size: built again
+    assert first_page.body(2) == await (await client.get("/api/v1/sessions?limit=2")).read()
 
 
 async def test_bad_query_parameters_are_400(client: Client) -> None:

@@ -3,20 +3,17 @@ every event type the code publishes and every WebSocket op has its own section t
 and nothing documented is gone from the code. The reference must also parse cleanly, as
 GitHub renders it, and its WebSocket example must print what it says against a real daemon.
 
-Event types are found by reading the package's source: each ``<...>.bus.publish(TYPE, ...)``
-call, and each call of a function that passes one of its own parameters on as the type (such as
-``Context.publish_session``). A type that cannot be worked out from the source fails the
-test rather than being skipped.
+Event types are read from :class:`aiosvc.events.EventType` (the hooks' as
+``hook.<type>``), and each member must be named by some module of the server: a type in the
+enum that nothing publishes is as stale as a section documenting a gone one.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import io
 import re
 import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from docutils.core import publish_doctree
 import aiosvc
 from aiosvc.app import create_app
 from aiosvc.config import Config
+from aiosvc.events import HOOK_PREFIX, EventType
 from aiosvc.web import ws_ops
 from aiosvc.web.openapi import document
 from tests.serving import Server
@@ -76,165 +74,19 @@ def api_routes(config: Config) -> set[str]:
     return {f"{method.upper()} {path}" for path, ops in paths.items() for method in ops}
 
 
-class Unresolved(Exception):
-    """An event type the source does not spell out."""
+def event_types() -> set[str]:
+    """Every event type of the API: the enum's, and the hooks' as ``hook.<type>``."""
+    return {str(t) for t in EventType} | {f"{HOOK_PREFIX}<type>"}
 
 
-def published_types(package: Path) -> set[str]:
-    """Every event type published anywhere in the package's source."""
-    modules = {path: ast.parse(path.read_text(), str(path)) for path in package.rglob("*.py")}
-    wrappers = _wrappers(modules.values())
-    found: set[str] = set()
-    problems: list[str] = []
-    for path, tree in sorted(modules.items()):
-        strings = _module_strings(tree)
-        for function, call, position in _publish_calls(tree, wrappers):
-            if position >= len(call.args):
-                problems.append(f"{path}:{call.lineno}: the type is not a positional argument")
-                continue
-            argument = call.args[position]
-            if _passed_through(argument, function, wrappers):
-                continue  # a wrapper handing on its parameter: its callers are read instead
-            try:
-                found |= _strings(argument, strings)
-            except Unresolved as exc:
-                problems.append(f"{path}:{call.lineno}: cannot tell the event type of {exc}")
-    assert not problems, "\n".join(problems)
-    return found
-
-
-Function = ast.FunctionDef | ast.AsyncFunctionDef
-
-
-def _callee(call: ast.Call) -> tuple[str, str]:
-    """The called name, and the name of what it is an attribute of ('' for a plain name)."""
-    func = call.func
-    if isinstance(func, ast.Name):
-        return func.id, ""
-    if isinstance(func, ast.Attribute):
-        owner = func.value
-        if isinstance(owner, ast.Attribute):
-            return func.attr, owner.attr
-        return func.attr, owner.id if isinstance(owner, ast.Name) else ""
-    return "", ""
-
-
-def _type_position(call: ast.Call, wrappers: dict[str, int]) -> int | None:
-    """Where a publishing call has its type: ``bus.publish`` first, a wrapper where it says."""
-    name, owner = _callee(call)
-    if name == "publish" and owner.lstrip("_") == "bus":
-        return 0
-    return wrappers.get(name)
-
-
-def _parameters(function: Function) -> list[str]:
-    """Positional parameters, ``self`` left out (calls through the instance skip it)."""
-    names = [a.arg for a in [*function.args.posonlyargs, *function.args.args]]
-    return names[1:] if names[:1] == ["self"] else names
-
-
-def _wrappers(trees: Iterable[ast.AST]) -> dict[str, int]:
-    """Functions that publish the type one of their parameters names: name -> its position
-    (wrappers of wrappers too)."""
-    functions = [node for tree in trees for node in ast.walk(tree) if isinstance(node, Function)]
-    wrappers: dict[str, int] = {}
-    while True:
-        before = dict(wrappers)
-        for function in functions:
-            parameters = _parameters(function)
-            for node in ast.walk(function):
-                if not isinstance(node, ast.Call):
-                    continue
-                position = _type_position(node, wrappers)
-                if position is None or position >= len(node.args):
-                    continue
-                argument = node.args[position]
-                if isinstance(argument, ast.Name) and argument.id in parameters:
-                    wrappers[function.name] = parameters.index(argument.id)
-        if wrappers == before:
-            return wrappers
-
-
-def _publish_calls(
-    tree: ast.AST, wrappers: dict[str, int]
-) -> Iterator[tuple[Function | None, ast.Call, int]]:
-    """Each publishing call with its innermost enclosing function and the type's position."""
-    enclosing: dict[ast.AST, Function] = {}
-    for function in ast.walk(tree):  # outer functions first: inner ones overwrite them
-        if isinstance(function, Function):
-            for node in ast.walk(function):
-                if node is not function:
-                    enclosing[node] = function
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            position = _type_position(node, wrappers)
-            if position is not None:
-                yield enclosing.get(node), node, position
-
-
-def _passed_through(
-    argument: ast.expr, function: Function | None, wrappers: dict[str, int]
-) -> bool:
-    return (
-        function is not None
-        and function.name in wrappers
-        and isinstance(argument, ast.Name)
-        and argument.id in _parameters(function)
+def unused_types(package: Path) -> list[str]:
+    """The members of :class:`EventType` that no module of the server names (the client
+    left out: only reading a type does not keep it alive)."""
+    client = package / "client"
+    text = "\n".join(
+        path.read_text() for path in package.rglob("*.py") if not path.is_relative_to(client)
     )
-
-
-def _module_strings(tree: ast.Module) -> dict[str, set[str]]:
-    """Module-level names bound to a string, or to a dict whose values are all strings."""
-    found: dict[str, set[str]] = {}
-    for node in tree.body:
-        target, value = None, None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign):
-            target, value = node.target, node.value
-        if not isinstance(target, ast.Name) or value is None:
-            continue
-        if isinstance(value, ast.Constant) and isinstance(value.value, str):
-            found[target.id] = {value.value}
-        elif isinstance(value, ast.Dict) and value.values:
-            texts = [
-                v.value
-                for v in value.values
-                if isinstance(v, ast.Constant) and isinstance(v.value, str)
-            ]
-            if len(texts) == len(value.values):
-                found[target.id] = set(texts)
-    return found
-
-
-def _strings(node: ast.expr, module: dict[str, set[str]]) -> set[str]:
-    """The event types an expression can be; an f-string part becomes ``<name>``."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return {node.value}
-    if isinstance(node, ast.JoinedStr):
-        text = ""
-        for part in node.values:
-            if isinstance(part, ast.Constant):
-                text += str(part.value)
-            elif isinstance(part, ast.FormattedValue):
-                inner = part.value
-                name = inner.attr if isinstance(inner, ast.Attribute) else None
-                name = inner.id if isinstance(inner, ast.Name) else name
-                if name is None:
-                    raise Unresolved(ast.unparse(node))
-                text += f"<{name}>"
-        return {text}
-    if isinstance(node, ast.IfExp):
-        return _strings(node.body, module) | _strings(node.orelse, module)
-    if isinstance(node, ast.Name) and node.id in module:
-        return module[node.id]
-    if (
-        isinstance(node, ast.Subscript)
-        and isinstance(node.value, ast.Name)
-        and node.value.id in module
-    ):
-        return module[node.value.id]
-    raise Unresolved(ast.unparse(node))
+    return [t.name for t in EventType if not re.search(rf"\bEventType\.{t.name}\b", text)]
 
 
 # The checks ------------------------------------------------------------------------------------
@@ -264,14 +116,15 @@ def test_every_route_is_documented_and_nothing_stale(
     assert sorted(set(documented) - routes) == []  # documented, gone
 
 
-def test_every_published_event_type_is_documented_and_nothing_stale(
+def test_every_event_type_is_documented_and_nothing_stale(
     reference: nodes.document,
 ) -> None:
     documented = subtitles(reference, "Event types")
     assert len(documented) == len(set(documented)), "an event type has two sections"
-    published = published_types(PACKAGE)
-    assert sorted(published - set(documented)) == []  # in the code, not in the reference
-    assert sorted(set(documented) - published) == []  # documented, gone
+    types = event_types()
+    assert sorted(types - set(documented)) == []  # in the code, not in the reference
+    assert sorted(set(documented) - types) == []  # documented, gone
+    assert unused_types(PACKAGE) == []  # in the enum, published by nothing
 
 
 def test_every_websocket_op_is_documented_and_nothing_stale(reference: nodes.document) -> None:
@@ -330,40 +183,15 @@ def test_a_route_or_event_type_missing_from_the_reference_is_caught(config: Conf
     tree, warnings = parse(without)
     assert warnings == ""
     assert api_routes(config) - set(documented_routes(tree)) == {"GET /api/v1/agents"}
-    assert published_types(PACKAGE) - set(subtitles(tree, "Event types")) == {"tool.use"}
+    assert event_types() - set(subtitles(tree, "Event types")) == {"tool.use"}
 
 
-def test_the_scan_reads_every_way_a_type_is_given_and_reports_what_it_cannot(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "a.py").write_text(
-        "FINAL = {1: 'x.done', 2: 'x.failed'}\n"
-        "class S:\n"
-        "    def publish_thing(self, kind, data):\n"
-        "        self.bus.publish(kind, ('t',), data)\n"
-        "    def again(self, data, kind):\n"
-        "        self.publish_thing(kind, data)\n"
-        "def run(service, bus, name, k, ok):\n"
-        "    bus.publish('x.one', (), None)\n"
-        "    service.bus.publish(f'hook.{name}', (), None)\n"
-        "    service.publish_thing('x.two', None)\n"
-        "    service.publish_thing(FINAL[k], None)\n"
-        "    service.again(None, 'x.three' if ok else 'x.four')\n"
-    )
-    assert published_types(tmp_path) == {
-        "x.one",
-        "hook.<name>",
-        "x.two",
-        "x.done",
-        "x.failed",
-        "x.three",
-        "x.four",
-    }
-    (tmp_path / "b.py").write_text(
-        "def f(service):\n    kind = service.kind\n    service.bus.publish(kind, (), 1)\n"
-    )
-    with pytest.raises(AssertionError, match=r"b\.py:3: cannot tell the event type of kind"):
-        published_types(tmp_path)
+def test_an_event_type_that_nothing_names_is_caught(tmp_path: Path) -> None:
+    named = [t for t in EventType if t is not EventType.TOOL_USE]
+    (tmp_path / "a.py").write_text("".join(f"X = EventType.{t.name}\n" for t in named))
+    (tmp_path / "client").mkdir()
+    (tmp_path / "client" / "b.py").write_text("Y = EventType.TOOL_USE\n")  # read, not sent
+    assert unused_types(tmp_path) == ["TOOL_USE"]
 
 
 def _drop_section(text: str, title: str) -> str:

@@ -20,6 +20,7 @@ from aiosvc.bus import Bus, session_topic
 from aiosvc.cache import Cache
 from aiosvc.convert import dumps, right_sized
 from aiosvc.errors import InvalidParameter
+from aiosvc.events import EventType
 from aiosvc.history import ITEM_OVERHEAD, PAGE_OVERHEAD
 from aiosvc.models import ErrorInfo, Message, MessageStatus, Role, Session, SessionStatus
 from aiosvc.paging import Page, Window
@@ -66,7 +67,7 @@ class Core:
         created = session(ident, message_count=count, **changes)
         messages = [message(ident, n) for n in range(count)]
         await self.store.write([SESSIONS.save(created), *(MESSAGES.save(m) for m in messages)])
-        self.bus.publish("session.created", ["sessions"], created)
+        self.bus.publish(EventType.SESSION_CREATED, ["sessions"], created)
         return created
 
     async def add_message(self, new: Message) -> None:
@@ -75,8 +76,8 @@ class Core:
         assert before is not None
         after = attrs.evolve(before, message_count=before.message_count + 1)
         await self.store.write([MESSAGES.save(new), SESSIONS.save(after)])
-        self.bus.publish("message.created", [session_topic(new.session_id)], new)
-        self.bus.publish("session.updated", ["sessions"], after)
+        self.bus.publish(EventType.MESSAGE_CREATED, [session_topic(new.session_id)], new)
+        self.bus.publish(EventType.SESSION_UPDATED, ["sessions"], after)
 
     async def history(self, session_id: str, **window: object) -> Page:
         """A page of the history, with the page size of 10 unless given."""
@@ -175,7 +176,7 @@ async def test_a_page_read_while_its_session_changes_is_answered_but_not_kept(
 async def test_kept_pages_stay_within_the_budget_least_recently_read_first(
     core: Core,
 ) -> None:
-    core.cache.reconfigure(50, 64 * 1024)
+    core.cache.reconfigure(64 * 1024)
     for n in range(20):
         await core.add_session(f"ses_{n:02d}", 30)
     for n in range(20):
@@ -185,16 +186,16 @@ async def test_kept_pages_stay_within_the_budget_least_recently_read_first(
     assert 0 < kept < 20
     # The most recently read are kept; reading one again moves it to the back of the line.
     assert (await core.history("ses_19", limit=30)).items
-    core.cache.reconfigure(50, 0)
+    core.cache.reconfigure(0)
     assert core.cache.histories.kept == (0, 0)
 
 
 async def test_a_page_costs_no_more_memory_than_the_budget_counts(core: Core) -> None:
     await core.add_session("ses_a", 200)
-    core.cache.reconfigure(50, 0)  # read once keeping nothing: what any read leaves behind
+    core.cache.reconfigure(0)  # read once keeping nothing: what any read leaves behind
     for offset in range(0, 200, 20):
         await core.history("ses_a", offset=offset, limit=20)
-    core.cache.reconfigure(50, 1 << 20)
+    core.cache.reconfigure(1 << 20)
     gc.collect()
     tracemalloc.start()
     try:
@@ -217,18 +218,18 @@ async def test_a_streaming_reply_shows_its_text_so_far_and_its_end(core: Core) -
     reply = message("ses_a", 1, "", role=Role.ASSISTANT, status=MessageStatus.STREAMING)
     await core.add_message(reply)
     topic = [session_topic("ses_a")]
-    core.bus.publish("message.started", topic, reply)
+    core.bus.publish(EventType.MESSAGE_STARTED, topic, reply)
     for delta in ("hel", "lo"):
-        core.bus.publish("message.delta", topic, {"message_id": reply.id, "delta": delta})
+        core.bus.publish(EventType.MESSAGE_DELTA, topic, {"message_id": reply.id, "delta": delta})
     page = await core.history("ses_a")
     assert orjson.loads(page.items[-1])["content"] == "hello"
-    core.bus.publish("message.delta", topic, {"message_id": reply.id, "delta": "!"})
+    core.bus.publish(EventType.MESSAGE_DELTA, topic, {"message_id": reply.id, "delta": "!"})
     assert contents(await core.history("ses_a"))[-1] == "hello!"  # kept, shown live
     assert [m.content for m in await core.cache.history("ses_a")][-1] == "hello!"
     # It ended, but the database could not say so yet: memory shows how it ended.
     ended = attrs.evolve(reply, content="", status=MessageStatus.FAILED)
     core.cache.unsaved(ended)
-    core.bus.publish("message.failed", topic, ended)
+    core.bus.publish(EventType.MESSAGE_FAILED, topic, ended)
     assert orjson.loads((await core.history("ses_a")).items[-1])["status"] == "failed"
     assert (await core.cache.history("ses_a"))[-1] == ended
     core.cache.saved(ended.id)  # (stopping without ever storing it: the row says it all)
@@ -309,11 +310,11 @@ async def test_session_pages_newest_first_with_filters_and_counts(core: Core) ->
     assert [orjson.loads(i)["id"] for i in mine.items] == ["ses_09", "ses_07", "ses_05", "ses_03"]
     assert (mine.total, mine.next) == (6, "ses_03")
     ended = attrs.evolve(session("ses_05", project="p"), status=SessionStatus.ENDED)
-    core.bus.publish("session.ended", ["sessions"], ended)
+    core.bus.publish(EventType.SESSION_ENDED, ["sessions"], ended)
     assert core.cache.count({"project": "p"}) == 6
     assert core.cache.count({"project": "p", "status": "idle"}) == 5
     assert core.cache.count({"status": "ended"}) == 1
-    core.bus.publish("session.deleted", ["sessions"], {"id": "ses_05"})
+    core.bus.publish(EventType.SESSION_DELETED, ["sessions"], {"id": "ses_05"})
     assert core.cache.count({"project": "p"}) == 5
     with pytest.raises(InvalidParameter):
         await core.cache.sessions_page({}, Window(limit=5, after="ses_05"))
@@ -346,7 +347,7 @@ def test_kept_json_is_right_sized() -> None:
 
 def test_the_bus_keeps_right_sized_json_without_the_publishers_object() -> None:
     bus = Bus(buffer_size=10)
-    published = bus.publish("hook.big", ["hooks"], {"text": "x" * 100_000})
+    published = bus.publish_hook("big", ["hooks"], {"text": "x" * 100_000})
     assert published.obj is not None
     [kept] = bus.since(0) or []
     assert kept.obj is None and kept.data_json == published.data_json

@@ -6,7 +6,8 @@ import orjson
 import pytest
 
 from aiosvc.bus import Bus
-from aiosvc.web.frames import SSEFraming, WebSocketFraming
+from aiosvc.events import EventType
+from aiosvc.web.frames import FANOUT, SSEFraming, WebSocketFraming
 from aiosvc.web.truncate import cut_data, cut_frame, cut_text
 
 ROOM = 1_000
@@ -59,7 +60,7 @@ def test_data_that_is_not_an_object_is_only_marked() -> None:
 
 def test_a_cut_frame_is_built_once_per_transport_and_topic_for_a_fan_out() -> None:
     bus = Bus(buffer_size=10)
-    event = bus.publish("message.completed", ["session:a"], {"content": "w" * 5_000})
+    event = bus.publish(EventType.MESSAGE_COMPLETED, ["session:a"], {"content": "w" * 5_000})
     ws, sse = WebSocketFraming(), SSEFraming()
     frame = cut_frame(ws, event, "session:a", ROOM)
     assert cut_frame(ws, event, "session:a", ROOM) is frame
@@ -75,7 +76,9 @@ def test_a_cut_frame_is_built_once_per_transport_and_topic_for_a_fan_out() -> No
     assert head == b"id: %d\nevent: message.completed\n" % event.id
     assert orjson.loads(data)["data"] == {"content": "w" * (ROOM - 2), "truncated": True}
     assert event.data_json == orjson.dumps({"content": "w" * 5_000})  # the event stays whole
-    # a replay builds it for one client only: nothing kept on the retained event
-    event.frames.clear()
-    assert cut_frame(ws, event, "session:a", ROOM, keep=False) == frame
-    assert event.frames == {}
+    # a replay (of the ring buffer's copy) builds it for one client only: nothing kept, and
+    # the frames of the event in hand stay
+    [replayed] = bus.since(0) or []
+    assert cut_frame(ws, replayed, "session:a", ROOM, keep=False) == frame
+    assert FANOUT.kept(replayed) == {}
+    assert FANOUT.kept(event)[(f"ws:cut:{ROOM}", "session:a")] is frame

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiosvc.client.display import Display
 from aiosvc.client.pending import Op, PendingOps
+from aiosvc.events import FINAL_TYPES, EventType
 
-FINAL_TYPES = frozenset({"message.completed", "message.failed", "message.cancelled"})
 UNFINISHED = frozenset({"pending", "streaming"})
 
 
@@ -95,25 +95,25 @@ class Transcript:
         data = event.get("data")
         if not isinstance(data, dict):
             return
-        if kind == "message.created":
+        if kind == EventType.MESSAGE_CREATED:
             self._created(data)
-        elif kind == "message.started":
+        elif kind == EventType.MESSAGE_STARTED:
             if data.get("id") not in self.shown:
                 self.running.add(str(data.get("id")))
-        elif kind == "message.delta":
+        elif kind == EventType.MESSAGE_DELTA:
             self._delta(str(data.get("message_id")), str(data.get("delta", "")))
         elif kind in FINAL_TYPES:
             if data.get("id") not in self.shown:
                 self._final(data)
-        elif kind == "approval.requested":
+        elif kind == EventType.APPROVAL_REQUESTED:
             self._approval_requested(data)
-        elif kind == "approval.resolved":
+        elif kind == EventType.APPROVAL_RESOLVED:
             self.approvals.pop(str(data.get("id")), None)
             self.display.notice(f"approval {data.get('id')} {data.get('status')}")
-        elif kind in ("status", "session.updated", "session.ended"):
+        elif kind in (EventType.STATUS, EventType.SESSION_UPDATED, EventType.SESSION_ENDED):
             # session.updated repeats the status: it is high priority, status events may drop
             self._status(data.get("status"))
-        elif kind == "session.deleted":
+        elif kind == EventType.SESSION_DELETED:
             self.display.notice("session deleted")
             self.deleted = True
         self.changed.set()

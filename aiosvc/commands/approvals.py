@@ -15,6 +15,7 @@ from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import ResolveApproval
 from aiosvc.errors import Conflict, NotFound
+from aiosvc.events import EventType
 from aiosvc.models import Approval, ApprovalStatus, SessionStatus, new_id
 from aiosvc.store.tables import APPROVALS, SESSIONS
 
@@ -82,13 +83,13 @@ class ReplyApprovals:
             )
             await context.store.write([APPROVALS.save(approval), SESSIONS.save(session)])
             context.bus.publish(
-                "tool.use",
+                EventType.TOOL_USE,
                 (session_topic(session.id),),
                 {"message_id": approval.message_id, "tool": approval.tool, "input": approval.input},
             )
-            context.bus.publish("approval.requested", _topics(approval), approval)
+            context.bus.publish(EventType.APPROVAL_REQUESTED, _topics(approval), approval)
             context.publish_status(session, detail=f"waiting for approval of {approval.tool}")
-            context.publish_session("session.updated", session)
+            context.publish_session(EventType.SESSION_UPDATED, session)
         log.info(
             "approval_requested",
             approval_id=approval.id,
@@ -107,7 +108,7 @@ class ReplyApprovals:
             session = attrs.evolve(session, status=SessionStatus.RUNNING, updated_at=utcnow())
             await context.store.write([SESSIONS.save(session)])
             context.publish_status(session)
-            context.publish_session("session.updated", session)
+            context.publish_session(EventType.SESSION_UPDATED, session)
 
 
 async def settle(
@@ -128,7 +129,7 @@ async def settle(
             )
         resolved = attrs.evolve(current, status=status, resolved_at=utcnow())
         await context.store.write([APPROVALS.save(resolved)])
-        context.bus.publish("approval.resolved", _topics(resolved), resolved)
+        context.bus.publish(EventType.APPROVAL_RESOLVED, _topics(resolved), resolved)
         context.decisions.decide(approval_id, status is ApprovalStatus.APPROVED)
     about = {"approval_id": approval_id, "session_id": resolved.session_id, "tool": resolved.tool}
     if status is ApprovalStatus.EXPIRED:

@@ -19,6 +19,7 @@ from aiosvc.cache import Cache
 from aiosvc.commands.jobs import Lanes
 from aiosvc.commands.locks import Held, KeyedLocks
 from aiosvc.config import LimitsConfig
+from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import Command, Message, Session
 from aiosvc.store import Store
@@ -70,7 +71,7 @@ class Context:
         """Hold the lock that serialises changes to one session (``async with``)."""
         return self.locks.hold(session_id)
 
-    def publish_session(self, type_: str, session: Session) -> None:
+    def publish_session(self, type_: EventType, session: Session) -> None:
         """Publish a session lifecycle event on ``sessions`` and the session's own topic."""
         self.bus.publish(type_, ("sessions", session_topic(session.id)), session)
 
@@ -79,9 +80,9 @@ class Context:
         data: dict[str, Any] = {"session_id": session.id, "status": session.status}
         if detail is not None:
             data["detail"] = detail
-        self.bus.publish("status", (session_topic(session.id),), data)
+        self.bus.publish(EventType.STATUS, (session_topic(session.id),), data)
 
-    def publish_message(self, type_: str, message: Message) -> None:
+    def publish_message(self, type_: EventType, message: Message) -> None:
         """Publish a message event on its session's topic."""
         self.bus.publish(type_, (session_topic(message.session_id),), message)
 

@@ -18,6 +18,7 @@ from aiosvc.clock import utcnow
 from aiosvc.commands import durable
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
+from aiosvc.events import EventType
 from aiosvc.models import (
     Command,
     CommandStatus,
@@ -36,9 +37,9 @@ log = structlog.get_logger(__name__)
 
 CANCELLED = ErrorInfo(code="cancelled", message="the reply was cancelled")
 FINAL_EVENT = {
-    MessageStatus.COMPLETE: "message.completed",
-    MessageStatus.FAILED: "message.failed",
-    MessageStatus.CANCELLED: "message.cancelled",
+    MessageStatus.COMPLETE: EventType.MESSAGE_COMPLETED,
+    MessageStatus.FAILED: EventType.MESSAGE_FAILED,
+    MessageStatus.CANCELLED: EventType.MESSAGE_CANCELLED,
 }
 
 
@@ -128,7 +129,7 @@ def _publish_end(context: Context, job: Job, final: Message, session: Session) -
     context.command_changed(job.command)
     context.publish_message(FINAL_EVENT[final.status], final)
     context.publish_status(session)
-    context.publish_session("session.updated", session)
+    context.publish_session(EventType.SESSION_UPDATED, session)
 
 
 def settle(job: Job, reply: Message) -> None:
@@ -170,7 +171,7 @@ async def record_cancelled(
     for job, final, command in zip(jobs, finals, commands, strict=True):
         job.command = command
         context.command_changed(command)
-        context.publish_message("message.cancelled", final)
+        context.publish_message(EventType.MESSAGE_CANCELLED, final)
         settle(job, final)
         context.metrics.reply_finished(session.agent, MessageStatus.CANCELLED.value, None)
     if jobs:
@@ -181,10 +182,10 @@ async def record_cancelled(
             message_ids=[job.reply_id for job in jobs],
         )
     if ending:
-        context.publish_session("session.ended", session)
+        context.publish_session(EventType.SESSION_ENDED, session)
         context.publish_status(session)
     else:
-        context.publish_session("session.updated", session)
+        context.publish_session(EventType.SESSION_UPDATED, session)
 
 
 def never_started(job: Job, now: str) -> Message:

@@ -20,8 +20,8 @@ async def publish(context: Context, command: PublishHook) -> Event:
     data = {"type": command.type, "session_id": command.session_id, "data": command.data}
     # every event is kept for resuming clients: each must be bounded (serialised once, here)
     try:
-        return context.bus.publish(
-            f"hook.{command.type}", topics, data, max_bytes=context.limits.max_event_bytes
+        return context.bus.publish_hook(
+            command.type, topics, data, max_bytes=context.limits.max_event_bytes
         )
     except EventTooLarge as exc:
         raise PayloadTooLarge(f"the hook event is {exc} (limits.max_event_bytes)") from None

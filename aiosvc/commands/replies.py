@@ -20,6 +20,7 @@ from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job
 from aiosvc.commands.types import Accepted, Cancelled, CancelReplies, SendMessage
 from aiosvc.errors import SessionEnded, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import (
     Command,
     CommandStatus,
@@ -86,8 +87,8 @@ async def send(context: Context, command: SendMessage) -> Accepted:
             ]
         )
         context.command_changed(journal)
-        context.publish_message("message.created", message)
-        context.publish_session("session.updated", session)
+        context.publish_message(EventType.MESSAGE_CREATED, message)
+        context.publish_session(EventType.SESSION_UPDATED, session)
         job = Job(
             journal,
             message.id,
@@ -200,9 +201,9 @@ async def _start(context: Context, job: Job, started: list[Message]) -> None:
         )
         job.command = command
         context.command_changed(job.command)
-        context.publish_message("message.started", reply)
+        context.publish_message(EventType.MESSAGE_STARTED, reply)
         context.publish_status(session)
-        context.publish_session("session.updated", session)
+        context.publish_session(EventType.SESSION_UPDATED, session)
     started.append(reply)
 
 
@@ -259,7 +260,7 @@ async def _stream(context: Context, agent: Agent, turn: Turn, chunks: list[str])
             if delta:
                 chunks.append(delta)
                 context.bus.publish(
-                    "message.delta", topics, {"message_id": turn.reply_id, "delta": delta}
+                    EventType.MESSAGE_DELTA, topics, {"message_id": turn.reply_id, "delta": delta}
                 )
             if over:
                 limit = context.limits.max_reply_chars

@@ -11,6 +11,7 @@ from aiosvc.commands import replies
 from aiosvc.commands.context import Context
 from aiosvc.commands.types import CreateSession, DeleteSession, EndSession, UpdateSession
 from aiosvc.errors import Unprocessable, ValidationFailed
+from aiosvc.events import EventType
 from aiosvc.models import Session, SessionStatus, new_id
 from aiosvc.rules import MAX_PROJECT_CHARS, MIN_PROJECT_CHARS, length_error
 from aiosvc.store.tables import SESSIONS
@@ -48,7 +49,7 @@ async def create(context: Context, command: CreateSession) -> Session:
         updated_at=now,
     )
     await context.store.write([SESSIONS.save(session)])
-    context.publish_session("session.created", session)
+    context.publish_session(EventType.SESSION_CREATED, session)
     log.info("session_created", session_id=session.id, agent=agent, project=session.project)
     return session
 
@@ -61,7 +62,7 @@ async def update(context: Context, command: UpdateSession) -> Session:
         session = context.cache.require_session(command.session_id)
         session = attrs.evolve(session, title=command.title, updated_at=utcnow())
         await context.store.write([SESSIONS.save(session)])
-        context.publish_session("session.updated", session)
+        context.publish_session(EventType.SESSION_UPDATED, session)
     return session
 
 
@@ -89,6 +90,6 @@ async def delete(context: Context, command: DeleteSession) -> None:
         # Only once it is gone for good (a failed write leaves it, and its replies, as they were)
         replies.drop_jobs(context, session.id)
         context.bus.publish(
-            "session.deleted", ("sessions", session_topic(session.id)), {"id": session.id}
+            EventType.SESSION_DELETED, ("sessions", session_topic(session.id)), {"id": session.id}
         )
     log.info("session_deleted", session_id=session.id, messages=session.message_count)

@@ -5,17 +5,63 @@ streams write these frames to the transport themselves, past aiohttp's writers:
 :func:`websocket_text` is the frame aiohttp's WebSocket writer makes of a text message on an
 uncompressed server socket, and :func:`http_chunk` the chunk its HTTP writer makes of a piece
 of a chunked body; ``tests/test_frames.py`` pins both against aiohttp's own writers.
+
+The frames of an event are built for its first client and shared by the others
+(:data:`FANOUT`): the core's events know nothing of wire frames.
 """
 
 from __future__ import annotations
 
 import struct
+import weakref
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
 
 from aiosvc.clock import utcnow
 from aiosvc.models import Event
+
+
+class FanOutFrames:
+    """The frames of the event being fanned out, by kind and topic: built for its first client,
+    shared by the others.
+
+    The bus hands an event to every subscriber before it publishes the next one, so only the
+    event in hand is worth keeping frames for: another event starts afresh. The event is held
+    weakly and its frames go with it, so nothing outlives the fan-out but the frames queued in
+    outboxes (a replay, of the ring buffer's copy of an event, builds its frames unkept).
+    """
+
+    def __init__(self) -> None:
+        self._event: weakref.ref[Event] | None = None
+        self._frames: dict[tuple[str, str], bytes] = {}
+
+    def of(self, event: Event) -> dict[tuple[str, str], bytes]:
+        """The frames kept for ``event`` (none yet if it is not the event in hand: now it is)."""
+        held = self._event
+        if held is None or held() is not event:
+            self._frames = {}
+            self._event = weakref.ref(event, self._forget)
+        return self._frames
+
+    def kept(self, event: Event) -> Mapping[tuple[str, str], bytes]:
+        """The frames kept for ``event``, without making it the event in hand."""
+        held = self._event
+        return self._frames if held is not None and held() is event else {}
+
+    def __len__(self) -> int:
+        """How many frames are kept (for the event in hand)."""
+        return len(self._frames)
+
+    def _forget(self, gone: weakref.ref[Event]) -> None:
+        if gone is self._event:  # (not an event already replaced by a newer one)
+            self._event = None
+            self._frames = {}
+
+
+#: The frames of the event in hand, for both transports and every framing.
+FANOUT = FanOutFrames()
 
 
 class Framing(Protocol):
@@ -25,9 +71,9 @@ class Framing(Protocol):
     name: str
 
     def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
-        """The frame carrying ``event`` as seen on ``topic``; ``keep`` it on the event for
-        the other clients of a fan-out (a replay must not: the event stays in the ring
-        buffer, which keeps events only)."""
+        """The frame carrying ``event`` as seen on ``topic``; ``keep`` it in :data:`FANOUT`
+        for the other clients of a fan-out (a replay must not: it would evict the frames of
+        the event in hand for an event nobody else is sent now)."""
         ...
 
     def dropped(self, count: int) -> bytes:
@@ -73,11 +119,11 @@ class WebSocketFraming:
     def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
         """``{"type": "event", "event": {"id", "type", "topic", "ts", "data"}}``."""
         key = ("ws", topic)
-        frame = event.frames.get(key)  # built once per event, whatever the number of clients
+        kept = FANOUT.of(event) if keep else {}  # built once, whatever the number of clients
+        frame = kept.get(key)
         if frame is None:
             frame = b'{"type":"event","event":%s}' % event.envelope_json(topic)
-            if keep:
-                event.frames[key] = frame
+            kept[key] = frame
         return frame
 
     def dropped(self, count: int) -> bytes:
@@ -106,7 +152,8 @@ class SSEFraming:
     def event(self, event: Event, topic: str, keep: bool = True) -> bytes:
         """One SSE event block, its id the event's id."""
         key = ("sse", topic)
-        frame = event.frames.get(key)  # built once per event, whatever the number of clients
+        kept = FANOUT.of(event) if keep else {}  # built once, whatever the number of clients
+        frame = kept.get(key)
         if frame is None:
             frame = b'id: %d\nevent: %s\ndata: {"topic":%s,"ts":"%s","data":%s}\n\n' % (
                 event.id,
@@ -115,8 +162,7 @@ class SSEFraming:
                 event.ts.encode(),
                 event.data_json,
             )
-            if keep:
-                event.frames[key] = frame
+            kept[key] = frame
         return frame
 
     def dropped(self, count: int) -> bytes:

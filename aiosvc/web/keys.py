@@ -16,6 +16,7 @@ from aiosvc.config import Settings
 from aiosvc.core import Core
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
+from aiosvc.web.first_page import FirstPage
 from aiosvc.web.open_streams import OpenStreams
 from aiosvc.web.security import AccessGate
 
@@ -31,6 +32,8 @@ AGENTS = web.AppKey("agents", AgentRegistry)
 #: The command service (not ``store.tables.COMMANDS``, the table of commands).
 COMMAND_SERVICE = web.AppKey("commands", CommandService)
 STREAMS = web.AppKey("streams", OpenStreams)
+#: The body of the unfiltered first page of sessions, built once per change.
+FIRST_PAGE = web.AppKey("first_page", FirstPage)
 ACCESS_GATE = web.AppKey("access_gate", AccessGate)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
 METRICS = web.AppKey("metrics", Metrics)

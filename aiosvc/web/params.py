@@ -27,9 +27,14 @@ async def body(request: web.Request, cls: type[T]) -> T:
 DEFAULT_LIMIT = 50
 
 
+def default_limit(max_limit: int) -> int:
+    """The size of a page when the client names none."""
+    return min(DEFAULT_LIMIT, max_limit)
+
+
 def paging(request: web.Request, max_limit: int) -> tuple[int, int]:
     """Read ``limit`` (default 50, 1..max) and ``offset`` (default 0, >= 0)."""
-    limit = integer(request, "limit", min(DEFAULT_LIMIT, max_limit), 1, max_limit)
+    limit = integer(request, "limit", default_limit(max_limit), 1, max_limit)
     offset = integer(request, "offset", 0, 0, None)
     return limit, offset
 

@@ -54,7 +54,12 @@ def raw_page(items: Sequence[bytes], *, total: int, limit: int, offset: int) -> 
 def cursor_page(page: Page, *, limit: int) -> web.Response:
     """Answer a page with ``total``, ``limit``, ``offset`` (null when asked by cursor) and
     the cursors of its neighbours, ``next`` and ``prev`` (null at either end)."""
-    body = b'{"data":[%s],"total":%d,"limit":%d,"offset":%b,"next":%b,"prev":%b}' % (
+    return web.Response(body=cursor_page_body(page, limit=limit), content_type=JSON)
+
+
+def cursor_page_body(page: Page, *, limit: int) -> bytes:
+    """The body :func:`cursor_page` answers."""
+    return b'{"data":[%s],"total":%d,"limit":%d,"offset":%b,"next":%b,"prev":%b}' % (
         b",".join(page.items),
         page.total,
         limit,
@@ -62,7 +67,6 @@ def cursor_page(page: Page, *, limit: int) -> web.Response:
         orjson.dumps(page.next),
         orjson.dumps(page.prev),
     )
-    return web.Response(body=body, content_type=JSON)
 
 
 def error_response(error: AppError) -> web.Response:

@@ -16,7 +16,7 @@ from aiosvc.models import Message, Session, SessionStatus
 from aiosvc.rules import MAX_FILTER_CHARS
 from aiosvc.web import params
 from aiosvc.web.bodies import MessageCreate, SessionCreate, SessionPatch
-from aiosvc.web.keys import CACHE, COMMAND_SERVICE, SETTINGS
+from aiosvc.web.keys import CACHE, COMMAND_SERVICE, FIRST_PAGE, SETTINGS
 from aiosvc.web.operation import PAGING, Page, Param, cursors, operation
 from aiosvc.web.responses import JSON, cursor_page, ok, raw_ok
 
@@ -43,10 +43,13 @@ def session_from_path(request: web.Request) -> Session:
 )
 async def list_sessions(request: web.Request) -> web.Response:
     """List sessions, newest first, filtered by status, project and computer."""
-    cache = request.app[CACHE]
+    app = request.app
+    max_limit = app[SETTINGS].config.limits.max_page_size
     if not request.query_string:  # the common case, served from one cached body
-        return web.Response(body=cache.first_sessions_page(), content_type=JSON)
-    window = params.window(request, request.app[SETTINGS].config.limits.max_page_size)
+        body = app[FIRST_PAGE].body(params.default_limit(max_limit))
+        return web.Response(body=body, content_type=JSON)
+    cache = app[CACHE]
+    window = params.window(request, max_limit)
     filters = {
         name: value
         for name, value in (

@@ -19,7 +19,7 @@ import attrs
 import orjson
 
 from aiosvc.models import Event
-from aiosvc.web.frames import Framing
+from aiosvc.web.frames import FANOUT, Framing
 
 
 def cut_data(data_json: bytes, room: int) -> bytes:
@@ -50,18 +50,15 @@ def cut_text(text: str, room: int) -> str:
 
 def cut_frame(framing: Framing, event: Event, topic: str, room: int, keep: bool = True) -> bytes:
     """The frame of ``event`` on ``topic`` with its data cut to values of ``room`` bytes;
-    ``keep`` it on the event for the other clients of a fan-out (as :meth:`Framing.event`)."""
+    ``keep`` it for the other clients of a fan-out (as :meth:`Framing.event`)."""
+    kept = FANOUT.of(event) if keep else {}
     key = (f"{framing.name}:cut:{room}", topic)
-    frame = event.frames.get(key)
+    frame = kept.get(key)
     if frame is None:
         data_key = ("cut", str(room))  # the same cut data serves both transports
-        data_json = event.frames.get(data_key)
+        data_json = kept.get(data_key)
         if data_json is None:
-            data_json = cut_data(event.data_json, room)
-            if keep:
-                event.frames[data_key] = data_json
-        cut = attrs.evolve(event, data_json=data_json, frames={})
-        frame = framing.event(cut, topic, keep=False)
-        if keep:
-            event.frames[key] = frame
+            data_json = kept[data_key] = cut_data(event.data_json, room)
+        cut = attrs.evolve(event, data_json=data_json)
+        frame = kept[key] = framing.event(cut, topic, keep=False)
     return frame
