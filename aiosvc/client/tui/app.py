@@ -129,7 +129,9 @@ class TuiApp(App[None]):
 
     async def on_unmount(self) -> None:
         """Close the connections."""
-        self.feed.closing = True
+        feed = getattr(self, "feed", None)  # (absent if mounting failed early)
+        if isinstance(feed, Feed):
+            feed.closing = True
         if self.http is not None:
             await self.http.close()
 
@@ -180,15 +182,17 @@ class TuiApp(App[None]):
             self.table.forget(deleted)
             self.approvals.forget_session(deleted)
             if deleted == self.session_id:
-                self.status_bar.session = None
-                self.status_bar.show()
-                self.run_worker(self.open_session(""))
+                self.run_worker(self._deleted(deleted))
         elif kind == "approval.requested":
             self.approvals.add(data)
         elif kind == "approval.resolved":
             self.approvals.resolve(str(data.get("id")))
         elif kind == "status" and isinstance(data.get("status"), str):
             self.table.set_status(about_session(event) or "", data["status"])
+
+    async def _deleted(self, session_id: str) -> None:
+        await self.open_session("")
+        self.display_.notice(f"session {session_id} was deleted")
 
     def _on_status(self, status: str) -> None:
         if self.status_bar.session is not None:
