@@ -2,31 +2,57 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from rich.text import Text
+from textual.screen import ModalScreen
 
-from aiosvc.client.api import ApiError, Unreachable
+from aiosvc.client.api import Api, ApiError, Unreachable
 from aiosvc.client.tui.dialogs import ConfirmDialog, NewSessionDialog, RenameDialog
-from aiosvc.client.tui.panels import safe
+from aiosvc.client.tui.panels import SessionTable, safe
 
-if TYPE_CHECKING:
-    from aiosvc.client.tui.app import TuiApp
+T = TypeVar("T")
 
 
-def target(app: TuiApp) -> str | None:
+class Host(Protocol):
+    """What the actions need of the application."""
+
+    api: Api
+
+    @property
+    def table(self) -> SessionTable:
+        """The session list."""
+
+    @property
+    def session_id(self) -> str:
+        """The open session ("" when none)."""
+
+    async def ask(self, dialog: ModalScreen[T]) -> T:
+        """Show a dialog; its answer."""
+
+    async def open_session(self, session_id: str) -> None:
+        """Show a session."""
+
+    def focus_prompt(self) -> None:
+        """Put the keyboard in the input line."""
+
+    def fail(self, message: str) -> None:
+        """Tell of a failed action."""
+
+
+def target(app: Host) -> str | None:
     """The session a key acts on: the open one, else the one under the list's cursor."""
     return app.session_id or app.table.selected()
 
 
-async def new_session(app: TuiApp) -> None:
+async def new_session(app: Host) -> None:
     """Ask for the agent and a title, create the session and open it."""
     try:
         agents = (await app.api.call("GET", "/api/v1/agents", params={"limit": "500"}))["data"]
     except (ApiError, Unreachable) as exc:
         app.fail(f"cannot list the agents: {exc}")
         return
-    answer = await app.push_screen_wait(NewSessionDialog(agents))
+    answer = await app.ask(NewSessionDialog(agents))
     if answer is None:
         return
     try:
@@ -36,17 +62,17 @@ async def new_session(app: TuiApp) -> None:
         return
     app.table.upsert(session)
     await app.open_session(str(session["id"]))
-    app.query_one("#prompt").focus()
+    app.focus_prompt()
 
 
-async def rename(app: TuiApp) -> None:
+async def rename(app: Host) -> None:
     """Ask for a new title and set it."""
     session_id = target(app)
     if session_id is None:
         app.fail("no session to rename")
         return
     title = str(app.table.sessions.get(session_id, {}).get("title") or "")
-    answer = await app.push_screen_wait(RenameDialog(title))
+    answer = await app.ask(RenameDialog(title))
     if answer is None:
         return
     try:
@@ -58,7 +84,7 @@ async def rename(app: TuiApp) -> None:
     app.table.upsert(session)
 
 
-async def end_or_delete(app: TuiApp, what: str) -> None:
+async def end_or_delete(app: Host, what: str) -> None:
     """End or delete a session once the user says yes."""
     session_id = target(app)
     if session_id is None:
@@ -70,7 +96,7 @@ async def end_or_delete(app: TuiApp, what: str) -> None:
     question.append(
         "? It takes no more messages." if what == "end" else "? Its history goes with it."
     )
-    if not await app.push_screen_wait(ConfirmDialog(question)):
+    if not await app.ask(ConfirmDialog(question)):
         return
     path = app.api.session_path(session_id)
     try:

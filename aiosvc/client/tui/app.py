@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 from textual import work
@@ -27,6 +27,7 @@ from aiosvc.client.tui.conversation import (
 from aiosvc.client.tui.feed import CONNECTED, Feed, about_session
 from aiosvc.client.tui.panels import ApprovalPanel, PromptInput, SessionTable, StatusBar
 
+T = TypeVar("T")
 COMMANDS = {
     "/help": "list the commands and keys",
     "/approve": "[ID] approve the first pending approval (or ID); key ctrl+y",
@@ -345,6 +346,14 @@ class TuiApp(App[None]):
     async def action_delete(self) -> None:
         """Delete the open session (or the one under the cursor), once confirmed."""
         await actions.end_or_delete(self, "delete")
+
+    async def ask(self, dialog: ModalScreen[T]) -> T:
+        """Show a dialog and wait for its answer (in a worker)."""
+        return await self.push_screen_wait(dialog)
+
+    def focus_prompt(self) -> None:
+        """Put the keyboard in the input line."""
+        self.query_one(PromptInput).focus()
 
     def fail(self, message: str) -> None:
         """Tell of a failed action in a notification (the text escaped, never markup)."""
