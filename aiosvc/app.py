@@ -20,7 +20,7 @@ from aiosvc.core import build_core
 from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, sessions, sse, system, ws
+from aiosvc.web import configuration, login, sessions, sse, system, ws
 from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
@@ -32,6 +32,7 @@ from aiosvc.web.keys import (
     CORE,
     DATABASE,
     FIRST_PAGE,
+    FRONT_DOOR,
     METRICS,
     METRICS_REGISTRY,
     SETTINGS,
@@ -56,7 +57,6 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     and flags); without it a reload finds nothing new.
     """
     settings = Settings(config, load)
-    gate = AccessGate(config.server)
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
         handler_args=dict(HANDLER_ARGS),
@@ -64,6 +64,7 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     metrics = Metrics()
     core = app[CORE] = build_core(config, metrics=metrics)
     cache, agents, commands = core.cache, core.agents, core.commands
+    gate = AccessGate(config.server, core.logins)
     app[SETTINGS] = settings
     app[DATABASE] = core.database
     app[STORE] = core.store
@@ -80,10 +81,10 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[METRICS] = metrics
     app[METRICS_REGISTRY] = metrics.registry()
     # Every route behind the front door (wrapped at registration: no middleware per request)
-    door = FrontDoor(config.limits, gate, metrics)
+    door = app[FRONT_DOOR] = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
-        [system.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+        [system.routes, login.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
     )
 
     def apply(new: Config) -> None:

@@ -18,6 +18,7 @@ from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
+from aiosvc.store.logins import Logins
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +37,13 @@ class Core:
     cache: Cache
     agents: AgentRegistry
     commands: CommandService
+    logins: Logins
     _startup: Startup | None = None
 
     async def open(self) -> None:
         """Open the database (then :meth:`start`, and whatever happens, :meth:`close`)."""
         await self.database.open()
+        await self.logins.load()
 
     async def start(self) -> None:
         """Settle the previous run, number events, load the cache and resume queued work (or
@@ -58,6 +61,7 @@ class Core:
         await self.agents.close()
         self.cache.close()
         await self.bus.close()
+        await self.logins.close()
         await self.database.close()
 
 
@@ -89,4 +93,5 @@ def build_core(
         approval_timeout_s=config.approvals.timeout_s,
         metrics=metrics,
     )
-    return Core(metrics, database, store, bus, cache, agents, commands)
+    logins = Logins(database, ttl_s=config.server.login_ttl_s)
+    return Core(metrics, database, store, bus, cache, agents, commands, logins)

@@ -180,12 +180,13 @@ def test_migrate_applies_then_reports_up_to_date(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert first.stdout == (
         f"{db}: applied 0001_initial.sql\n{db}: applied 0002_list_indexes.sql\n"
+        f"{db}: applied 0003_logins.sql\n"
     )
-    assert user_version(db) == schema_version() == 2
+    assert user_version(db) == schema_version() == 3
     again = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == f"{db}: up to date (schema version 2)\n"
-    assert user_version(db) == 2
+    assert again.stdout == f"{db}: up to date (schema version 3)\n"
+    assert user_version(db) == 3
 
 
 # ---- serve refusing to start

@@ -30,7 +30,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "aiosvc.example.to
 
 SERVER_KEYS = (
     "expected one of: allowed_hosts, allowed_origins, api_keys, computer, host, log_level, "
-    "port, shutdown_timeout_s"
+    "login_ttl_s, port, shutdown_timeout_s"
 )
 TOP_KEYS = (
     "expected one of: agents, approvals, cache, events, limits, log_format, peers, projects, "

@@ -24,7 +24,7 @@ from aiosvc.web import bodies, ws_ops
 from aiosvc.web.front_door import NO_ROUTE
 from aiosvc.web.openapi import document, document_json
 from aiosvc.web.operation import Page, metadata, operation
-from aiosvc.web.security import OPEN_ROUTES, STREAM_ROUTES
+from aiosvc.web.security import STREAM_ROUTES
 from tests.conftest import ClientFactory
 from tests.helpers import Client, create_session
 
@@ -36,6 +36,7 @@ BODY_MODELS = [
     bodies.MessageCreate,
     bodies.ApprovalDecision,
     bodies.HookCreate,
+    bodies.LoginCreate,
 ]
 
 
@@ -133,13 +134,30 @@ def test_auth_and_streams(config: Config) -> None:
     open_doc = document(create_app(config))
     server = attrs.evolve(config.server, api_keys=("k",))
     keyed = document(create_app(attrs.evolve(config, server=server)))
-    assert set(keyed["components"]["securitySchemes"]) == {"apiKey", "bearer", "token", "ticket"}
-    assert keyed["security"] == [{"apiKey": []}, {"bearer": []}]
-    assert open_doc["security"] == [{"apiKey": []}, {"bearer": []}, {}]  # no keys: none needed
+    schemes = keyed["components"]["securitySchemes"]
+    assert set(schemes) == {"apiKey", "bearer", "token", "ticket", "login"}
+    assert schemes["login"] | {"description": ""} == {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "aiosvc_session",
+        "description": "",
+    }
+    signed_in: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}, {"login": []}]
+    assert keyed["security"] == signed_in
+    assert open_doc["security"] == [*signed_in, {}]  # no keys: none needed
     paths = keyed["paths"]
-    assert {p for p, ops in paths.items() if ops.get("get", {}).get("security") == []} == set(
-        OPEN_ROUTES
-    )
+    public = {
+        (method.upper(), p)
+        for p, ops in paths.items()
+        for method, op in ops.items()
+        if op.get("security") == []
+    }
+    assert public == {
+        ("GET", "/health"),
+        ("GET", "/api/v1/login"),
+        ("POST", "/api/v1/login"),
+        ("POST", "/api/v1/logout"),
+    }
     assert "security" not in paths["/api/v1/health"]["get"]  # the same handler, keyed
     streams = {p for p, ops in paths.items() if "token" in str(ops.get("get", {}).get("security"))}
     assert streams == set(STREAM_ROUTES)

@@ -141,6 +141,7 @@ def test_every_setting_is_live_or_waits_for_a_restart() -> None:
         "log_format",
         "server.computer",
         "server.host",
+        "server.login_ttl_s",
         "server.port",
         "server.shutdown_timeout_s",
         "source",

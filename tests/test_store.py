@@ -186,7 +186,7 @@ async def test_a_database_of_the_first_schema_gets_the_list_indexes_and_keeps_it
     await database.open()  # (a missing marker beside an existing file is fine)
     await database.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
         indexes = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }

@@ -137,6 +137,8 @@ class ServerConfig(_Checked):
     allowed_origins: tuple[str, ...] = ()
     computer: str = attrs.field(factory=socket.gethostname, metadata=_check(_filled))
     shutdown_timeout_s: float = attrs.field(default=10.0, metadata=_bounds(0.0))
+    # A browser login (the dashboard's cookie) unused this long expires (7 days).
+    login_ttl_s: float = attrs.field(default=7 * 86400.0, metadata=_bounds(0.0, above=True))
     # Lines below it are not written; request lines of /health and /metrics are at debug.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

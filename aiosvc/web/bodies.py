@@ -50,6 +50,13 @@ class HookCreate:
     data: Any = None
 
 
+@frozen(kw_only=True)
+class LoginCreate:
+    """Body of ``POST /api/v1/login``."""
+
+    key: str
+
+
 # WebSocket ops (the frame's "op" and "id" are read before these) -------------------------------
 
 

@@ -52,7 +52,7 @@ from aiosvc.web.limits import (
     long_lived_places,
 )
 from aiosvc.web.responses import error_response
-from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES, AccessGate, cors_headers
+from aiosvc.web.security import STATE_CHANGING, STREAM_ROUTES, AccessGate, cors_headers
 
 log = structlog.get_logger("aiosvc.access")
 
@@ -123,7 +123,8 @@ class FrontDoor:
     def add_routes(self, router: web.UrlDispatcher, tables: Iterable[web.RouteTableDef]) -> None:
         """Register every route of ``tables`` behind the door, then the catch-all.
 
-        The router must be empty: a route registered before would skip every check (and one
+        A route defined with ``public=True`` (``@routes.get("/health", public=True)``) needs
+        no key. The router must be empty: a route registered before would skip every check (and one
         registered after is shadowed by the catch-all).
         """
         if len(router.resources()):
@@ -146,6 +147,9 @@ class FrontDoor:
         options = dict(definition.kwargs)
         resource = router.add_resource(definition.path, name=options.pop("name", None))
         allow_head = options.pop("allow_head", True) and definition.method == hdrs.METH_GET
+        if options.pop("public", False):
+            methods = (definition.method, hdrs.METH_HEAD) if allow_head else (definition.method,)
+            self.gate.public.update((method, resource.canonical) for method in methods)
         guarded = self.guard(definition.handler, resource.canonical, definition.method)
         if allow_head:
             resource.add_route(hdrs.METH_HEAD, guarded, **options)
@@ -259,19 +263,25 @@ class FrontDoor:
         """The gate's check of credentials, throttled per client address: past a burst of
         failures, every request of that address that needs a key waits (429), so keys cannot
         be guessed quickly; a client that never fails pays one dictionary lookup."""
-        if not self.gate.keys or route in OPEN_ROUTES:
-            return self.gate.authenticate(request, route)
+        gate = self.gate
+        if not gate.keys or (request.method, route) in gate.public:
+            return gate.authenticate(request, route)
+        self.check_auth_failures(client)
+        try:
+            return gate.authenticate(request, route)
+        except Unauthorized:
+            self.auth_failures.take(client)
+            raise
+
+    def check_auth_failures(self, client: str) -> None:
+        """Refuse (429) a client address past its burst of failed authentications (a wrong
+        key, or a failed sign-in: ``POST /api/v1/login`` counts them here too)."""
         wait = self.auth_failures.wait(client)
         if wait:
             raise RateLimited(
                 "too many failed authentications from this address: wait before trying again",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-        try:
-            return self.gate.authenticate(request, route)
-        except Unauthorized:
-            self.auth_failures.take(client)
-            raise
 
     def _check_write(self, request: web.Request, key: str | None) -> None:
         """The write rate limit (of the key, else of the connection), then the body's type

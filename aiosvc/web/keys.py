@@ -17,6 +17,7 @@ from aiosvc.core import Core
 from aiosvc.metrics import Metrics
 from aiosvc.store import Database, Store
 from aiosvc.web.first_page import FirstPage
+from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.open_streams import OpenStreams
 from aiosvc.web.security import AccessGate
 
@@ -35,6 +36,8 @@ STREAMS = web.AppKey("streams", OpenStreams)
 #: The body of the unfiltered first page of sessions, built once per change.
 FIRST_PAGE = web.AppKey("first_page", FirstPage)
 ACCESS_GATE = web.AppKey("access_gate", AccessGate)
+#: The front door (the login routes count failed sign-ins in its throttle).
+FRONT_DOOR = web.AppKey("front_door", FrontDoor)
 STARTED_AT = web.AppKey("started_at", float)  # time.monotonic() when the app was made
 METRICS = web.AppKey("metrics", Metrics)
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)  # what /metrics shows

@@ -28,9 +28,9 @@ from aiosvc.models import ID_PATTERN
 from aiosvc.rules import HOOK_TYPE, MAX_PROJECT_CHARS, MIN_PROJECT_CHARS
 from aiosvc.web.bodies import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
-from aiosvc.web.keys import SETTINGS
+from aiosvc.web.keys import ACCESS_GATE, SETTINGS
 from aiosvc.web.operation import Limit, Operation, Page, Raw, Text, metadata
-from aiosvc.web.security import OPEN_ROUTES, STATE_CHANGING, STREAM_ROUTES
+from aiosvc.web.security import COOKIE, STATE_CHANGING, STREAM_ROUTES
 
 JSON = "application/json"
 SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -64,13 +64,21 @@ SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer"},
     "token": {"type": "apiKey", "in": "query", "name": "token", "description": "Streams only."},
     "ticket": {"type": "apiKey", "in": "query", "name": "ticket", "description": "Streams only."},
+    "login": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE,
+        "description": "Set by `POST /api/v1/login`; a write it alone authenticates needs an "
+        "allowed `Origin`.",
+    },
 }
 DESCRIPTION = """\
 Success answers `{"data": ...}` (lists add `total`, `limit`, `offset`); every failure answers
 the `Error` envelope, whose `status` is the HTTP status; every answer carries `X-Request-ID`.
 A method a path does not support is `405 method_not_allowed` with `Allow`. When API keys are
 configured every route but `GET /health` needs one (`X-API-Key` or `Authorization: Bearer`);
-streams also take `?token=` or a single-use `?ticket=` from `POST /api/v1/tickets`."""
+streams also take `?token=` or a single-use `?ticket=` from `POST /api/v1/tickets`. A browser
+signs in with `POST /api/v1/login`: its cookie then authenticates every route like a key."""
 
 _documents: weakref.WeakKeyDictionary[web.Application, tuple[Config, bytes]] = (
     weakref.WeakKeyDictionary()
@@ -90,18 +98,22 @@ def document_json(app: web.Application) -> bytes:
 def document(app: web.Application) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document of every route in the app's router."""
     config = app[SETTINGS].config
-    return _Builder(config.limits, keys=bool(config.server.api_keys)).build(app)
+    public = frozenset(app[ACCESS_GATE].public)
+    return _Builder(config.limits, keys=bool(config.server.api_keys), public=public).build(app)
 
 
 class _Builder:
     """Builds one document; collects the component schemas on the way."""
 
-    def __init__(self, limits: LimitsConfig, *, keys: bool) -> None:
+    def __init__(
+        self, limits: LimitsConfig, *, keys: bool, public: frozenset[tuple[str, str]]
+    ) -> None:
         self.limits = limits
         self.keys = keys
+        self.public = public
         self.schemas: dict[str, Any] = {"Error": _error_schema()}
         self.output: dict[str, bool] = {}  # a model's name: whether it is a response model
-        self.security: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
+        self.security: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}, {"login": []}]
         # {}: with no key configured, none is needed
         self.optional: list[dict[str, list[str]]] = [] if keys else [{}]
 
@@ -167,7 +179,7 @@ class _Builder:
         for status, codes in sorted(self.errors(path, method, meta).items()):
             responses[str(status)] = self.error(status, codes)
         op["responses"] = responses
-        if path in OPEN_ROUTES:
+        if (method.upper(), path) in self.public:
             op["security"] = []
         elif path in STREAM_ROUTES:
             op["security"] = [*self.security, {"token": []}, {"ticket": []}, *self.optional]

@@ -3,7 +3,9 @@
 Any web page the user visits can reach localhost, so the checks run in this order, before a
 handler sees the request: the Host (DNS rebinding), a CORS preflight, the Origin of anything
 that changes state or opens a WebSocket (cross-site requests and WebSocket hijacking), then
-the credentials.
+the credentials: a key in a header, a ticket or token on a stream's URL, or else the browser
+login's cookie (:mod:`aiosvc.store.logins`), which must come with the daemon's own or an
+allowed ``Origin`` on anything that changes state or opens a WebSocket (CSRF).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from multidict import CIMultiDict, istr
 from aiosvc.clock import format_time
 from aiosvc.config import HOST_RE, ServerConfig
 from aiosvc.errors import Forbidden, Unauthorized
+from aiosvc.store.logins import Login, Logins, key_id
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -32,8 +35,8 @@ STREAM_ROUTES = frozenset(
         "/api/v1/sessions/{id}/events",
     }
 )
-#: Routes open without a key (liveness for supervisors and load balancers).
-OPEN_ROUTES = frozenset({"/health"})
+#: The browser login's cookie.
+COOKIE = "aiosvc_session"
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-API-Key, X-Request-ID"
 CORS_METHODS = "DELETE, GET, OPTIONS, PATCH, POST"
 TICKET_TTL_S = 60.0
@@ -52,8 +55,13 @@ def host_name(host: str) -> str | None:
 class AccessGate:
     """Applies the allowlists and credentials of the server's configuration."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, logins: Logins | None = None) -> None:
         self.tickets = Tickets()
+        #: The browser logins (None: the cookie is not looked at).
+        self.logins = logins
+        #: The (method, canonical path) of the routes open without a key, marked so when the
+        #: front door registers them (``/health``, the login routes, the dashboard's files).
+        self.public: set[tuple[str, str]] = set()
         #: Host headers found allowed (only allowed ones): a request with one of them needs
         #: no Host check.
         self.hosts_seen: set[str] = set()
@@ -66,6 +74,9 @@ class AccessGate:
         self.hosts = LOOPBACK_HOSTS | {name for name in named if name is not None}
         self.origins = frozenset(o.rstrip("/").lower() for o in config.allowed_origins)
         self.keys = tuple(k.encode() for k in config.api_keys)
+        # Each key's fingerprint, as its logins store it: a login whose key is no longer
+        # configured is refused.
+        self.key_ids = {key_id(k): k for k in config.api_keys}
         self.hosts_seen.clear()  # a host seen before may no longer be allowed
 
     # Host and Origin ---------------------------------------------------------------------------
@@ -130,26 +141,60 @@ class AccessGate:
         if not stream and ("token" in query or "ticket" in query):
             raise Unauthorized(
                 "query credentials are accepted only by the WebSocket and event-stream routes",
-                headers=_BEARER,
+                headers=BEARER,
             )
-        if not self.keys or route in OPEN_ROUTES:
+        if not self.keys or (request.method, route) in self.public:
             return None
         given = header_key(request)
         if given is not None and stream and query.get("token", given) != given:
-            raise Unauthorized("the request carries two different API keys", headers=_BEARER)
+            raise Unauthorized("the request carries two different API keys", headers=BEARER)
         if given is None and stream:
             ticket = query.get("ticket")
             if ticket is not None:
                 owner = self.tickets.redeem(ticket)
                 if owner is not None:
                     return owner
-                raise Unauthorized("the ticket is unknown, used or expired", headers=_BEARER)
+                raise Unauthorized("the ticket is unknown, used or expired", headers=BEARER)
             given = query.get("token")
         if given is None:
-            raise Unauthorized("an API key is required", headers=_BEARER)
+            return self._by_cookie(request)
         if not self.known(given):
-            raise Unauthorized("the API key is not valid", headers=_BEARER)
+            raise Unauthorized("the API key is not valid", headers=BEARER)
         return given
+
+    def _by_cookie(self, request: web.Request) -> str:
+        """The key the request's login was made with; the login is refused (401) when it is
+        unknown, expired or its key was removed, and a write or WebSocket without an allowed
+        ``Origin`` is refused (403): the browser sends the cookie with requests other sites'
+        pages make too."""
+        token = request.cookies.get(COOKIE) if hdrs.COOKIE in request.headers else None
+        if not token:
+            raise Unauthorized("an API key is required", headers=BEARER)
+        login = self.login(token)
+        if login is None:
+            raise Unauthorized("the login is unknown or expired: sign in again", headers=BEARER)
+        self.check_cookie_origin(request)
+        return self.key_ids[login.key_id]
+
+    def login(self, token: str) -> Login | None:
+        """The valid login of a cookie's token, now used (None: unknown, expired, or made
+        with a key that is no longer configured)."""
+        return None if self.logins is None else self.logins.use(token, self.key_ids)
+
+    def check_cookie_origin(self, request: web.Request) -> None:
+        """Refuse a write or a WebSocket upgrade that only the cookie authenticates unless it
+        carries the daemon's own or an allowed ``Origin`` (the CSRF defence)."""
+        if request.method not in STATE_CHANGING and (
+            request.headers.get(hdrs.UPGRADE, "").lower() != "websocket"
+        ):
+            return
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is None or not self.origin_allowed(request, origin):
+            raise Forbidden(
+                "a write authenticated by the login cookie alone must carry the Origin of the "
+                "daemon's own page or of an allowed one",
+                code="forbidden_origin",
+            )
 
     def known(self, key: str) -> bool:
         """Compare with every configured key in constant time."""
@@ -161,7 +206,7 @@ class AccessGate:
         return found
 
 
-_BEARER = {"WWW-Authenticate": "Bearer"}
+BEARER = {"WWW-Authenticate": "Bearer"}
 API_KEY_HEADER = istr("X-API-Key")
 _NO_QUERY: Mapping[str, str] = {}
 
@@ -185,7 +230,7 @@ def header_key(request: web.Request) -> str | None:
         if scheme.lower() == "bearer" and token.strip():
             given.add(token.strip())
     if len(given) > 1:
-        raise Unauthorized("the request carries two different API keys", headers=_BEARER)
+        raise Unauthorized("the request carries two different API keys", headers=BEARER)
     return given.pop() if given else None
 
 

@@ -35,7 +35,7 @@ HEALTH = {"status": Literal["ok"], "version": str, "uptime_s": float, "db": Lite
 AGENT = {"name": str, "kind": str, "default": bool, "config": dict[str, Any]}
 
 
-@routes.get("/health")
+@routes.get("/health", public=True)
 @routes.get("/api/v1/health")
 @operation(responses={200: HEALTH}, errors={503: "unavailable"})
 async def health(request: web.Request) -> web.Response:
