@@ -1,4 +1,4 @@
-"""The ``aiosvc`` command: serve, chat, tui, migrate, check-config."""
+"""The ``aiosvc`` command: serve, chat, sessions, tui, migrate, check-config."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiosvc import __version__
-from aiosvc.client import chat, tui
+from aiosvc.client import chat, sessions, tui
 
 if TYPE_CHECKING:
     from aiosvc.config import Config
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     with_server(with_config(commands.add_parser("serve", help="run the service")))
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
+    sessions.add_arguments(commands.add_parser("sessions", help="list the sessions"))
     tui.add_arguments(commands.add_parser("tui", help="every session, full screen, live"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
@@ -72,8 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "chat":  # a client: no server configuration, no server logging
+    # the clients: no server configuration, no server logging
+    if args.command == "chat":
         return chat.run(args)
+    if args.command == "sessions":
+        return sessions.run(args)
     if args.command == "tui":
         return tui.run(args)
     return _run_server_command(args)

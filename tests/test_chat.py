@@ -150,9 +150,19 @@ async def rest(server_url: str, method: str, path: str, **kwargs: Any) -> Any:
         return (await response.json())["data"] if response.status != 204 else None
 
 
+LABELLED = re.compile(r"(\w+)> (.*)")
+
+
 def replies(lines: list[str]) -> list[str]:
-    """The conversation lines: neither the session line nor bracketed notices."""
-    return [line for line in lines[1:] if not line.startswith("[")]
+    """The agent's lines without their label: neither the session line, the user's lines nor
+    bracketed notices."""
+    found = []
+    for line in lines[1:]:
+        labelled = LABELLED.fullmatch(line)
+        if line.startswith("[") or (labelled is not None and labelled.group(1) == "you"):
+            continue
+        found.append(labelled.group(2) if labelled is not None else line)
+    return found
 
 
 # ---- a new session
@@ -164,13 +174,13 @@ async def test_a_new_session_streams_the_echo_and_quits(
     chat = await start_chat(server.url)
     session_id, _ = await chat.expect_groups(CREATED)
     await chat.send("hello there, echo")
-    await chat.expect("hello there, echo")
+    await chat.expect("echo> hello there, echo")
     await chat.expect("[status idle]")
     assert await chat.finish() == 0
     assert chat.lines == [
         f"session {session_id} created (agent echo)",
         "[status running]",
-        "hello there, echo",
+        "echo> hello there, echo",
         "[status idle]",
     ]
     assert chat.stderr == ""
@@ -197,18 +207,18 @@ async def test_end_of_input_waits_for_every_reply(server: Server, start_chat: St
 async def test_tool_approvals_are_shown_and_answered(server: Server, start_chat: StartChat) -> None:
     chat = await start_chat(server.url)
     await chat.expect(CREATED)
-    await chat.send('/tool ls {"path": "/tmp"}')
+    await chat.send('//tool ls {"path": "/tmp"}')  # "//": the agent's slash word, sent
     first, tool, tool_input = await chat.expect_groups(APPROVAL)
     assert (tool, tool_input) == ("ls", '{"path": "/tmp"}')
     await chat.expect("[status waiting_approval]")
     await chat.send("/approve")  # the newest pending one
     await chat.expect(f"[approval {first} approved]")
-    await chat.expect("tool ls approved")
-    await chat.send("/tool rm {}")
+    await chat.expect("echo> tool ls approved")
+    await chat.send("//tool rm {}")
     second, _, _ = await chat.expect_groups(APPROVAL)
     await chat.send(f"/deny {second}")
     await chat.expect(f"[approval {second} denied]")
-    await chat.expect("tool rm denied")
+    await chat.expect("echo> tool rm denied")
     await chat.send(f"/approve {second}")  # too late
     await chat.expect(
         f"[error already_resolved: approval '{second}' is already denied (/approve {second})]"
@@ -228,7 +238,7 @@ async def test_messages_queue_behind_a_running_reply_and_cancel_stops_it(
     await chat.send("one two three")  # three deltas, 400 ms apart
     await chat.expect("[status running]")
     await chat.send("four")  # typed while the reply runs: sent, and answered after it
-    await chat.expect("four")
+    await chat.expect("slow> four")
     await chat.expect("[status idle]")
     assert replies(chat.lines) == ["one two three", "four"]
     long = "a b c d e f g h"  # eight deltas: about three seconds
@@ -240,7 +250,7 @@ async def test_messages_queue_behind_a_running_reply_and_cancel_stops_it(
     await chat.send("/cancel")
     await chat.expect("[nothing to cancel]")
     await chat.send("after")
-    await chat.expect("after")
+    await chat.expect("slow> after")
     assert await chat.finish() == 0
     partial = replies(chat.lines)[2:-1]  # what streamed before the cancel: a prefix, or nothing
     assert len(partial) <= 1
@@ -259,16 +269,16 @@ async def test_attaching_shows_the_last_twenty_messages_then_chats(
         await rest(server.url, "POST", base, json={"content": f"message {n}"})
     chat = await start_chat(server.url, session["id"])
     await chat.expect(f"session {session['id']} (agent echo, idle, 22 messages)")
-    await chat.expect("message 10")
+    await chat.expect("echo> message 10")
     await chat.send("one more")
-    await chat.expect("one more")
+    await chat.expect("echo> one more")
     await chat.expect("[status idle]")
     assert await chat.finish() == 0
     shown = []
     for n in range(1, 11):
-        shown += [f"> message {n}", f"message {n}"]
+        shown += [f"you> message {n}", f"echo> message {n}"]
     assert chat.lines[1:21] == shown
-    assert chat.lines[21:] == ["[status running]", "one more", "[status idle]"]
+    assert chat.lines[21:] == ["[status running]", "echo> one more", "[status idle]"]
 
 
 # What a hostile message would do to a terminal: clear it, set its title, write the clipboard
@@ -290,9 +300,10 @@ async def test_control_characters_from_the_wire_are_shown_escaped_never_sent(
     assert await chat.finish() == 0
     shown = "\n".join(chat.lines)
     assert not any(c in shown for c in "\x1b\x07\r\x9b\u202e")
-    assert chat.lines[1:3] == [f"> {HOSTILE_SHOWN}", "> [approval apr_x approved]"]
-    assert chat.lines[3:5] == [HOSTILE_SHOWN, "[approval apr_x approved]"]
-    assert chat.lines[-3:] == ["[status running]", HOSTILE_SHOWN, "[status idle]"]
+    # every line of a message is labelled: the fake notice cannot pass for the client's own
+    assert chat.lines[1:3] == [f"you> {HOSTILE_SHOWN}", "you> [approval apr_x approved]"]
+    assert chat.lines[3:5] == [f"echo> {HOSTILE_SHOWN}", "echo> [approval apr_x approved]"]
+    assert chat.lines[-3:] == ["[status running]", f"echo> {HOSTILE_SHOWN}", "[status idle]"]
 
 
 async def test_an_unknown_session_exits_1(server: Server, start_chat: StartChat) -> None:
@@ -308,7 +319,7 @@ async def test_a_session_deleted_while_attached_ends_the_chat(
     session = await rest(server.url, "POST", "/api/v1/sessions", json={})
     chat = await start_chat(server.url, session["id"])
     await chat.send("still here")
-    await chat.expect("still here")
+    await chat.expect("echo> still here")
     await rest(server.url, "DELETE", f"/api/v1/sessions/{session['id']}")
     await chat.expect("[session deleted]")
     assert await chat.wait() == 1
@@ -360,7 +371,7 @@ async def test_a_server_restart_is_survived_and_a_line_typed_meanwhile_is_sent_o
         chat = await start_chat(first.url)
         session_id, _ = await chat.expect_groups(CREATED)
         await chat.send("before")
-        await chat.expect("before")
+        await chat.expect("echo> before")
         await chat.expect("[status idle]")
         first.kill()
         await chat.expect(lambda line: line.startswith("[disconnected: "))
@@ -368,9 +379,9 @@ async def test_a_server_restart_is_survived_and_a_line_typed_meanwhile_is_sent_o
         second = Server(db_path, port=first.port)
         await second.start()
         await chat.expect("[reconnected]")
-        await chat.expect("after the restart")
+        await chat.expect("echo> after the restart")
         await chat.send("and once more")
-        await chat.expect("and once more")
+        await chat.expect("echo> and once more")
         assert await chat.finish() == 0
         assert replies(chat.lines) == ["before", "after the restart", "and once more"]
         # The new server could not replay the old one's events: a reset, and a refetch.
@@ -510,7 +521,7 @@ async def test_the_api_key_goes_in_a_header_and_in_the_socket_query(
     chat = await start_chat(server_url(client), "--api-key", "s3cret")
     await chat.expect(CREATED)
     await chat.send("with a key")
-    await chat.expect("with a key")
+    await chat.expect("echo> with a key")
     assert await chat.finish() == 0
     ws = [s for s in seen if s[0].endswith("/ws")]
     assert ws and all(s[1:] == (None, "s3cret") for s in ws)
@@ -534,7 +545,7 @@ async def test_a_server_with_api_keys_takes_the_key_from_the_environment(
         chat = await start_chat(keyed.url, env={"AIOSVC_API_KEY": "k-one"})
         await chat.expect(CREATED)
         await chat.send("keyed")
-        await chat.expect("keyed")
+        await chat.expect("echo> keyed")
         assert await chat.finish() == 0
         assert "k-one" not in await keyed.settled_log()
     finally:

@@ -1,9 +1,10 @@
-"""Writing the conversation to the terminal: whole lines, and replies as they stream."""
+"""Writing the conversation to the terminal: labelled lines, and replies as they stream."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import TextIO
 
 DIM = "\x1b[2m"
@@ -42,17 +43,29 @@ def wants_color(stream: TextIO) -> bool:
 
 
 class Display:
-    """Line-oriented output with at most one open line: the reply being streamed.
+    """Line-oriented output with at most one open line: the message being streamed.
 
+    Every line of a message starts with its author's label (``you> ``, ``echo> ``), so a line
+    of a message can never pass for one of the client's own notices (``[status idle]``).
     Plain text when the output is not a terminal, so scripts and tests can read it line by line.
     Text from the wire never reaches the terminal as control characters: every public method
     escapes what it is given (see :func:`terminal_safe`); only this class's own styles are sent.
+
+    With ``whole_lines`` only whole lines are written (an input line is drawn below them); the
+    open line waits in :attr:`partial`, and :attr:`on_change` is called whenever it changes.
     """
 
-    def __init__(self, out: TextIO, *, color: bool | None = None) -> None:
+    def __init__(
+        self, out: TextIO, *, color: bool | None = None, whole_lines: bool = False
+    ) -> None:
         self._out = out
         self.color = wants_color(out) if color is None else color
-        self.open: str | None = None  # the message whose reply line is not yet ended
+        self.whole_lines = whole_lines
+        self.open: str | None = None  # the message whose line is not yet ended
+        self.partial = ""  # with whole_lines: the open line's text, not yet written
+        self.on_change: Callable[[], None] | None = None
+        self._label = ""  # the open message's label, styled
+        self._line_start = True  # the open message's next character starts a line
 
     def _write(self, text: str) -> None:
         try:
@@ -61,35 +74,67 @@ class Display:
         except (BrokenPipeError, ValueError):  # the reader went away; nothing to tell it
             pass
 
+    def _emit(self, text: str) -> None:
+        if not self.whole_lines:
+            self._write(text)
+            return
+        self.partial += text
+        if "\n" in self.partial:
+            done, self.partial = self.partial.rsplit("\n", 1)
+            self._write(done + "\n")
+        if self.on_change is not None:
+            self.on_change()
+
+    def styled(self, text: str, style: str) -> str:
+        """``text`` in ``style`` (one of this module's SGR codes) when colour is on."""
+        return f"{style}{text}{RESET}" if self.color else text
+
     def end_line(self) -> None:
-        """End the open reply line, if any."""
+        """End the open message's line, if any."""
         if self.open is not None:
             self.open = None
-            self._write("\n")
+            if not self._line_start:
+                self._emit("\n")
+            self._line_start = True
 
     def line(self, text: str) -> None:
-        """Write one line of conversation (ending an open reply line first)."""
-        self._line(terminal_safe(text))
+        """Write one line of the client's own (wire text in it escaped, newlines too)."""
+        self._line(terminal_safe(text, newlines=False))
 
     def _line(self, shown: str) -> None:
         self.end_line()
-        self._write(shown + "\n")
+        self._emit(shown + "\n")
 
     def user(self, text: str) -> None:
-        """Write a user's message, each of its lines prefixed with ``> ``."""
-        shown = "\n".join("> " + part for part in terminal_safe(text).split("\n"))
-        self._line(f"{BOLD}{shown}{RESET}" if self.color else shown)
+        """Write a user's message, each of its lines labelled ``you> ``."""
+        self.message(None, "you", text)
+
+    def message(self, message_id: str | None, label: str, text: str) -> None:
+        """Write a whole message as lines labelled ``label> ``."""
+        self.end_line()
+        self.stream(message_id or "", text, label)
+        self.end_line()
 
     def notice(self, text: str) -> None:
         """Write a bracketed one-line notice such as ``[status idle]`` (dimmed on a terminal)."""
-        shown = f"[{terminal_safe(text, newlines=False)}]"
-        self._line(f"{DIM}{shown}{RESET}" if self.color else shown)
+        self._line(self.styled(f"[{terminal_safe(text, newlines=False)}]", DIM))
 
-    def stream(self, message_id: str, text: str) -> None:
-        """Continue a reply's line without ending it."""
+    def stream(self, message_id: str, text: str, label: str) -> None:
+        """Continue a message's line without ending it; each of its lines labelled."""
         if not text:
             return
         if self.open != message_id:
             self.end_line()
             self.open = message_id
-        self._write(terminal_safe(text))
+            self._label = self.styled(f"{terminal_safe(label, newlines=False)}>", BOLD) + " "
+        pieces = []
+        for index, part in enumerate(terminal_safe(text).split("\n")):
+            if index:
+                pieces.append("\n")
+                self._line_start = True
+            if part:
+                if self._line_start:
+                    pieces.append(self._label)
+                    self._line_start = False
+                pieces.append(part)
+        self._emit("".join(pieces))

@@ -52,6 +52,8 @@ class Link:
         self._down = False  # a drop was announced and no connection has been made since
         self._sending = asyncio.Lock()
         self._resumes = 0
+        #: Set once the history is shown: the pending approvals are known from then on.
+        self.ready = asyncio.Event()
         self.closing = False  # the user is leaving: a socket closed now is no news
 
     async def run(self) -> None:
@@ -162,6 +164,7 @@ class Link:
         messages = await self.api.recent_messages(self.session_id, HISTORY)
         approvals = await self.api.pending_approvals(self.session_id)
         self.transcript.show_history(messages, approvals)
+        self.ready.set()
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")

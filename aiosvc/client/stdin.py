@@ -23,6 +23,7 @@ class LineReader:
     """Reads lines from a file descriptor in a thread; :meth:`get` hands them to the loop."""
 
     def __init__(self, fd: int = 0) -> None:
+        self.interrupted = False  # (Ctrl-C here is a signal: it never comes through a read)
         self._fd = fd
         self._loop = asyncio.get_running_loop()
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()

@@ -32,10 +32,18 @@ def describe_op(op: Op) -> str:
 class Transcript:
     """The session as this client has shown it: messages, running replies, pending approvals."""
 
-    def __init__(self, display: Display, outbox: PendingOps, *, status: str | None = None) -> None:
+    def __init__(
+        self,
+        display: Display,
+        outbox: PendingOps,
+        *,
+        status: str | None = None,
+        agent: str = "agent",
+    ) -> None:
         self.display = display
         self.outbox = outbox
         self.status = status
+        self.agent = agent  # the label of the agent's lines
         self.shown: set[str] = set()  # messages shown in full (or typed here): never again
         self.streamed: dict[str, str] = {}  # reply text shown so far, by message id
         self.muted: set[str] = set()  # replies whose start was missed: shown whole at the end
@@ -50,9 +58,15 @@ class Transcript:
         """Tell whether something this client waits for is still under way."""
         return bool(self.outbox or self.awaited or self.running)
 
+    @property
+    def blocked(self) -> bool:
+        """Tell whether what is under way waits on an approval nobody here has answered."""
+        return bool(self.approvals) and not self.outbox
+
     async def settled(self) -> None:
-        """Wait until nothing is under way (ops answered, replies finished)."""
-        while self.busy:
+        """Wait until nothing is under way (ops answered, replies finished), or until what is
+        under way waits for an approval (:attr:`blocked`): it would wait for ever."""
+        while self.busy and not self.blocked:
             self.changed.clear()
             await self.changed.wait()
 
@@ -134,7 +148,7 @@ class Transcript:
             return
         self.running.add(message_id)
         self.streamed[message_id] = self.streamed.get(message_id, "") + delta
-        self.display.stream(message_id, delta)
+        self.display.stream(message_id, delta, self.agent)
 
     def _final(self, message: dict[str, Any]) -> None:
         """Show how a message ended: the rest of its text, then a failure or cancellation."""
@@ -145,14 +159,14 @@ class Transcript:
         self.muted.discard(message_id)
         streamed = self.streamed.pop(message_id, "")
         content = str(message.get("content") or "")
-        if message.get("role") in ("tool", "system"):
-            content = f"[{message.get('role')}] {content}"
+        role = message.get("role")
+        label = str(role) if role in ("tool", "system") else self.agent
         if streamed and content.startswith(streamed):
             content = content[len(streamed) :]  # the deltas showed the beginning
         elif streamed and self.display.open == message_id:
             self.display.end_line()  # the deltas shown do not add up to it: show it all
         if content:
-            self.display.stream(message_id, content)
+            self.display.stream(message_id, content, label)
         self.display.end_line()
         status = message.get("status")
         if status == "failed":
@@ -167,6 +181,7 @@ class Transcript:
             return
         self.approvals[approval_id] = approval
         tool_input = json.dumps(approval.get("input"), ensure_ascii=False)
+        # (the tool's name and input come from the agent: line() escapes them, newlines too)
         self.display.line(
             f"[approval {approval_id}] tool {approval.get('tool')} input {tool_input}: "
             "answer with /approve or /deny"
@@ -181,7 +196,11 @@ class Transcript:
 
     def acked(self, op: Op, data: Any) -> None:
         """An op succeeded."""
-        if op.kind == "send_message" and isinstance(data, dict):
+        if op.kind == "approve":
+            # decided: what waits on it is no longer blocked, whichever of this ack and
+            # approval.resolved comes first
+            self.approvals.pop(str(op.frame.get("approval_id")), None)
+        elif op.kind == "send_message" and isinstance(data, dict):
             message = data.get("message")
             if isinstance(message, dict):
                 self.shown.add(str(message.get("id")))

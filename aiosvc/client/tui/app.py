@@ -29,11 +29,11 @@ from aiosvc.client.tui.panels import ApprovalPanel, PromptInput, SessionTable, S
 
 T = TypeVar("T")
 COMMANDS = {
-    "/help": "list the commands and keys",
-    "/approve": "[ID] approve the first pending approval (or ID); key ctrl+y",
-    "/deny": "[ID] deny the first pending approval (or ID); key ctrl+n",
-    "/cancel": "stop the running reply; key escape",
-    "/quit": "leave; key ctrl+q",
+    "/help": ("", "list the commands and keys"),
+    "/approve": ("[ID]", "approve the first pending approval (or ID); key ctrl+y"),
+    "/deny": ("[ID]", "deny the first pending approval (or ID); key ctrl+n"),
+    "/cancel": ("", "stop the running reply; key escape"),
+    "/quit": ("", "leave; key ctrl+q"),
 }
 KEYS = (
     "keys: F2 new session, F3 rename, F4 end, F8 delete, tab moves between the list, "
@@ -270,10 +270,10 @@ class TuiApp(App[None]):
         prompt.remember(line)
         parsed = slash.parse(line, COMMANDS)
         if isinstance(parsed, slash.Refused):
-            self.display_.notice(parsed.reason)
+            self.display_.notice(parsed.message)
         elif isinstance(parsed, slash.Command):
             await self._command(parsed)
-        elif isinstance(parsed, slash.Message):
+        elif isinstance(parsed, slash.Send):
             if not self.session_id:
                 self.display_.notice("no session open: choose one in the list, or F2 for a new one")
                 return

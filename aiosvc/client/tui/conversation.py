@@ -303,18 +303,15 @@ class ConversationDisplay(Display):
         classes = "failure" if text.startswith(("failed", "error", "no answer")) else "notice"
         self.view.add("", f"[{terminal_safe(text, newlines=False)}]", classes)
 
-    def stream(self, message_id: str, text: str) -> None:
-        """Continue a reply (starting its entry with its first text)."""
+    def stream(self, message_id: str, text: str, label: str = "agent") -> None:
+        """Continue a reply (starting its entry, labelled, with its first text)."""
         if not text:
             return
         self.open = message_id
         entry = self.replies.get(message_id)
         shown = terminal_safe(text)
         if entry is None:
-            label = "agent"
-            if shown.startswith("[tool] "):
-                label, shown = "tool", shown.removeprefix("[tool] ")
-            self.replies[message_id] = self.view.add(label, shown)
+            self.replies[message_id] = self.view.add(terminal_safe(label, newlines=False), shown)
         elif entry.length > BLOCK_CHARS and "\n" in shown:
             head, _, tail = shown.rpartition("\n")
             if head:
