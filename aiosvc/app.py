@@ -20,7 +20,19 @@ from aiosvc.core import build_core
 from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
 from aiosvc.models import ApprovalStatus
-from aiosvc.web import configuration, login, sessions, sse, system, ws
+from aiosvc.peers.links import peers_budget
+from aiosvc.web import (
+    approvals,
+    computers,
+    configuration,
+    dashboard,
+    login,
+    projects,
+    sessions,
+    sse,
+    system,
+    ws,
+)
 from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
 from aiosvc.web.keys import (
@@ -29,18 +41,22 @@ from aiosvc.web.keys import (
     BUS,
     CACHE,
     COMMAND_SERVICE,
+    COMPUTERS,
     CORE,
     DATABASE,
     FIRST_PAGE,
     FRONT_DOOR,
     METRICS,
     METRICS_REGISTRY,
+    PEERS,
+    PROJECTS,
     SETTINGS,
     STARTED_AT,
     STORE,
     STREAMS,
 )
 from aiosvc.web.open_streams import OpenStreams
+from aiosvc.web.remote import MERGED, MergedMemo
 from aiosvc.web.security import AccessGate
 from aiosvc.web.server import HANDLER_ARGS
 
@@ -72,6 +88,10 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     app[CACHE] = cache
     app[AGENTS] = agents
     app[COMMAND_SERVICE] = commands
+    app[PROJECTS] = core.projects
+    app[COMPUTERS] = core.computers
+    app[PEERS] = core.peers
+    app[MERGED] = MergedMemo()
     streams = app[STREAMS] = OpenStreams()
     app[FIRST_PAGE] = FirstPage(cache)
     app[ACCESS_GATE] = gate
@@ -84,7 +104,18 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
     door = app[FRONT_DOOR] = FrontDoor(config.limits, gate, metrics)
     door.add_routes(
         app.router,
-        [system.routes, login.routes, configuration.routes, sessions.routes, sse.routes, ws.routes],
+        [
+            system.routes,
+            approvals.routes,
+            login.routes,
+            configuration.routes,
+            sessions.routes,
+            projects.routes,
+            computers.routes,
+            sse.routes,
+            ws.routes,
+            dashboard.routes,
+        ],
     )
 
     def apply(new: Config) -> None:
@@ -94,9 +125,11 @@ def create_app(config: Config, load: Callable[[], Config] | None = None) -> web.
         door.reconfigure(new.limits)
         # aiohttp-internals: the body size limit, read per request (no public setter).
         app._client_max_size = new.limits.max_body_bytes
-        cache.reconfigure(new.cache.max_bytes)
+        cache.reconfigure(new.cache.max_bytes - peers_budget(new))
         agents.reconfigure(new.agents)
         commands.reconfigure(new.limits, new.approvals.timeout_s)
+        core.projects.reconfigure(new.projects, new.server.computer)
+        core.peers.reconfigure(new.peers, peers_budget(new))
         logs.set_level(new.server.log_level)
 
     settings.on_change(apply)

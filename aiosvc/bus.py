@@ -52,7 +52,9 @@ def session_topic(session_id: str) -> str:
 
 
 #: The topics that are not about one session (``*`` subscribes to every topic).
-GLOBAL_TOPICS = frozenset({"sessions", "approvals", "hooks", "system", ALL})
+GLOBAL_TOPICS = frozenset(
+    {"sessions", "approvals", "hooks", "projects", "computers", "system", ALL}
+)
 
 
 def is_valid_topic(topic: str) -> bool:
@@ -98,6 +100,9 @@ class Subscription:
         self._bus = bus
         self.deliver = deliver
         self.topics: set[str] = set()
+        #: Whether its topics count as a client's interest (a peer's relay stream does not:
+        #: two daemons peered both ways would keep each other's streams open for nobody).
+        self.interested = True
 
     def add(self, topics: Iterable[str]) -> None:
         """Start receiving events of these topics (``*`` means every topic)."""
@@ -105,6 +110,8 @@ class Subscription:
             if topic not in self.topics:
                 self.topics.add(topic)
                 self._bus._index.setdefault(topic, set()).add(self)
+                if self.interested:
+                    self._bus._interest(topic, +1)
 
     def remove(self, topics: Iterable[str]) -> None:
         """Stop receiving events of these topics."""
@@ -116,6 +123,8 @@ class Subscription:
                     members.discard(self)
                     if not members:
                         del self._bus._index[topic]
+                if self.interested:
+                    self._bus._interest(topic, -1)
 
     def close(self) -> None:
         """Stop receiving anything."""
@@ -145,7 +154,28 @@ class Bus:
         self._reserve: Callable[[int], Awaitable[None]] | None = None
         self._reserving: asyncio.Task[None] | None = None
         self._reserved_until = 1 << 62
+        #: Told ``(topic, True)`` when a topic gains its first subscriber and ``(topic,
+        #: False)`` when it loses its last (what peers' relays follow).
+        self.on_interest: Callable[[str, bool], None] | None = None
+        self._interested: dict[str, int] = {}
         self.start_at(1)
+
+    def _interest(self, topic: str, change: int) -> None:
+        count = self._interested[topic] = self._interested.get(topic, 0) + change
+        if count <= 0:
+            del self._interested[topic]
+        if count > 1 or (count == 1 and change < 0):
+            return  # not the first to come nor the last to go
+        held = count > 0
+        if self.on_interest is not None:
+            try:
+                self.on_interest(topic, held)
+            except Exception:  # a subscriber's call must not fail for it
+                log.exception("interest_listener_failed", topic=topic)
+
+    def interested(self, topic: str) -> bool:
+        """Whether some interested subscriber follows ``topic`` now."""
+        return topic in self._interested
 
     def start_at(
         self,
@@ -189,6 +219,29 @@ class Bus:
         JSON is longer is :class:`EventTooLarge`, and nothing is published."""
         # hook types are chosen by clients: counted as one, or they would grow without bound
         return self._publish(HOOK_PREFIX + name, HOOKS, topics, data, max_bytes)
+
+    def publish_relayed(
+        self, type_: str, topics: Iterable[str], ts: str, data_json: bytes
+    ) -> Event:
+        """Publish again, under a local id, an event a peer published (its type, its time and
+        its data's JSON as received); it reaches this daemon's clients, not its cache, and is
+        never sent on to a peer."""
+        event = Event(
+            id=self._next_id,
+            type=type_,
+            topics=tuple(topics),
+            ts=ts,
+            data_json=right_sized(data_json),
+            low_priority=type_ in LOW_PRIORITY,
+            relayed=True,
+        )
+        self._next_id += 1
+        counted = HOOKS if type_.startswith(HOOK_PREFIX) else type_
+        self._published[counted] = self._published.get(counted, 0) + 1
+        self._check_reservation()
+        self._fan_out(event)
+        self._retain(event)
+        return event
 
     def _publish(
         self, type_: str, counted: str, topics: Iterable[str], data: Any, max_bytes: int | None

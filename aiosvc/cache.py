@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from aiosvc.bus import ALL, COMMAND_CHANGED, Bus, Subscription
@@ -142,6 +142,11 @@ class Cache:
             prev=None,
         )
 
+    def newest_first(self) -> Iterator[tuple[Session, bytes]]:
+        """Every session, newest first, with its JSON (for lists merged with peers')."""
+        json = self._json
+        return (json[session_id] for session_id in reversed(self._sessions))
+
     async def sessions_page(self, filters: Filters, window: Window) -> Page:
         """A page of sessions, newest first, matching every filter.
 
@@ -250,6 +255,8 @@ class Cache:
     # Following the bus -------------------------------------------------------------------------
 
     def _apply(self, event: Event, _topic: str) -> None:
+        if event.relayed:
+            return  # another computer's: its sessions are kept by its peer link
         handler = _HANDLERS.get(event.type)
         if handler is not None:
             handler(self, event)

@@ -44,6 +44,12 @@ def _strict_int(value: Any, _: type) -> int:
     return value
 
 
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {_json_type(value)}")
+    return float(value)
+
+
 def _strict_bool(value: Any, _: type) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"expected a boolean, got {_json_type(value)}")
@@ -81,6 +87,7 @@ converter.register_structure_hook(str, _strict_str)
 converter.register_structure_hook(StrEnum, _strict_enum)
 converter.register_structure_hook(int, _strict_int)
 converter.register_structure_hook(bool, _strict_bool)
+converter.register_structure_hook(float, _strict_float)
 converter.register_structure_hook_func(
     lambda t: getattr(t, "__origin__", None) is Literal, _strict_literal
 )

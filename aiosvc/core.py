@@ -1,5 +1,6 @@
-"""The core without the web layer: one factory for the database, store, bus, cache, agents
-and command service (:func:`build_core`), and their lifecycle in dependency order.
+"""The core without the web layer: one factory for the database, store, bus, cache, agents,
+command service, projects, computers and peers (:func:`build_core`), and their lifecycle in
+dependency order.
 
 ``create_app`` puts the web layer on top of the core this builds; tests of the core use it as
 it is, so they run what the daemon runs.
@@ -17,6 +18,9 @@ from aiosvc.commands.service import CommandService
 from aiosvc.commands.startup import Startup
 from aiosvc.config import Config
 from aiosvc.metrics import Metrics
+from aiosvc.peers.computers import Computers
+from aiosvc.peers.links import Peers, peers_budget
+from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 from aiosvc.store.logins import Logins
 
@@ -38,6 +42,9 @@ class Core:
     agents: AgentRegistry
     commands: CommandService
     logins: Logins
+    projects: Projects
+    computers: Computers
+    peers: Peers
     _startup: Startup | None = None
 
     async def open(self) -> None:
@@ -52,11 +59,14 @@ class Core:
             self.store, self.bus, self.cache, self.commands, block=EVENT_ID_BLOCK
         )
         await self._startup.begin()
+        await self.projects.start()
 
     async def close(self, grace_s: float) -> None:
         """Stop the work (running replies get ``grace_s``), then close in reverse order."""
         if self._startup is not None:
             await self._startup.close()
+        await self.projects.close()
+        await self.peers.close()
         await self.commands.stop(grace_s)
         await self.agents.close()
         self.cache.close()
@@ -81,7 +91,8 @@ def build_core(
         block=EVENT_ID_BLOCK,
         metrics=metrics,
     )
-    cache = Cache(store, bus, max_bytes=config.cache.max_bytes)
+    # the peers' session lists take their share of the cache's budget
+    cache = Cache(store, bus, max_bytes=config.cache.max_bytes - peers_budget(config))
     agents = agents or AgentRegistry.from_config(config.agents)
     commands = CommandService(
         store=store,
@@ -94,4 +105,19 @@ def build_core(
         metrics=metrics,
     )
     logins = Logins(database, ttl_s=config.server.login_ttl_s)
-    return Core(metrics, database, store, bus, cache, agents, commands, logins)
+    projects = Projects(store, bus, config.projects, config.server.computer)
+    computers = Computers(cache, config.server.computer)
+    peers = Peers(bus, computers, config.peers, config.server.computer, peers_budget(config))
+    return Core(
+        metrics,
+        database,
+        store,
+        bus,
+        cache,
+        agents,
+        commands,
+        logins,
+        projects,
+        computers,
+        peers,
+    )

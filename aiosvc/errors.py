@@ -156,11 +156,24 @@ class RateLimited(AppError):
     code = "rate_limited"
 
 
+class UpstreamError(AppError):
+    """An agent's upstream server failed or answered something unusable."""
+
+    status = 502
+    code = "upstream_error"
+
+
 class Unavailable(AppError):
     """The service cannot take this now (shutting down, database unusable)."""
 
     status = 503
     code = "unavailable"
+
+
+class PeerUnavailable(Unavailable):
+    """A remote session's computer cannot be reached now: its writes wait for it."""
+
+    code = "peer_unavailable"
 
 
 class InsufficientStorage(AppError):

@@ -29,6 +29,9 @@ class EventType(StrEnum):
     APPROVAL_RESOLVED = "approval.resolved"
     STATUS = "status"
     CONFIG_RELOADED = "config.reloaded"
+    TODOS_UPDATED = "todos.updated"
+    COMPUTER_ONLINE = "computer.online"
+    COMPUTER_OFFLINE = "computer.offline"
 
 
 #: What every hook event's type starts with: ``hook.`` and the type its sender posted.

@@ -95,6 +95,9 @@ class Session:
     updated_at: str
     message_count: int = 0
     last_message_at: str | None = None
+    #: The model and system prompt this session's replies use (None: the agent's own).
+    model: str | None = None
+    system_prompt: str | None = None
 
 
 @frozen(kw_only=True)
@@ -127,11 +130,15 @@ class Command:
 
 @frozen(kw_only=True)
 class Approval:
-    """An agent's request to run a tool, waiting for a person's decision."""
+    """An agent's request to run a tool, waiting for a person's decision.
+
+    An external approval (asked by a program outside the daemon) may have no session, and has
+    no message.
+    """
 
     id: str
-    session_id: str
-    message_id: str
+    session_id: str | None
+    message_id: str | None
     tool: str
     input: Any
     status: ApprovalStatus
@@ -152,6 +159,9 @@ class Event:
     # The data as the publisher handed it (a model, usually), for consumers in this process
     # such as the cache, so they need not decode the JSON again.
     obj: Any = field(default=None, eq=False, repr=False)
+    # Received from a peer and published here again (see aiosvc.peers.relay): never sent to
+    # a peer (no loops), never applied to this machine's cache.
+    relayed: bool = False
 
     @property
     def topic(self) -> str:

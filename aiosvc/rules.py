@@ -13,6 +13,14 @@ MAX_PROJECT_CHARS = 200
 #: A text filter of a list (``?project=``, ``?computer=``): 1 to this many characters.
 MAX_FILTER_CHARS = 200
 
+#: A tool's name in an external approval: 1 to this many characters.
+MAX_TOOL_CHARS = 200
+#: How long an external approval may wait for a person, at most (seconds).
+MAX_EXTERNAL_TIMEOUT_S = 3600.0
+#: A session's model name: 1 to this many characters; its system prompt: at most this many.
+MAX_MODEL_CHARS = 200
+MAX_SYSTEM_PROMPT_CHARS = 65_536
+
 #: The ``<type>`` of a hook event (published as ``hook.<type>``).
 HOOK_TYPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 HOOK_TYPE_ERROR = "expected 1 to 64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
@@ -20,7 +28,9 @@ HOOK_TYPE_ERROR = "expected 1 to 64 of a-z, 0-9, '_', '.', '-', starting with a 
 #: Topics one subscription names at most (a WebSocket op, an event stream's ``?topics=``).
 MAX_TOPICS = 256
 #: The topics a client may name, as errors and the document say them.
-TOPICS = "'sessions', 'approvals', 'hooks', 'system', '*' or 'session:<id>'"
+TOPICS = (
+    "'sessions', 'approvals', 'hooks', 'projects', 'computers', 'system', '*' or 'session:<id>'"
+)
 
 
 def length_error(low: int, high: int) -> str:

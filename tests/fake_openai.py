@@ -19,7 +19,8 @@
 ``errorchunk``  one delta, then an in-stream ``data: {"error": {...}}``
 ==============  ===============================================================================
 
-Any other model is a 404 ``model_not_found``. Every request is recorded (headers, JSON body, and
+Any other model is a 404 ``model_not_found``. ``GET /v1/models`` lists the models above (and
+records its request too). Every request is recorded (headers, JSON body, and
 how its handler ended) in :attr:`FakeOpenAI.requests`.
 """
 
@@ -105,6 +106,7 @@ class FakeOpenAI:
         """The aiohttp application serving ``POST /v1/chat/completions``."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -156,6 +158,13 @@ class FakeOpenAI:
             raise
         finally:
             record.finished.set()
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        record = Recorded(request.method, request.path, CIMultiDict(request.headers), None)
+        self.requests.append(record)
+        models = [{"id": m, "object": "model", "owned_by": "fake"} for m in self._behaviours]
+        record.outcome = "completed"
+        return web.json_response({"object": "list", "data": models})
 
     # ---- streaming helpers
 

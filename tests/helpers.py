@@ -26,6 +26,8 @@ SESSION_KEYS = frozenset(
         "updated_at",
         "message_count",
         "last_message_at",
+        "model",
+        "system_prompt",
     }
 )
 MESSAGE_KEYS = frozenset(

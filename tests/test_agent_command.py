@@ -244,6 +244,7 @@ async def test_agents_lists_the_non_secret_configuration(client: Client, tmp_pat
             "cwd": str(tmp_path),
             "env": ["GREETING"],  # names only: values may be secrets
             "timeout_s": None,
+            "protocol": False,
         },
     }
     assert "hello" not in str(agents)

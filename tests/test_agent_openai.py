@@ -481,6 +481,7 @@ async def test_agents_lists_the_openai_agent_without_its_key(
             "model": "echo",
             "api_key_env": KEY_ENV,
             "timeout_s": TIMEOUT_S,
+            "system_prompt": None,
         },
     }
     assert by_name["gpt-nokeyenv"]["config"]["api_key_env"] is None

@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ async def test_agents_get_a_minimal_environment_never_the_daemons_secrets(
     assert reply["status"] == "complete"
     seen = dict(line.split("=", 1) for line in reply["content"].splitlines())
     session_id, reply_id = seen.pop("AIOSVC_SESSION_ID"), seen.pop("AIOSVC_REPLY_ID")
+    assert seen.pop("AIOSVC_CONVERSATION").startswith(tempfile.gettempdir())
     assert session_id.startswith("ses_")
     assert reply_id == reply["id"]
     assert seen == {

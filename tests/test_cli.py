@@ -180,13 +180,14 @@ def test_migrate_applies_then_reports_up_to_date(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert first.stdout == (
         f"{db}: applied 0001_initial.sql\n{db}: applied 0002_list_indexes.sql\n"
-        f"{db}: applied 0003_logins.sql\n"
+        f"{db}: applied 0003_logins.sql\n{db}: applied 0004_stats_indexes.sql\n"
+        f"{db}: applied 0005_approvals_and_session_options.sql\n"
     )
-    assert user_version(db) == schema_version() == 3
+    assert user_version(db) == schema_version() == 5
     again = aiosvc("migrate", "--db", str(db), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == f"{db}: up to date (schema version 3)\n"
-    assert user_version(db) == 3
+    assert again.stdout == f"{db}: up to date (schema version 5)\n"
+    assert user_version(db) == 5
 
 
 # ---- serve refusing to start

@@ -166,6 +166,7 @@ async def test_approvals_asked_decided_and_expired(client: Client, captured: Cap
         "session_id": sid,
         "tool": "ls",
         "decision": "denied",
+        "remember": False,
     }
     captured.clear()
     await send(client, sid, "/tool rm")

@@ -157,6 +157,8 @@ def test_auth_and_streams(config: Config) -> None:
         ("GET", "/api/v1/login"),
         ("POST", "/api/v1/login"),
         ("POST", "/api/v1/logout"),
+        ("GET", "/"),
+        ("GET", "/static/{name}"),
     }
     assert "security" not in paths["/api/v1/health"]["get"]  # the same handler, keyed
     streams = {p for p, ops in paths.items() if "token" in str(ops.get("get", {}).get("security"))}

@@ -262,6 +262,7 @@ async def test_get_config_shows_the_effective_configuration_with_secrets_redacte
         "env": {"TOKEN": "[redacted]"},
         "timeout_s": None,
         "kill_grace_s": 3.0,
+        "protocol": False,
     }
     assert config["limits"]["max_page_size"] == 500
     # Both routes need a key, like every other.

@@ -77,6 +77,7 @@ def test_the_document_is_spelled_as_the_file_with_secrets_redacted(path: Path) -
             "env": {"TOKEN": "[redacted]", "MODE": "[redacted]"},
             "timeout_s": None,
             "kill_grace_s": 3.0,
+            "protocol": False,
         },
         "remote": {
             "kind": "openai",
@@ -84,6 +85,7 @@ def test_the_document_is_spelled_as_the_file_with_secrets_redacted(path: Path) -
             "model": "m",
             "api_key_env": "REMOTE_KEY",  # a variable's name, not a secret
             "timeout_s": 120.0,
+            "system_prompt": None,
         },
     }
     assert shown["projects"] == {"site": {"path": "/srv/site"}}

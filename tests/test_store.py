@@ -179,24 +179,42 @@ async def test_a_database_of_the_first_schema_gets_the_list_indexes_and_keeps_it
     first = next(sql for number, _, sql in migrations() if number == 1)
     with sqlite3.connect(db_path) as conn:
         conn.executescript(first)
-        conn.execute(*SESSIONS.save(session("ses_1")))
+        conn.execute(  # the columns of the first schema
+            "INSERT INTO sessions (id, title, agent, project, computer, status, created_at, "
+            "updated_at) VALUES ('ses_1', '', 'echo', NULL, 'c', 'idle', 't', 't')"
+        )
+        conn.execute(
+            "INSERT INTO approvals (id, session_id, message_id, tool, input, status, "
+            "created_at) VALUES ('apr_1', 'ses_1', 'msg_1', 'ls', '{}', 'denied', 't')"
+        )
         conn.execute("PRAGMA user_version = 1")
     conn.close()
     database = Database(db_path)
     await database.open()  # (a missing marker beside an existing file is fine)
     await database.close()
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() == 5
         indexes = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
         assert {"sessions_by_status", "sessions_by_project", "sessions_by_computer"} <= indexes
+        assert {"messages_by_created", "replies_by_created", "sessions_by_created"} <= indexes
         plan = conn.execute(
             "EXPLAIN QUERY PLAN SELECT seq, id FROM sessions WHERE status = 'idle' AND seq < 5 "
             "ORDER BY seq DESC LIMIT 10"
         ).fetchall()
         assert "USING INDEX sessions_by_status" in plan[0][3]
-        assert conn.execute("SELECT id FROM sessions").fetchall() == [("ses_1",)]
+        assert conn.execute("SELECT id, model, system_prompt FROM sessions").fetchall() == [
+            ("ses_1", None, None)
+        ]
+        # The approvals table, rebuilt to take external approvals, kept its rows.
+        assert conn.execute(
+            "SELECT id, session_id, message_id, status FROM approvals"
+        ).fetchall() == [("apr_1", "ses_1", "msg_1", "denied")]
+        conn.execute(
+            "INSERT INTO approvals (id, session_id, message_id, tool, input, status, "
+            "created_at) VALUES ('apr_2', NULL, NULL, 'x', '{}', 'pending', 't')"
+        )
     conn.close()
 
 

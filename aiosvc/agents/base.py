@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 from attrs import field, frozen
 
+from aiosvc.errors import Unprocessable
 from aiosvc.models import Message, Session
 
 
@@ -33,8 +34,9 @@ class AgentError(Exception):
 class ApprovalGate(Protocol):
     """Asks a person whether the agent may run a tool."""
 
-    async def request(self, tool: str, input: Any) -> bool:
-        """Wait for the decision; True when approved (denied and expired are False)."""
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
+        """Wait for the decision; True when approved (denied and expired are False).
+        ``announced``: the agent already published the call's ``tool.use``."""
         ...
 
 
@@ -58,6 +60,8 @@ class Agent(abc.ABC):
     """A configured agent backend."""
 
     kind: ClassVar[str]
+    #: The per-session options (``model``, ``system_prompt``) a session of this agent may set.
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -69,6 +73,14 @@ class Agent(abc.ABC):
     def describe(self) -> Mapping[str, Any]:
         """The non-secret part of this agent's configuration."""
         return {}
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The models the agent's upstream offers; a kind without any is refused."""
+        raise Unprocessable(
+            f"agent {self.name!r} ({self.kind}) has no upstream models",
+            code="unsupported_option",
+            details={"agent": self.name, "kind": self.kind},
+        )
 
     async def close(self) -> None:  # noqa: B027  # most agents hold nothing to release
         """Release what the agent holds (connections, processes)."""

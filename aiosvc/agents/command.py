@@ -1,5 +1,9 @@
 """The ``command`` agent: runs a configured program per message and streams its stdout.
 
+The program finds the conversation so far in the JSON file ``AIOSVC_CONVERSATION`` names
+(:mod:`aiosvc.agents.conversation_file`) and, with ``protocol = true``, reports tool use and
+asks for approval over a socket (:mod:`aiosvc.agents.line_protocol`).
+
 The program runs in its own process group. However the reply ends (finished, failed, timed
 out, cancelled, or the daemon stopping), the group gets SIGTERM, then SIGKILL after a grace
 period, and the program is reaped: no zombie or orphan is left behind.
@@ -12,12 +16,15 @@ import codecs
 import contextlib
 import os
 import signal
+import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from aiosvc.agents.base import Agent, AgentError, Turn
+from aiosvc.agents.conversation_file import remove, write_conversation
 from aiosvc.agents.environment import child_environment
+from aiosvc.agents.line_protocol import LineProtocol
 from aiosvc.config import PROMPT_ARG, CommandAgentConfig
 
 READ_SIZE = 64 * 1024
@@ -40,18 +47,44 @@ class CommandAgent(Agent):
             "cwd": self.config.cwd,
             "env": sorted(self.config.env),
             "timeout_s": self.config.timeout_s,
+            "protocol": self.config.protocol,
         }
 
     async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Stream the program's stdout as it comes; a non-zero exit fails the reply."""
+        conversation = await write_conversation(turn)
+        pair = socket.socketpair() if self.config.protocol else None
+        try:
+            async with contextlib.aclosing(self._run(turn, conversation, pair)) as output:
+                async for text in output:
+                    yield text
+        finally:
+            remove(conversation)
+            for end in pair or ():
+                end.close()
+
+    async def _run(
+        self,
+        turn: Turn,
+        conversation: os.PathLike[str],
+        pair: tuple[socket.socket, socket.socket] | None,
+    ) -> AsyncGenerator[str, None]:
         config = self.config
         # The config allows the prompt only as a whole element: it is never parsed by a shell
         # or joined into another argument (see CommandAgentConfig).
         in_argv = PROMPT_ARG in config.argv
         argv = [turn.prompt if arg == PROMPT_ARG else arg for arg in config.argv]
-        env = child_environment(
-            {**config.env, "AIOSVC_SESSION_ID": turn.session.id, "AIOSVC_REPLY_ID": turn.reply_id}
-        )
+        extra = {
+            **config.env,
+            "AIOSVC_SESSION_ID": turn.session.id,
+            "AIOSVC_REPLY_ID": turn.reply_id,
+            "AIOSVC_CONVERSATION": os.fspath(conversation),
+        }
+        passed: tuple[int, ...] = ()
+        if pair is not None:
+            passed = (pair[1].fileno(),)
+            extra["AIOSVC_PROTOCOL_FD"] = str(passed[0])
+        env = child_environment(extra)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -61,6 +94,7 @@ class CommandAgent(Agent):
                 cwd=config.cwd,
                 env=env,
                 start_new_session=True,  # its own process group, to stop it whole
+                pass_fds=passed,
             )
         except OSError as exc:
             raise AgentError(
@@ -70,6 +104,11 @@ class CommandAgent(Agent):
                 os_error=exc.strerror,
             ) from None
         group = Group(process, config.kill_grace_s)
+        protocol: asyncio.Task[None] | None = None
+        if pair is not None:
+            pair[1].close()  # the program's end: only the program holds it now
+            serving = LineProtocol(pair[0], turn.approvals, argv[0]).serve()
+            protocol = asyncio.get_running_loop().create_task(serving)
         try:
             async with asyncio.timeout(config.timeout_s):
                 group.start(None if in_argv else turn.prompt.encode())
@@ -77,6 +116,8 @@ class CommandAgent(Agent):
                     async for text in output:
                         yield text
                 status = await process.wait()
+                if protocol is not None:
+                    await _finish(protocol)
         except TimeoutError:
             raise AgentError(
                 "timeout",
@@ -86,6 +127,9 @@ class CommandAgent(Agent):
             ) from None
         finally:
             await asyncio.shield(group.stop())
+            if protocol is not None and not protocol.done():
+                protocol.cancel()
+                await asyncio.gather(protocol, return_exceptions=True)
         if status != 0:
             tail = group.stderr_tail()
             raise AgentError(
@@ -242,6 +286,17 @@ class Group:
         except PermissionError:  # the group id was reused by someone else's process
             return False
         return True
+
+
+async def _finish(protocol: asyncio.Task[None]) -> None:
+    """The program exited: its protocol requests are over (a leftover of its group still
+    holding the socket is stopped with the group). A failure of the daemon's own (the
+    store, say) fails the reply."""
+    if not protocol.done():
+        protocol.cancel()
+    await asyncio.gather(protocol, return_exceptions=True)
+    if not protocol.cancelled() and (error := protocol.exception()) is not None:
+        raise error
 
 
 def _exit_message(status: int, stderr: str) -> str:

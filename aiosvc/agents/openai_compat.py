@@ -18,6 +18,7 @@ import orjson
 
 from aiosvc import __version__
 from aiosvc.agents.base import Agent, AgentError, Turn
+from aiosvc.agents.upstream_models import list_models
 from aiosvc.config import OpenAIAgentConfig
 from aiosvc.models import Message, Role
 
@@ -31,6 +32,7 @@ class OpenAIAgent(Agent):
     """Streams replies from an OpenAI-compatible chat-completions endpoint."""
 
     kind = "openai"
+    options = frozenset({"model", "system_prompt"})
 
     def __init__(self, name: str, config: OpenAIAgentConfig) -> None:
         super().__init__(name)
@@ -45,7 +47,13 @@ class OpenAIAgent(Agent):
             "model": self.config.model,
             "api_key_env": self.config.api_key_env,
             "timeout_s": self.config.timeout_s,
+            "system_prompt": self.config.system_prompt,
         }
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The upstream's models (``GET {base_url}/models``)."""
+        headers = {**self._headers(), "Accept": "application/json"}
+        return await list_models(self._session(), self.config.base_url, headers)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -70,9 +78,14 @@ class OpenAIAgent(Agent):
 
     async def reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         """Send the conversation with the prompt; stream back the content deltas."""
+        session = turn.session  # its own model and system prompt win over the agent's
+        prompt = (
+            self.config.system_prompt if session.system_prompt is None else session.system_prompt
+        )
+        system = [{"role": "system", "content": prompt}] if prompt else []
         body = {
-            "model": self.config.model,
-            "messages": conversation(await turn.history(), turn.prompt),
+            "model": session.model or self.config.model,
+            "messages": system + conversation(await turn.history(), turn.prompt),
             "stream": True,
         }
         timeout = aiohttp.ClientTimeout(

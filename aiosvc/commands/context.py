@@ -30,6 +30,8 @@ class Decisions:
 
     def __init__(self) -> None:
         self._waiting: dict[str, asyncio.Future[bool]] = {}
+        # Requests that wait for an external approval's outcome (``?wait=true``).
+        self._watchers: dict[str, set[asyncio.Future[None]]] = {}
 
     def expect(self, approval_id: str) -> asyncio.Future[bool]:
         """The future that :meth:`decide` resolves for ``approval_id``."""
@@ -41,10 +43,27 @@ class Decisions:
         self._waiting.pop(approval_id, None)
 
     def decide(self, approval_id: str, approved: bool) -> None:
-        """Wake the reply waiting for ``approval_id``, if one still does."""
+        """Wake the reply waiting for ``approval_id``, if one still does, and its watchers."""
         waiter = self._waiting.get(approval_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(approved)
+        for watcher in self._watchers.pop(approval_id, ()):
+            if not watcher.done():
+                watcher.set_result(None)
+
+    def watch(self, approval_id: str) -> asyncio.Future[None]:
+        """A future done once ``approval_id`` is resolved (approved, denied or expired)."""
+        watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(approval_id, set()).add(watcher)
+        return watcher
+
+    def unwatch(self, approval_id: str, watcher: asyncio.Future[None]) -> None:
+        """Stop watching (the watching request went away)."""
+        watchers = self._watchers.get(approval_id)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[approval_id]
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -63,6 +82,8 @@ class Context:
     approval_timeout_s: float | None = None
     locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     decisions: Decisions = attrs.field(factory=Decisions)
+    #: The expiry timers of pending external approvals, by approval id.
+    timers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict)
     #: Set when stopping begins: wakes replies that wait (for a decision, or for room on the
     #: disk) so they end at once.
     stopping: asyncio.Event = attrs.field(factory=asyncio.Event)

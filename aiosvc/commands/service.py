@@ -19,7 +19,7 @@ import structlog
 from aiosvc.agents import AgentRegistry
 from aiosvc.bus import Bus
 from aiosvc.cache import Cache
-from aiosvc.commands import approvals, hooks, replies, sessions
+from aiosvc.commands import approvals, external, hooks, replies, sessions
 from aiosvc.commands.context import Context
 from aiosvc.commands.jobs import Job, Lanes
 from aiosvc.commands.locks import KeyedLocks
@@ -30,6 +30,7 @@ from aiosvc.commands.types import (
     DeleteSession,
     EndSession,
     PublishHook,
+    RequestApproval,
     ResolveApproval,
     SendMessage,
     UpdateSession,
@@ -37,6 +38,7 @@ from aiosvc.commands.types import (
 from aiosvc.config import LimitsConfig
 from aiosvc.errors import Unavailable
 from aiosvc.metrics import Metrics
+from aiosvc.models import Approval
 from aiosvc.store import Recovery, Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -55,6 +57,7 @@ _HANDLERS: dict[type[Any], Handler] = {
     SendMessage: replies.send,
     CancelReplies: replies.cancel,
     ResolveApproval: approvals.resolve,
+    RequestApproval: external.request,
     PublishHook: hooks.publish,
 }
 
@@ -130,6 +133,10 @@ class CommandService:
         # but not queued, say). Its outcome still lands; only the answer goes unheard.
         return await asyncio.shield(_HANDLERS[type(command)](self.context, command))
 
+    async def wait_for_approval(self, approval_id: str) -> Approval:
+        """The approval once it is resolved or expired (an external approval's ``?wait``)."""
+        return await external.wait(self.context, approval_id)
+
     async def _reply(self, job: Job) -> None:
         await replies.run(self.context, job)
 
@@ -154,6 +161,7 @@ class CommandService:
         lanes = self.context.lanes
         lanes.accepting = False
         self.context.stopping.set()
+        await external.stop(self.context)  # nobody can decide any more: answer who waits
         for job in lanes.running():  # nobody can decide any more: they end now
             if job.waiting_for is not None:
                 job.stop("interrupted")

@@ -18,14 +18,21 @@ class CreateSession:
     title: str | None = None
     agent: str | None = None
     project: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
 
 
 @frozen(kw_only=True)
 class UpdateSession:
-    """Rename a session."""
+    """Change a session's title, model or system prompt: only the fields named in ``given``
+    (a model or system prompt set to None goes back to the agent's own); without ``given``,
+    those that are not None."""
 
     session_id: str
-    title: str
+    title: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    given: frozenset[str] | None = None
 
 
 @frozen(kw_only=True)
@@ -63,6 +70,18 @@ class ResolveApproval:
 
     approval_id: str
     decision: Literal["approve", "deny"]
+    #: "session": later calls of the same tool in that session are approved without asking.
+    remember: Literal["session"] | None = None
+
+
+@frozen(kw_only=True)
+class RequestApproval:
+    """Ask a person about a tool call made by a program outside the daemon."""
+
+    tool: str
+    input: Any
+    session_id: str | None = None
+    timeout_s: float | None = None  # None: the configured approval timeout
 
 
 @frozen(kw_only=True)
@@ -82,6 +101,7 @@ AnyCommand = (
     | SendMessage
     | CancelReplies
     | ResolveApproval
+    | RequestApproval
     | PublishHook
 )
 

@@ -279,6 +279,8 @@ class CommandAgentConfig(_Checked):
     timeout_s: float | None = attrs.field(default=None, metadata=_bounds(0.0, above=True))
     # After SIGTERM, how long the program's process group has before SIGKILL.
     kill_grace_s: float = attrs.field(default=3.0, metadata=_bounds(0.0))
+    # Report tool use and ask for approval over a socket (AIOSVC_PROTOCOL_FD).
+    protocol: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -290,6 +292,8 @@ class OpenAIAgentConfig(_Checked):
     model: str = attrs.field(metadata=_check(_filled))
     api_key_env: str | None = attrs.field(default=None, metadata=_check(_filled))
     timeout_s: float = attrs.field(default=120.0, metadata=_bounds(0.0, above=True))
+    # Sent first as a system message, unless the session has its own.
+    system_prompt: str | None = None
 
 
 AgentConfig = EchoAgentConfig | CommandAgentConfig | OpenAIAgentConfig

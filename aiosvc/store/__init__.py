@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import date
 from typing import Any
 
 import attrs
@@ -19,7 +20,7 @@ from aiosvc.models import (
     Session,
     SessionStatus,
 )
-from aiosvc.store import pages
+from aiosvc.store import pages, stats
 from aiosvc.store.db import Database, Statement
 from aiosvc.store.errors import StoreError
 from aiosvc.store.faults import StorageFull, StorageUnavailable
@@ -39,6 +40,7 @@ __all__ = [
     "StorageUnavailable",
     "Store",
     "StoreError",
+    "remember_tool",
 ]
 
 #: Rows per query when a whole history is read (by the agent that needs it): each page is
@@ -125,6 +127,23 @@ class Store:
         """Where a session is in the order of creation, or None if it does not exist."""
         return await pages.session_seq(self.db, session_id)
 
+    async def session_counts(self, projects: Iterable[str]) -> dict[str, int]:
+        """How many sessions each of these projects has (one count over the project index)."""
+        names = sorted(set(projects))
+        if not names:
+            return {}
+        marks = ", ".join("?" for _ in names)
+        rows = await self.db.fetchall(
+            f"SELECT project, COUNT(*) AS n FROM sessions WHERE project IN ({marks}) "
+            "GROUP BY project",
+            names,
+        )
+        return {row["project"]: int(row["n"]) for row in rows}
+
+    async def stats(self, days: int, today: date) -> stats.Stats:
+        """Statistics of the ``days`` days up to ``today`` (see :mod:`aiosvc.store.stats`)."""
+        return await stats.report(self.db, days, today)
+
     # Commands ----------------------------------------------------------------------------------
 
     async def command(self, command_id: str) -> Command | None:
@@ -138,6 +157,13 @@ class Store:
         """Every approval, oldest first."""
         rows = await self.db.fetchall(f"{APPROVALS.select} ORDER BY seq")
         return APPROVALS.load_all(rows)
+
+    async def remembered(self, session_id: str, tool: str) -> bool:
+        """Tell whether a person approved ``tool`` for the rest of the session."""
+        row = await self.db.fetchone(
+            "SELECT 1 FROM remembered_tools WHERE session_id = ? AND tool = ?", [session_id, tool]
+        )
+        return row is not None
 
     # Startup -----------------------------------------------------------------------------------
 
@@ -217,6 +243,16 @@ class Store:
     async def set_event_ids_reserved(self, until: int) -> None:
         """Record that every event id up to ``until`` may have been handed out."""
         await self.db.write([_reservation(until)])
+
+
+def remember_tool(session_id: str, tool: str, approval_id: str, now: str) -> Statement:
+    """The statement that approves ``tool`` for the rest of the session (the first approval
+    that said so is kept)."""
+    return (
+        "INSERT INTO remembered_tools (session_id, tool, approval_id, created_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, tool) DO NOTHING",
+        [session_id, tool, approval_id, now],
+    )
 
 
 def _reservation(until: int) -> Statement:

@@ -84,6 +84,10 @@ class Database:
         self.commit_seconds: Histogram = (metrics or Metrics()).db_commit_seconds
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
+        #: Reports (statistics over many rows) read on a connection of their own, opened at the
+        #: first: the reads that serve requests never queue behind one.
+        self._report_conn: aiosqlite.Connection | None = None
+        self._report_lock = asyncio.Lock()
         self._queue: asyncio.Queue[_WriteRequest | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._file: files.FileId | None = None  # what the path named when it was opened
@@ -144,11 +148,12 @@ class Database:
             await asyncio.wait([self._writer_task])
             self._writer_task = None
         try:
-            for conn in (self._reader_conn, self._writer_conn):
-                if conn is not None:
-                    await conn.close()
+            async with self._report_lock:  # a report in progress finishes first
+                for conn in (self._report_conn, self._reader_conn, self._writer_conn):
+                    if conn is not None:
+                        await conn.close()
         finally:
-            self._reader_conn = self._writer_conn = None
+            self._report_conn = self._reader_conn = self._writer_conn = None
             self.lock.release()
 
     def _require_writer(self) -> aiosqlite.Connection:
@@ -324,7 +329,24 @@ class Database:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Run a query on the read connection and return every row."""
-        conn = self._reader_conn
+        return await self._fetch(self._reader_conn, sql, params)
+
+    async def report(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """Run a long query (over many rows) on the connection for reports; return every row.
+        Reports run one at a time, beside the reads that serve requests, not before them."""
+        async with self._report_lock:
+            if self._report_conn is None:
+                if self._reader_conn is None:
+                    raise StorageUnavailable("the database is not open")
+                try:
+                    self._report_conn = await self._connect(readonly=True)
+                except StoreError as exc:
+                    raise StorageUnavailable(str(exc)) from None
+            return await self._fetch(self._report_conn, sql, params)
+
+    async def _fetch(
+        self, conn: aiosqlite.Connection | None, sql: str, params: Params
+    ) -> list[sqlite3.Row]:
         if conn is None:
             raise StorageUnavailable("the database is not open")
         try:

@@ -18,13 +18,18 @@ class SessionCreate:
     title: str | None = None
     agent: str | None = None
     project: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
 
 
 @frozen(kw_only=True)
 class SessionPatch:
-    """Body of ``PATCH /api/v1/sessions/{id}``."""
+    """Body of ``PATCH /api/v1/sessions/{id}``: the fields to change (at least one; a null
+    ``model`` or ``system_prompt`` goes back to the agent's own)."""
 
-    title: str
+    title: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
 
 
 @frozen(kw_only=True)
@@ -39,6 +44,17 @@ class ApprovalDecision:
     """Body of ``POST /api/v1/approvals/{id}``."""
 
     decision: Literal["approve", "deny"]
+    remember: Literal["session"] | None = None
+
+
+@frozen(kw_only=True)
+class ApprovalCreate:
+    """Body of ``POST /api/v1/approvals``: an external program's tool call."""
+
+    tool: str
+    input: Any
+    session_id: str | None = None
+    timeout_s: float | None = None
 
 
 @frozen(kw_only=True)
@@ -92,10 +108,11 @@ class CancelOp:
 
 @frozen(kw_only=True)
 class ApproveOp:
-    """``{"op": "approve", "approval_id", "decision"}``."""
+    """``{"op": "approve", "approval_id", "decision", "remember"?}``."""
 
     approval_id: str
     decision: Literal["approve", "deny"]
+    remember: Literal["session"] | None = None
 
 
 @frozen(kw_only=True)

@@ -68,7 +68,9 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 QUIET_ROUTES = frozenset({"/health", "/api/v1/health", "/metrics"})
 #: Routes whose requests last as long as a reply when asked to (``?wait=true``): like the
 #: stream routes, they hold a place while they wait.
-WAITING_ROUTES = frozenset({("POST", "/api/v1/sessions/{id}/messages")})
+WAITING_ROUTES = frozenset(
+    {("POST", "/api/v1/sessions/{id}/messages"), ("POST", "/api/v1/approvals")}
+)
 
 request_id = logs.request_id
 #: The request's Origin when it is an allowed one (CORS headers go on its answer).

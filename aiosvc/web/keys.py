@@ -15,6 +15,9 @@ from aiosvc.commands.service import CommandService
 from aiosvc.config import Settings
 from aiosvc.core import Core
 from aiosvc.metrics import Metrics
+from aiosvc.peers.computers import Computers
+from aiosvc.peers.links import Peers
+from aiosvc.projects import Projects
 from aiosvc.store import Database, Store
 from aiosvc.web.first_page import FirstPage
 from aiosvc.web.front_door import FrontDoor
@@ -32,6 +35,9 @@ CACHE = web.AppKey("cache", Cache)
 AGENTS = web.AppKey("agents", AgentRegistry)
 #: The command service (not ``store.tables.COMMANDS``, the table of commands).
 COMMAND_SERVICE = web.AppKey("commands", CommandService)
+PROJECTS = web.AppKey("projects", Projects)
+COMPUTERS = web.AppKey("computers", Computers)
+PEERS = web.AppKey("peers", Peers)
 STREAMS = web.AppKey("streams", OpenStreams)
 #: The body of the unfiltered first page of sessions, built once per change.
 FIRST_PAGE = web.AppKey("first_page", FirstPage)

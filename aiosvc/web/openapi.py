@@ -25,11 +25,26 @@ from aiohttp import web
 from aiosvc import __version__
 from aiosvc.config import Config, LimitsConfig
 from aiosvc.models import ID_PATTERN
-from aiosvc.rules import HOOK_TYPE, MAX_PROJECT_CHARS, MIN_PROJECT_CHARS
-from aiosvc.web.bodies import HookCreate, MessageCreate, SendMessageOp, SessionCreate, SessionPatch
+from aiosvc.rules import (
+    HOOK_TYPE,
+    MAX_EXTERNAL_TIMEOUT_S,
+    MAX_MODEL_CHARS,
+    MAX_PROJECT_CHARS,
+    MAX_SYSTEM_PROMPT_CHARS,
+    MAX_TOOL_CHARS,
+    MIN_PROJECT_CHARS,
+)
+from aiosvc.web.bodies import (
+    ApprovalCreate,
+    HookCreate,
+    MessageCreate,
+    SendMessageOp,
+    SessionCreate,
+    SessionPatch,
+)
 from aiosvc.web.front_door import NO_ROUTE, WAITING_ROUTES
 from aiosvc.web.keys import ACCESS_GATE, SETTINGS
-from aiosvc.web.operation import Limit, Operation, Page, Raw, Text, metadata
+from aiosvc.web.operation import Limit, Operation, Page, Param, Raw, Text, metadata
 from aiosvc.web.security import COOKIE, STATE_CHANGING, STREAM_ROUTES
 
 JSON = "application/json"
@@ -40,7 +55,13 @@ SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool:
 FIELD_KEYWORDS: dict[tuple[type, str], dict[str, Any]] = {
     (SessionCreate, "title"): {"maxLength": Limit("max_title_chars")},
     (SessionCreate, "project"): {"minLength": MIN_PROJECT_CHARS, "maxLength": MAX_PROJECT_CHARS},
+    (SessionCreate, "model"): {"minLength": 1, "maxLength": MAX_MODEL_CHARS},
+    (SessionCreate, "system_prompt"): {"maxLength": MAX_SYSTEM_PROMPT_CHARS},
     (SessionPatch, "title"): {"maxLength": Limit("max_title_chars")},
+    (SessionPatch, "model"): {"minLength": 1, "maxLength": MAX_MODEL_CHARS},
+    (SessionPatch, "system_prompt"): {"maxLength": MAX_SYSTEM_PROMPT_CHARS},
+    (ApprovalCreate, "tool"): {"minLength": 1, "maxLength": MAX_TOOL_CHARS},
+    (ApprovalCreate, "timeout_s"): {"exclusiveMinimum": 0, "maximum": MAX_EXTERNAL_TIMEOUT_S},
     (MessageCreate, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},
     (SendMessageOp, "content"): {"minLength": 1, "maxLength": Limit("max_content_chars")},
     (HookCreate, "type"): {"pattern": f"^{HOOK_TYPE.pattern}$"},
@@ -162,11 +183,15 @@ class _Builder:
             kind = "an event stream (SSE)" if meta.stream == "sse" else "a WebSocket"
             op["description"] = f"Opens {kind}; also authenticated by `?token=` or `?ticket=`."
         ids = {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"}
+        # A path's parameters are ids unless the operation describes them (where="path")
+        described = {p.name: p for p in meta.params if p.where == "path"}
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": ids}
+            self.path_param(described[name]) if name in described else _path(name, ids)
             for name in re.findall(r"{(\w+)}", path)
         ]
         for param in meta.params:
+            if param.where == "path":
+                continue
             schema = self.keywords(self.schema(param.type, output=False), param.keywords)
             item = {"name": param.name, "in": param.where, "description": param.description}
             parameters.append({**item, "required": False, "schema": schema})
@@ -190,6 +215,11 @@ class _Builder:
             op["x-undocumented"] = True
         return op
 
+    def path_param(self, param: Param) -> dict[str, Any]:
+        """A path parameter the operation describes (not an id)."""
+        schema = self.keywords(self.schema(param.type, output=False), param.keywords)
+        return {**_path(param.name, schema), "description": param.description}
+
     def success(self, status: int, meta: Operation, shape: Any) -> dict[str, Any]:
         """A success answer: its body and headers."""
         headers: dict[str, Any] = {"X-Request-ID": _header("X-Request-ID")}
@@ -199,7 +229,8 @@ class _Builder:
         if meta.stream == "sse" and status == 200:
             answer["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
         elif isinstance(shape, Text):
-            answer["content"] = {shape.media_type: {"schema": {"type": "string"}}}
+            types = (shape.media_type, *shape.also)
+            answer["content"] = {t: {"schema": {"type": "string"}} for t in types}
         elif shape is not None:
             answer["content"] = {JSON: {"schema": self.answer(shape)}}
         return answer
@@ -219,7 +250,7 @@ class _Builder:
             found[503].append("shutting_down")
         if meta.body is not None:
             found[400] = ["invalid_json", "missing_body", "validation_error"]
-        if meta.params:
+        if any(p.where != "path" for p in meta.params):
             found.setdefault(400, []).append("invalid_parameter")
         if "{" in path:
             found[404] = ["not_found"]
@@ -342,6 +373,10 @@ class _Builder:
         for key, value in (more or {}).items():
             schema[key] = getattr(self.limits, value.name) if isinstance(value, Limit) else value
         return schema
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def _object(**properties: Any) -> dict[str, Any]:

@@ -43,20 +43,22 @@ class Raw:
 
 @attrs.frozen
 class Text:
-    """An answer that is text of ``media_type``, not JSON."""
+    """An answer that is text of ``media_type`` (or of one of ``also``), not JSON."""
 
     media_type: str
+    also: tuple[str, ...] = ()
 
 
 @attrs.frozen
 class Param:
-    """A query parameter or request header an operation reads."""
+    """A query parameter, request header or path parameter an operation reads (a path's
+    parameters need none when they are ids)."""
 
     name: str
     type: Any
     description: str
     keywords: Mapping[str, Any] = attrs.field(factory=dict)  # more JSON Schema; Limit allowed
-    where: Literal["query", "header"] = "query"
+    where: Literal["query", "header", "path"] = "query"
 
 
 @attrs.frozen(kw_only=True)

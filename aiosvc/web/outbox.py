@@ -144,7 +144,15 @@ class Outbox:
         # Called with the count when a ``dropped`` notice is queued (skipped events are told
         # in bulk, never one by one).
         self.on_dropped: Callable[[int], None] | None = None
+        #: A peer's stream: events relayed from elsewhere are not sent (no loops).
+        self.origin_only = False
         self._subscription = bus.subscribe(self.deliver)
+
+    def for_peer(self) -> None:
+        """Serve a peer's relay: only this machine's own events, and no interest of a client
+        (call before :meth:`subscribe`)."""
+        self.origin_only = True
+        self._subscription.interested = False
 
     @property
     def topics(self) -> frozenset[str]:
@@ -181,7 +189,7 @@ class Outbox:
         everything = ALL in requested
         replay: deque[tuple[Event, str]] = deque()
         for event in events:
-            if self._sent_live(event):
+            if self._sent_live(event) or (event.relayed and self.origin_only):
                 continue
             shown = (
                 event.topic
@@ -214,7 +222,7 @@ class Outbox:
 
     def deliver(self, event: Event, topic: str) -> None:
         """Queue an event's frame, or skip it, or give up on the client."""
-        if self.ending is not None:
+        if self.ending is not None or (event.relayed and self.origin_only):
             return
         if len(event.data_json) > self._whole and not event.low_priority:
             frame = cut_frame(self._framing, event, topic, self._room)

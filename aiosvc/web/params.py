@@ -24,6 +24,16 @@ async def body(request: web.Request, cls: type[T]) -> T:
     return structure(loads(await request.read()), cls)
 
 
+async def body_and_keys(request: web.Request, cls: type[T]) -> tuple[T, frozenset[str]]:
+    """Read the body as ``cls``, with the names of the fields it gives (a PATCH tells a field
+    left out from one set to null)."""
+    if not request.body_exists:
+        raise BadRequest("this request needs a JSON body", code="missing_body")
+    data = loads(await request.read())
+    built = structure(data, cls)  # refuses anything but an object first
+    return built, frozenset(data)
+
+
 DEFAULT_LIMIT = 50
 
 

@@ -28,7 +28,10 @@ pinned by ``tests/test_aiohttp_pins.py`` (the last by ``tests/test_deadlines_pro
 - aiohttp's WebSocket reader fails with 1002 on a reserved opcode, which is how an unmasked
   frame becomes aiohttp's own protocol error and close frame (:mod:`aiosvc.web.masked`);
 - after a response, aiohttp reads what is left of an unread body and stops quietly on a
-  ``TimeoutError``, which :class:`BodyTimedOut` is.
+  ``TimeoutError``, which :class:`BodyTimedOut` is;
+- aiohttp calls ``data_received(b"")`` to parse what it buffered when it resumes reading
+  (once a request's body is read): no bytes came, so no head deadline starts (pinned by
+  ``tests/test_external_approvals.py``, whose waits outlast ``header_timeout_s``).
 """
 
 from __future__ import annotations
@@ -209,7 +212,9 @@ class GuardedProtocol(RequestHandler):
         self._head_bytes += len(data)
         if self._head_bytes > self._guard.settings.max_header_bytes:
             self._end_head(HEAD_TOO_LARGE, "head_too_large")
-        elif self._head_timer is None:
+        elif self._head_timer is None and data:
+            # Only bytes that came start a head's deadline: aiohttp calls this with b"" when
+            # it resumes reading (a body was read), which must not time the request that runs.
             self._arm_head_timer()
 
     # Deadlines --------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from aiohttp_sse import EventSourceResponse
 
 from aiosvc.bus import ALL, is_valid_topic, session_topic
 from aiosvc.errors import InvalidParameter
+from aiosvc.peers.link import PEER_HEADER
 from aiosvc.rules import MAX_TOPICS, TOPICS
+from aiosvc.web import remote
 from aiosvc.web.frames import SSEFraming, http_chunk
 from aiosvc.web.front_door import stamp
 from aiosvc.web.keys import BUS, METRICS, SETTINGS, STREAMS
@@ -118,7 +120,9 @@ async def all_events(request: web.Request) -> web.StreamResponse:
 @routes.get(BASE + "/{id}/events")
 @operation(responses={200: str}, stream="sse", params=RESUME)
 async def session_events(request: web.Request) -> web.StreamResponse:
-    """Everything about one session."""
+    """Everything about one session (another computer's: relayed from it)."""
+    if remote.remote_session(request) is not None:
+        return await _stream(request, [session_topic(request.match_info["id"])])
     session = session_from_path(request)
     return await _stream(request, [session_topic(session.id)])
 
@@ -143,6 +147,8 @@ async def _stream(request: web.Request, topics: list[str]) -> web.StreamResponse
     config = app[SETTINGS].config.streams
     streams = app[STREAMS]
     outbox = Outbox(app[BUS], FRAMING, config, streams.flusher)
+    if PEER_HEADER in request.headers:  # a peer's relay: no loops
+        outbox.for_peer()
     outbox.subscribe(topics, since)
     response = EventSourceResponse(ping_interval=config.sse_ping_s)
     stream = SSEStream(request, response, outbox, config.outbox_low_bytes)

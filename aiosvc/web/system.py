@@ -1,4 +1,4 @@
-"""Routes for health, agents, commands and approvals."""
+"""Routes for health, metrics, agents, tickets, hooks, commands and the API document."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from aiohttp import hdrs, web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from aiosvc import __version__
-from aiosvc.commands.types import PublishHook, ResolveApproval
+from aiosvc.commands.types import PublishHook
 from aiosvc.errors import NotFound, Unavailable
-from aiosvc.models import Approval, ApprovalStatus, Command, is_valid_id
+from aiosvc.models import Command, is_valid_id
 from aiosvc.store import StorageFull
 from aiosvc.web import openapi, params
-from aiosvc.web.bodies import ApprovalDecision, HookCreate
+from aiosvc.web.bodies import HookCreate
 from aiosvc.web.front_door import credential
 from aiosvc.web.keys import (
     ACCESS_GATE,
@@ -26,13 +26,14 @@ from aiosvc.web.keys import (
     SETTINGS,
     STARTED_AT,
 )
-from aiosvc.web.operation import PAGING, Page, Param, Raw, Text, operation
+from aiosvc.web.operation import PAGING, Page, Raw, Text, operation
 from aiosvc.web.responses import JSON, ok, page
 
 routes = web.RouteTableDef()
 # Answers that are plain dicts, described for the OpenAPI document.
 HEALTH = {"status": Literal["ok"], "version": str, "uptime_s": float, "db": Literal["ok"]}
 AGENT = {"name": str, "kind": str, "default": bool, "config": dict[str, Any]}
+MODEL = {"id": str, "owned_by": str | None}
 
 
 @routes.get("/health", public=True)
@@ -72,6 +73,22 @@ async def list_agents(request: web.Request) -> web.Response:
     return page(request.app[AGENTS].describe(), limit=limit, offset=offset)
 
 
+@routes.get("/api/v1/agents/{name}/models")
+@operation(
+    responses={200: Page(MODEL)},
+    params=PAGING,
+    errors={404: "not_found", 422: "unsupported_option", 502: "upstream_error"},
+)
+async def list_models(request: web.Request) -> web.Response:
+    """The models an ``openai`` agent's upstream lists (``GET {base_url}/models``)."""
+    name = request.match_info["name"]
+    agent = request.app[AGENTS].get(name)
+    if agent is None:
+        raise NotFound.of("agent", name)
+    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    return page(await agent.models(), limit=limit, offset=offset)
+
+
 @routes.post("/api/v1/tickets")
 @operation(responses={201: {"ticket": str, "expires_at": str}})
 async def issue_ticket(request: web.Request) -> web.Response:
@@ -104,38 +121,6 @@ async def get_command(request: web.Request) -> web.Response:
     if command is None:
         raise NotFound.of("command", command_id)
     return ok(command)
-
-
-@routes.get("/api/v1/approvals")
-@operation(
-    responses={200: Page(Approval)},
-    params=[
-        *PAGING,
-        Param("status", ApprovalStatus, "Only approvals in this state."),
-        Param("session_id", str, "Only this session's.", {"minLength": 1, "maxLength": 64}),
-    ],
-)
-async def list_approvals(request: web.Request) -> web.Response:
-    """Approvals, newest first, filtered by status and session."""
-    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
-    approvals = request.app[CACHE].approvals(
-        status=params.choice(request, "status", ApprovalStatus),
-        session_id=params.text(request, "session_id", 64),
-    )
-    return page(approvals, limit=limit, offset=offset)
-
-
-@routes.post("/api/v1/approvals/{id}")
-@operation(body=ApprovalDecision, responses={200: Approval}, errors={409: "already_resolved"})
-async def resolve_approval(request: web.Request) -> web.Response:
-    """Approve or deny a pending approval; a resolved one is 409."""
-    approval_id = request.match_info["id"]
-    request.app[CACHE].require_approval(approval_id)  # 404 before the body is read
-    body = await params.body(request, ApprovalDecision)
-    approval = await request.app[COMMAND_SERVICE].execute(
-        ResolveApproval(approval_id=approval_id, decision=body.decision)
-    )
-    return ok(approval)
 
 
 @routes.get("/api/v1/openapi.json")

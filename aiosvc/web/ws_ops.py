@@ -17,6 +17,7 @@ from aiosvc.bus import is_valid_topic
 from aiosvc.commands.types import CancelReplies, ResolveApproval, SendMessage
 from aiosvc.errors import InvalidParameter, ValidationFailed
 from aiosvc.rules import MAX_TOPICS, TOPICS
+from aiosvc.web import remote
 from aiosvc.web.bodies import (
     ApproveOp,
     CancelOp,
@@ -26,7 +27,7 @@ from aiosvc.web.bodies import (
     UnsubscribeOp,
 )
 from aiosvc.web.frames import WebSocketFraming
-from aiosvc.web.keys import COMMAND_SERVICE
+from aiosvc.web.keys import CACHE, COMMAND_SERVICE, PEERS
 from aiosvc.web.outbox import Outbox
 
 B = TypeVar("B")
@@ -108,8 +109,15 @@ async def unsubscribe(stream: OpStream, op: UnsubscribeOp, client_id: object) ->
 
 @websocket_op("send_message", SendMessageOp)
 async def send_message(stream: OpStream, op: SendMessageOp, client_id: object) -> Any:
-    """Send a message, as ``POST .../messages`` does."""
-    command = SendMessage(session_id=stream.session_id(op.session_id), content=op.content)
+    """Send a message, as ``POST .../messages`` does (another computer's session: forwarded)."""
+    session_id = stream.session_id(op.session_id)
+    found = remote.remote_in(stream.app, session_id)
+    if found is not None:
+        path = f"/api/v1/sessions/{session_id}/messages"
+        answer = await remote.forwarded_op(found[0], path, {"content": op.content})
+        found[0].written(session_id, deleted=False)
+        return answer
+    command = SendMessage(session_id=session_id, content=op.content)
     accepted = await stream.app[COMMAND_SERVICE].execute(command)
     return {
         "message": accepted.message,
@@ -120,18 +128,26 @@ async def send_message(stream: OpStream, op: SendMessageOp, client_id: object) -
 
 @websocket_op("cancel", CancelOp)
 async def cancel(stream: OpStream, op: CancelOp, client_id: object) -> Any:
-    """Stop the session's running reply and drop its queued ones."""
-    result = await stream.app[COMMAND_SERVICE].execute(
-        CancelReplies(session_id=stream.session_id(op.session_id))
-    )
+    """Stop the session's running reply and drop its queued ones (another computer's
+    session: forwarded)."""
+    session_id = stream.session_id(op.session_id)
+    found = remote.remote_in(stream.app, session_id)
+    if found is not None:
+        return await remote.forwarded_op(found[0], f"/api/v1/sessions/{session_id}/cancel")
+    result = await stream.app[COMMAND_SERVICE].execute(CancelReplies(session_id=session_id))
     return {"session_id": result.session_id, "cancelled": list(result.cancelled)}
 
 
 @websocket_op("approve", ApproveOp)
 async def approve(stream: OpStream, op: ApproveOp, client_id: object) -> Any:
-    """Approve or deny a pending approval."""
+    """Approve or deny a pending approval (one this machine does not know: offered to the
+    peers)."""
+    if stream.app[CACHE].approval(op.approval_id) is None and stream.app[PEERS].links:
+        answer = await remote.forwarded_approval_op(stream.app, op.approval_id, op.decision)
+        if answer is not None:
+            return answer
     return await stream.app[COMMAND_SERVICE].execute(
-        ResolveApproval(approval_id=op.approval_id, decision=op.decision)
+        ResolveApproval(approval_id=op.approval_id, decision=op.decision, remember=op.remember)
     )
 
 
