@@ -1,4 +1,4 @@
-"""The ``aiosvc`` command: serve, chat, sessions, migrate, check-config."""
+"""The ``aiosvc`` command: serve, chat, sessions, tui, migrate, check-config."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiosvc import __version__, preflight
-from aiosvc.client import chat, sessions
-from aiosvc.config import Config, ConfigError, describe_config, load_config
-from aiosvc.logs import configure_logging
-from aiosvc.serve import RefusedToStart, serve
-from aiosvc.store import Database, StoreError
-from aiosvc.store.db import schema_version
+from aiosvc import __version__
+from aiosvc.client import chat, sessions, tui
+
+if TYPE_CHECKING:
+    from aiosvc.config import Config
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -42,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     with_server(with_config(commands.add_parser("serve", help="run the service")))
     chat.add_arguments(commands.add_parser("chat", help="talk to a session from the terminal"))
     sessions.add_arguments(commands.add_parser("sessions", help="list the sessions"))
+    tui.add_arguments(commands.add_parser("tui", help="every session, full screen, live"))
     migrate_cmd = with_config(commands.add_parser("migrate", help="bring the database up to date"))
     migrate_cmd.add_argument("--db", help="SQLite file")
     migrate_cmd.add_argument(
@@ -78,6 +78,19 @@ def _run(argv: Sequence[str] | None) -> int:
         return chat.run(args)
     if args.command == "sessions":
         return sessions.run(args)
+    if args.command == "tui":
+        return tui.run(args)
+    return _run_server_command(args)
+
+
+def _run_server_command(args: argparse.Namespace) -> int:
+    # The server's modules are imported only here: the clients start without them.
+    from aiosvc import preflight
+    from aiosvc.config import ConfigError, describe_config, load_config
+    from aiosvc.logs import configure_logging
+    from aiosvc.serve import RefusedToStart, serve
+    from aiosvc.store import StoreError
+
     overrides = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
@@ -116,6 +129,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 async def _migrate(config: Config, *, create: bool) -> None:
+    from aiosvc.store import Database
+    from aiosvc.store.db import schema_version
+
     database = Database(config.storage.db)
     await database.open(migrate=False, require_current=False, create=create)
     try:

@@ -67,7 +67,11 @@ class Api:
 
     def ws_url(self, session_id: str) -> str:
         """The session's WebSocket URL, with ``?token=`` when a key is given (no headers there)."""
-        url = self.base_url + self.session_path(session_id) + "/ws"
+        return self.stream_url(self.session_path(session_id) + "/ws")
+
+    def stream_url(self, path: str) -> str:
+        """The URL of a stream route, with ``?token=`` when a key is given."""
+        url = self.base_url + path
         if self._api_key:
             url += "?token=" + quote(self._api_key, safe="")
         return url
@@ -89,6 +93,8 @@ class Api:
                 status = response.status
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise Unreachable(describe(exc)) from exc
+        if status == 204:
+            return {}  # (a deletion: no body)
         try:
             decoded = json.loads(text)
         except ValueError:

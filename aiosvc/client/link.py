@@ -86,7 +86,7 @@ class Link:
         """Connect and serve the socket until it ends; return why it ended."""
         try:
             ws = await self.api.http.ws_connect(
-                self.api.ws_url(self.session_id),
+                self.url(),
                 heartbeat=HEARTBEAT,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
             )
@@ -123,19 +123,7 @@ class Link:
             return "no greeting from the server"
         if hello.type is not aiohttp.WSMsgType.TEXT or _decode(hello.data).get("type") != "hello":
             return "no greeting from the server"
-        if self.last_event_id is None:
-            self.last_event_id = int(_decode(hello.data)["data"]["last_event_id"])
-            await self._show_history()
-        else:
-            self._resumes += 1
-            await ws.send_json(
-                {
-                    "op": "subscribe",
-                    "topics": [f"session:{self.session_id}"],
-                    "since": self.last_event_id,
-                    "id": f"resume{self._resumes}",
-                }
-            )
+        await self.greet(ws, _decode(hello.data)["data"])
         if self._down:
             self._down = False
             self.display.notice("reconnected")
@@ -150,6 +138,27 @@ class Link:
         if ws.close_code is None or ws.close_code == 1006:
             return "the connection was lost"
         return f"closed by the server ({ws.close_code})"
+
+    def url(self) -> str:
+        """The WebSocket URL to connect to."""
+        return self.api.ws_url(self.session_id)
+
+    async def greet(self, ws: aiohttp.ClientWebSocketResponse, hello: dict[str, Any]) -> None:
+        """Start a connection: the first shows the history, later ones resume from the last
+        event id seen."""
+        if self.last_event_id is None:
+            self.last_event_id = int(hello["last_event_id"])
+            await self._show_history()
+        else:
+            self._resumes += 1
+            await ws.send_json(
+                {
+                    "op": "subscribe",
+                    "topics": [f"session:{self.session_id}"],
+                    "since": self.last_event_id,
+                    "id": f"resume{self._resumes}",
+                }
+            )
 
     async def _show_history(self) -> None:
         messages = await self.api.recent_messages(self.session_id, HISTORY)
