@@ -28,7 +28,8 @@ async def store(db_path: Path) -> AsyncIterator[Store]:
 def fill(db_path: Path, *, usage: bool = False) -> None:
     """Sessions of two agents and their messages over a few days around the range's edges."""
     with sqlite3.connect(db_path) as conn:
-        if usage:
+        existing = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+        if usage and "usage" not in existing:  # (the schema has it since 0006_message_usage)
             conn.execute("ALTER TABLE messages ADD COLUMN usage TEXT")
         for sid, agent, day in [
             ("ses_a", "alpha", "2026-11-29"),
