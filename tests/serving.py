@@ -160,3 +160,18 @@ async def rest(server_url: str, method: str, path: str, **kwargs: Any) -> Any:
     ):
         assert response.status < 300, await response.text()
         return (await response.json())["data"] if response.status != 204 else None
+
+
+async def next_event(response: aiohttp.ClientResponse, within: float) -> dict[str, str]:
+    """The next event block of an SSE response (comments and ``retry`` skipped)."""
+    async with asyncio.timeout(within):
+        while True:
+            block: dict[str, str] = {}
+            while True:
+                line = (await response.content.readline()).decode().rstrip("\n")
+                if not line:
+                    break
+                field, _, value = line.partition(": ")
+                block[field] = value
+            if "event" in block:
+                return block
