@@ -26,21 +26,14 @@ from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_history
-import benchlib
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_history  # noqa: E402
+import benchlib  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import launch  # noqa: E402  (Debian's Chromium, as the tests drive it)
+
 #: Every long task (over 50 ms) of the page, from its start.
 WATCH_LONG_TASKS = """
 window.longTasks = [];
@@ -81,7 +74,7 @@ def rounds(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
         figures.setdefault(name, []).append(value)
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(playwright)
         for _ in range(args.rounds):
             context = browser.new_context(viewport={"width": 1400, "height": 860})
             page = context.new_page()

@@ -87,8 +87,9 @@ def launch(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-def browser_fixture() -> Iterator[Browser]:
-    """One browser for a whole module (the body of a module-scoped fixture)."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the module (a fixture: the modules that use it import it)."""
     with sync_playwright() as playwright:
         browser = launch(playwright)
         try:
@@ -212,9 +213,11 @@ class Rest:
         return found
 
 
-def dashboard_daemon(root: Path) -> Iterator[Server]:
-    """A daemon without keys whose default agent is a slow echo, for a module's tests (the
-    body of a module-scoped fixture)."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One daemon without keys for the module, its default agent a slow echo (a fixture: the
+    modules that use it import it)."""
+    root = tmp_path_factory.mktemp("dashboard")
     config = slow_echo_config(root, delay_ms=DELAY_MS, shutdown_timeout_s=2)
     with config.open("a") as file:
         file.write('\n[agents.echo]\nkind = "echo"\n\n[limits]\nwrite_burst = 100000\n')
@@ -225,6 +228,12 @@ def dashboard_daemon(root: Path) -> Iterator[Server]:
     finally:
         assert run(server.stop()) == 0, server.log()
         assert '"unhandled_error"' not in server.log()
+
+
+@pytest.fixture
+def rest(served: Server) -> Rest:
+    """The REST API, as another client."""
+    return Rest(served)
 
 
 def open_dashboard(browser: Browser, server: Server, path: str = "/", **options: Any) -> Page:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -135,3 +136,42 @@ def slow_echo_config(tmp_path: Path, *, delay_ms: int = 0, shutdown_timeout_s: f
         encoding="utf-8",
     )
     return path
+
+
+@contextlib.asynccontextmanager
+async def serving(db_path: Path, config_text: str) -> AsyncIterator[Server]:
+    """A started ``aiosvc serve`` on ``db_path`` with ``config_text`` as its config file (beside
+    the database), stopped on the way out."""
+    config = db_path.with_name("aiosvc.toml")
+    config.write_text(config_text)
+    running = Server(db_path, config=config)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def rest(server_url: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One REST call; the ``data`` of its answer (None for a 204)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, server_url + path, **kwargs) as response,
+    ):
+        assert response.status < 300, await response.text()
+        return (await response.json())["data"] if response.status != 204 else None
+
+
+async def next_event(response: aiohttp.ClientResponse, within: float) -> dict[str, str]:
+    """The next event block of an SSE response (comments and ``retry`` skipped)."""
+    async with asyncio.timeout(within):
+        while True:
+            block: dict[str, str] = {}
+            while True:
+                line = (await response.content.readline()).decode().rstrip("\n")
+                if not line:
+                    break
+                field, _, value = line.partition(": ")
+                block[field] = value
+            if "event" in block:
+                return block

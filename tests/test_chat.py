@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -18,7 +17,7 @@ from aiosvc.app import create_app
 from aiosvc.config import Config
 from tests import installed
 from tests.conftest import ClientFactory
-from tests.serving import Server, free_port
+from tests.serving import Server, free_port, rest, serving
 from tests.test_large_events_process import config as printer_config
 from tests.test_large_events_process import printed
 
@@ -130,24 +129,8 @@ async def start_chat() -> AsyncIterator[StartChat]:
 @pytest.fixture
 async def server(db_path: Path) -> AsyncIterator[Server]:
     """A real ``aiosvc serve`` with a slow echo agent beside the default one."""
-    config = db_path.with_name("aiosvc.toml")
-    config.write_text(SERVER_CONFIG)
-    running = Server(db_path, config=config)
-    await running.start()
-    try:
+    async with serving(db_path, SERVER_CONFIG) as running:
         yield running
-    finally:
-        await running.stop()
-
-
-async def rest(server_url: str, method: str, path: str, **kwargs: Any) -> Any:
-    """One REST call; the ``data`` of its answer."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, server_url + path, **kwargs) as response,
-    ):
-        assert response.status < 300, await response.text()
-        return (await response.json())["data"] if response.status != 204 else None
 
 
 LABELLED = re.compile(r"(\w+)> (.*)")

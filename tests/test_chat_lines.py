@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tests import installed, test_chat
-from tests.serving import Server, free_port
-from tests.test_chat import APPROVAL, CREATED, StartChat, rest
+from tests.serving import Server, free_port, rest
+from tests.test_chat import APPROVAL, CREATED, StartChat
 
 # The fixtures of test_chat: a server with a slow echo agent, and chat processes.
 server = test_chat.server

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import installed, test_chat
-from tests.serving import Server
-from tests.test_chat import rest
+from tests.serving import Server, rest
 from tests.test_chat_lines import SHOWN, user_messages
 
 server = test_chat.server  # a real server with a slow echo agent beside the default one

@@ -17,15 +17,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests import browser as driving
 from tests import installed
 from tests.browser import (
     DELAY_MS,
     WATCH_STATES,
     Rest,
     another_site,
-    browser_fixture,
     connected,
-    dashboard_daemon,
     new_page,
     no_leaked_tasks,  # noqa: F401  (a fixture: the sync tests' own, see tests/browser.py)
     open_dashboard,
@@ -37,23 +36,10 @@ from tests.browser import (
 )
 from tests.serving import Server, slow_echo_config
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One Chromium for the module."""
-    yield from browser_fixture()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One daemon without keys for the module, its default agent a slow echo."""
-    yield from dashboard_daemon(tmp_path_factory.mktemp("dashboard"))
-
-
-@pytest.fixture
-def rest(served: Server) -> Rest:
-    """The REST API, as another client."""
-    return Rest(served)
+# The module's fixtures, shared with the other browser tests (see tests/browser.py).
+browser = driving.browser
+served = driving.served
+rest = driving.rest
 
 
 def test_a_restart_while_the_page_is_open(browser: Browser, tmp_path: Path) -> None:

@@ -17,18 +17,9 @@ import pytest
 
 from tests.process_api import Api
 from tests.serving import Server
+from tests.test_approvals import APPROVAL_KEYS
 
 HOOK = Path(__file__).resolve().parent.parent / "config" / "examples" / "approve-hook.py"
-APPROVAL_KEYS = {
-    "id",
-    "session_id",
-    "message_id",
-    "tool",
-    "input",
-    "status",
-    "created_at",
-    "resolved_at",
-}
 
 
 @pytest.fixture

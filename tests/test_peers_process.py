@@ -17,7 +17,7 @@ import aiohttp
 import attrs
 import pytest
 
-from tests.serving import Server, free_port
+from tests.serving import Server, free_port, next_event
 
 API = "/api/v1"
 KEYS = {"PEER_ONE_KEY": "k-one", "PEER_TWO_KEY": "k-two", "LOCAL_KEY": "k-local"}
@@ -88,21 +88,6 @@ async def call(
     headers = {"X-API-Key": key, **kwargs.pop("headers", {})}
     async with http.request(method, url, headers=headers, **kwargs) as response:
         return response.status, await response.json()
-
-
-async def next_event(response: aiohttp.ClientResponse, within: float) -> dict[str, str]:
-    """The next event block of an SSE response (comments and ``retry`` skipped)."""
-    async with asyncio.timeout(within):
-        while True:
-            block: dict[str, str] = {}
-            while True:
-                line = (await response.content.readline()).decode().rstrip("\n")
-                if not line:
-                    break
-                field, _, value = line.partition(": ")
-                block[field] = value
-            if "event" in block:
-                return block
 
 
 def by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.serving import Server
+from tests.serving import Server, next_event
 
 API = "/api/v1"
 ALPHA = """\
@@ -200,21 +200,6 @@ async def test_todos_open_all_paged_and_refused(
                 }
             },
         ), query
-
-
-async def next_event(response: aiohttp.ClientResponse, within: float) -> dict[str, str]:
-    """The next event block of an SSE response (comments and ``retry`` skipped)."""
-    async with asyncio.timeout(within):
-        while True:
-            block: dict[str, str] = {}
-            while True:
-                line = (await response.content.readline()).decode().rstrip("\n")
-                if not line:
-                    break
-                field, _, value = line.partition(": ")
-                block[field] = value
-            if "event" in block:
-                return block
 
 
 async def test_a_changed_todo_file_is_told_over_sse_and_websocket(

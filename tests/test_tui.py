@@ -8,7 +8,6 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -18,7 +17,7 @@ from textual.widget import Widget
 from aiosvc.client.tui.app import TuiApp
 from aiosvc.client.tui.dialogs import ConfirmDialog, NewSessionDialog, RenameDialog
 from aiosvc.client.tui.panels import PromptInput
-from tests.serving import Server
+from tests.serving import Server, rest, serving
 
 #: Bound on every wait for the screen to show something.
 TIMEOUT = 20.0
@@ -32,24 +31,8 @@ SIZE = (140, 40)
 @pytest.fixture
 async def server(db_path: Path) -> AsyncIterator[Server]:
     """A real ``aiosvc serve`` with a slow echo agent beside the default one."""
-    config = db_path.with_name("aiosvc.toml")
-    config.write_text(SERVER_CONFIG)
-    running = Server(db_path, config=config)
-    await running.start()
-    try:
+    async with serving(db_path, SERVER_CONFIG) as running:
         yield running
-    finally:
-        await running.stop()
-
-
-async def rest(server_url: str, method: str, path: str, **kwargs: Any) -> Any:
-    """One REST call; the ``data`` of its answer (None for a 204)."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, server_url + path, **kwargs) as response,
-    ):
-        assert response.status < 300, await response.text()
-        return (await response.json())["data"] if response.status != 204 else None
 
 
 async def until(pilot: Pilot[None], check: Callable[[], object], what: str) -> None:

@@ -8,16 +8,16 @@ import shlex
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import installed
-from tests.serving import Server
-from tests.test_tui import SERVER_CONFIG, rest
+from tests import installed, test_tui
+from tests.serving import Server, rest
 
 TIMEOUT = 30.0
+server = test_tui.server  # a real server with a slow echo agent beside the default one
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
 
@@ -83,19 +83,6 @@ def pane(tmp_path: Path) -> Iterator[Pane]:
     finally:
         running.close()
         running.socket.unlink(missing_ok=True)
-
-
-@pytest.fixture
-async def server(db_path: Path) -> AsyncIterator[Server]:
-    """A real ``aiosvc serve`` with a slow echo agent beside the default one."""
-    config = db_path.with_name("aiosvc.toml")
-    config.write_text(SERVER_CONFIG)
-    running = Server(db_path, config=config)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_the_installed_tui_shows_the_session_and_its_reply_in_a_terminal(

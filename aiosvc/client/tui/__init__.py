@@ -7,15 +7,17 @@ only when the command runs, so the other commands start as fast as before.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from aiosvc.client.api import check_base_url
 from aiosvc.client.display import terminal_safe
-
-DEFAULT_URL = "http://127.0.0.1:8420"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from aiosvc.client.options import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    UsageError,
+    add_server_arguments,
+    fail,
+    server_from,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,23 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "With SESSION, open that session."
     )
     parser.add_argument("session", nargs="?", metavar="SESSION", help="open this session")
-    parser.add_argument("--url", help=f"the server (default: $AIOSVC_URL or {DEFAULT_URL})")
-    parser.add_argument("--api-key", help="API key (default: $AIOSVC_API_KEY)")
+    add_server_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the application for parsed arguments; return the exit status."""
     try:
-        url = check_base_url(args.url or os.environ.get("AIOSVC_URL") or DEFAULT_URL)
-    except ValueError as exc:
-        print(f"aiosvc tui: --url: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.session is not None and not args.session.strip():
-        print("aiosvc tui: SESSION is empty", file=sys.stderr)
-        return EXIT_USAGE
+        url, api_key = server_from(args)
+        if args.session is not None and not args.session.strip():
+            raise UsageError("SESSION is empty")
+    except UsageError as exc:
+        return fail("tui", str(exc), EXIT_USAGE)
     from aiosvc.client.tui.app import TuiApp  # (Textual: only for this command)
 
-    api_key = args.api_key or os.environ.get("AIOSVC_API_KEY") or None
     app = TuiApp(url, api_key, args.session)
     app.run()
     if app.failure is not None:
