@@ -137,12 +137,10 @@ def plans(db: Path, today: date) -> None:
     since = (today - timedelta(days=29)).isoformat()
     until = (today + timedelta(days=1)).isoformat()
     with sqlite3.connect(db) as conn:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
-        input_sum, output_sum = stats_sql.token_sums(columns)
         queries = {
             "sessions per day": stats_sql._SESSIONS,
             "messages per day": stats_sql._MESSAGES,
-            "replies per day": stats_sql._REPLIES.format(input=input_sum, output=output_sum),
+            "replies per day": stats_sql._REPLIES,
             "per agent": stats_sql._AGENTS,
         }
         for name, sql in queries.items():

@@ -4,8 +4,8 @@ into Python), on the database's connection for reports (:meth:`Database.report`)
 Days are UTC dates of creation. A message counts on the day it was created; a reply is an
 assistant message, failed when it ended ``failed``; its time is from creation (when it was
 queued) to completion, for those that completed. Token counts come from a message's ``usage``
-(``{"input_tokens", "output_tokens"}``, as the agent's upstream reported them) where the schema
-has that column, and are 0 where it has not or nothing was reported.
+(``{"input_tokens", "output_tokens"}``, as the agent's upstream reported them), 0 where nothing
+was reported.
 """
 
 from __future__ import annotations
@@ -74,10 +74,17 @@ _MESSAGES = f"""
 SELECT {_DAY} AS day, COUNT(*) AS messages FROM messages
 WHERE created_at >= ? AND created_at < ? GROUP BY day
 """
+
+
+def _tokens(name: str) -> str:
+    """The SQL sum of one of ``usage``'s counts (a value that is not JSON counts as none)."""
+    return f"TOTAL(CASE WHEN json_valid(usage) THEN json_extract(usage, '$.{name}') END)"
+
+
 #: ``role = 'assistant'`` as the partial index ``replies_by_created`` says it, so it is used.
 _REPLIES = f"""
 SELECT {_DAY} AS day, COUNT(*) AS replies, TOTAL(status = 'failed') AS failed,
-       {{input}} AS input_tokens, {{output}} AS output_tokens
+       {_tokens("input_tokens")} AS input_tokens, {_tokens("output_tokens")} AS output_tokens
 FROM messages WHERE role = 'assistant' AND created_at >= ? AND created_at < ? GROUP BY day
 """
 #: Per agent: the replies in range (with their session's agent), their count, the failed ones,
@@ -110,31 +117,13 @@ ORDER BY c.agent
 """
 
 
-def token_sums(columns: set[str]) -> tuple[str, str]:
-    """The SQL sums of input and output tokens, given the messages table's columns (0 while
-    the schema has no ``usage``)."""
-    if "usage" not in columns:
-        return "0", "0"
-
-    def total(name: str) -> str:
-        return (
-            "TOTAL(CASE WHEN usage IS NOT NULL AND json_valid(usage) "
-            f"THEN json_extract(usage, '$.{name}') END)"
-        )
-
-    return total("input_tokens"), total("output_tokens")
-
-
 async def report(db: Database, days: int, today: date) -> Stats:
     """Statistics of the ``days`` days up to ``today``, every day present (zeros included)."""
     first = today - timedelta(days=days - 1)
     since, until = first.isoformat(), (today + timedelta(days=1)).isoformat()
-    columns = {row["name"] for row in await db.report("PRAGMA table_info(messages)")}
-    input_sum, output_sum = token_sums(columns)
     sessions = {r["day"]: r for r in await db.report(_SESSIONS, [since, until])}
     messages = {r["day"]: r for r in await db.report(_MESSAGES, [since, until])}
-    replies_sql = _REPLIES.format(input=input_sum, output=output_sum)
-    replies = {r["day"]: r for r in await db.report(replies_sql, [since, until])}
+    replies = {r["day"]: r for r in await db.report(_REPLIES, [since, until])}
     per_day = []
     for offset in range(days):
         day = (first + timedelta(days=offset)).isoformat()
