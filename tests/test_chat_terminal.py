@@ -190,9 +190,17 @@ async def test_arrow_keys_edit_the_line_and_up_recalls_it(
     # Nothing more to print (prompt_toolkit prints above the input line in the terminal's
     # cooked mode, where a Ctrl-D would be the terminal's, not the input line's)
     await term.wait_for(lambda s: s[-3:] == ["echo> tool ls approved", "[status idle]", "you>"])
-    term.keys("C-d")  # end of input: leaves, exit status 0
+    # End of input: leaves, exit status 0. A Ctrl-D that falls in a redraw is the terminal's
+    # (a known limit of prompt_toolkit's printing above the line), so it is pressed again.
     # (tmux tells the pane dead when its terminal closes, the status once the process is reaped)
     ended = "#{pane_dead_status}#{pane_dead_signal}"
+    for _ in range(5):
+        term.keys("C-d")
+        try:
+            await asyncio.wait_for(term.wait_for(lambda _: term.show(ended) != ""), 2)
+            break
+        except TimeoutError:
+            continue
     await term.wait_for(lambda _: term.show(ended) != "")
     assert (term.show("pane_dead_status"), term.show("pane_dead_signal")) == ("0", "")
     assert await user_messages(server.url, session_id) == [
