@@ -62,7 +62,7 @@ class Display:
         self.color = wants_color(out) if color is None else color
         self.whole_lines = whole_lines
         self.open: str | None = None  # the message whose line is not yet ended
-        self.partial = ""  # with whole_lines: the open line's text, not yet written
+        self._partial: list[str] = []  # with whole_lines: the open line's pieces, unwritten
         self.on_change: Callable[[], None] | None = None
         self._label = ""  # the open message's label, styled
         self._line_start = True  # the open message's next character starts a line
@@ -78,12 +78,21 @@ class Display:
         if not self.whole_lines:
             self._write(text)
             return
-        self.partial += text
-        if "\n" in self.partial:
-            done, self.partial = self.partial.rsplit("\n", 1)
-            self._write(done + "\n")
+        if "\n" in text:  # (only the new text is searched: a long line stays linear)
+            done, rest = text.rsplit("\n", 1)
+            self._write("".join(self._partial) + done + "\n")
+            self._partial = [rest] if rest else []
+        else:
+            self._partial.append(text)
         if self.on_change is not None:
             self.on_change()
+
+    @property
+    def partial(self) -> str:
+        """With ``whole_lines``: the open line's text, not yet written."""
+        if len(self._partial) > 1:  # joined once for every read until more comes
+            self._partial = ["".join(self._partial)]
+        return self._partial[0] if self._partial else ""
 
     def styled(self, text: str, style: str) -> str:
         """``text`` in ``style`` (one of this module's SGR codes) when colour is on."""

@@ -45,7 +45,9 @@ class Transcript:
         self.status = status
         self.agent = agent  # the label of the agent's lines
         self.shown: set[str] = set()  # messages shown in full (or typed here): never again
-        self.streamed: dict[str, str] = {}  # reply text shown so far, by message id
+        # reply text shown so far, by message id, in the pieces it came in (joined once, at
+        # the end: adding to one string per delta would copy it all each time)
+        self.streamed: dict[str, list[str]] = {}
         self.muted: set[str] = set()  # replies whose start was missed: shown whole at the end
         self.running: set[str] = set()  # replies started and not finished
         self.awaited: set[str] = set()  # replies to this client's messages, not finished
@@ -147,7 +149,7 @@ class Transcript:
         if message_id in self.shown or message_id in self.muted:
             return
         self.running.add(message_id)
-        self.streamed[message_id] = self.streamed.get(message_id, "") + delta
+        self.streamed.setdefault(message_id, []).append(delta)
         self.display.stream(message_id, delta, self.agent)
 
     def _final(self, message: dict[str, Any]) -> None:
@@ -157,7 +159,7 @@ class Transcript:
         self.running.discard(message_id)
         self.awaited.discard(message_id)
         self.muted.discard(message_id)
-        streamed = self.streamed.pop(message_id, "")
+        streamed = "".join(self.streamed.pop(message_id, ()))
         content = str(message.get("content") or "")
         role = message.get("role")
         label = str(role) if role in ("tool", "system") else self.agent
