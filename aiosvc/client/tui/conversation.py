@@ -63,7 +63,9 @@ class Entry:
     @property
     def text(self) -> str:
         """Everything shown so far, escaped."""
-        return "".join(self.parts)
+        if len(self.parts) > 1:  # joined once for every frame until more comes
+            self.parts = ["".join(self.parts)]
+        return self.parts[0]
 
     def append(self, text: str) -> None:
         """Add to the text (drawn at the next frame)."""
