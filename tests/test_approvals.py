@@ -137,7 +137,7 @@ async def test_concurrent_decisions_resolve_exactly_once(client: Client) -> None
     assert [a["status"] for a in final["data"]] == [decided]
 
 
-async def test_unanswered_approvals_expire_and_the_reply_goes_on_as_denied(
+async def test_unanswered_approvals_expire_and_the_reply_says_so(
     aiohttp_client: ClientFactory, config: Config
 ) -> None:
     quick = attrs.evolve(config, approvals=ApprovalsConfig(timeout_s=0.3))
@@ -150,7 +150,7 @@ async def test_unanswered_approvals_expire_and_the_reply_goes_on_as_denied(
         return len(messages) == 2 and messages[1]["status"] == "complete"
 
     await wait_for(replied)
-    assert (await history(client, session["id"]))[1]["content"] == "tool t denied"
+    assert (await history(client, session["id"]))[1]["content"] == "tool t expired"
     approvals = (await (await client.get("/api/v1/approvals")).json())["data"]
     assert [a["status"] for a in approvals] == ["expired"]
     assert await session_status(client, session["id"]) == "idle"

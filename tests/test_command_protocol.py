@@ -193,7 +193,12 @@ async def test_malformed_protocol_lines_are_ignored_and_logged(api: Api) -> None
     assert (approval["tool"], approval["input"]) == ("net", {"host": "h"})
     await api.call("POST", f"/api/v1/approvals/{approval['id']}", {"decision": "approve"})
     (reply,) = await api.replies(session_id, "complete")
-    assert json.loads(reply["content"]) == {"type": "approval", "decision": "approve", "id": "q1"}
+    assert json.loads(reply["content"]) == {
+        "type": "approval",
+        "decision": "approve",
+        "status": "approved",
+        "id": "q1",
+    }
     # Logged, throttled: the first at once, the other six counted on a line of their own.
     async with asyncio.timeout(15):
         while True:

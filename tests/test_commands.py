@@ -249,7 +249,7 @@ async def test_approval_approved_denied_and_resolved_once(core: Core) -> None:
         await core.service.execute(ResolveApproval(approval_id="apr_nope", decision="deny"))
 
 
-async def test_unanswered_approval_expires_and_counts_as_denied(db_path: Path) -> None:
+async def test_unanswered_approval_expires_and_the_reply_says_so(db_path: Path) -> None:
     core = await open_core(db_path)
     core.service.approval_timeout_s = 0.05
     try:
@@ -258,7 +258,7 @@ async def test_unanswered_approval_expires_and_counts_as_denied(db_path: Path) -
             SendMessage(session_id=session.id, content="/tool slow {}")
         )
         reply = await accepted.reply
-        assert reply.content == "tool slow denied"
+        assert reply.content == "tool slow expired"
         assert [a.status for a in core.cache.approvals()] == [ApprovalStatus.EXPIRED]
     finally:
         await close_core(core)

@@ -327,7 +327,7 @@ async def test_waits_outlast_the_header_deadline(tmp_path: Path) -> None:
             status, body = await api.call(
                 "POST", f"/api/v1/sessions/{session_id}/messages?wait=true", {"content": "/tool x"}
             )
-            assert (status, body["data"]["content"]) == (200, "tool x denied")
+            assert (status, body["data"]["content"]) == (200, "tool x expired")
         # the hook script's urllib sends its head and body at once: the same holds
         code, err = await run_hook(
             server, b'{"tool": "t", "input": {}}', AIOSVC_APPROVAL_TIMEOUT_S="2.5"

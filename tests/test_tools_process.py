@@ -29,7 +29,8 @@ from tests.tools_harness import (
 )
 
 Upstream = tuple[FakeOpenAI, str]
-NOT_APPROVED = "the call of t.add was not approved (denied, or it expired)"
+DENIED = "the call of t.add was denied by the user"
+EXPIRED = "the call of t.add was not approved: nobody answered the request in time"
 
 
 @pytest.fixture
@@ -198,7 +199,7 @@ async def test_calls_are_approved_denied_or_expire(tmp_path: Path, upstream: Ups
             assert body["data"][0]["status"] == {"approve": "approved", "deny": "denied"}.get(
                 decision or "", "expired"
             )
-        assert outcomes == [(False, "5"), (True, NOT_APPROVED), (True, NOT_APPROVED)]
+        assert outcomes == [(False, "5"), (True, DENIED), (True, EXPIRED)]
         assert [
             m["status"] for m in await rig.api.messages(session_id) if m["role"] == "assistant"
         ] == ["complete"] * 3

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 from attrs import field, frozen
 
 from aiosvc.errors import Unprocessable
-from aiosvc.models import Message, Session
+from aiosvc.models import ApprovalStatus, Message, Session
 
 
 class AgentError(Exception):
@@ -34,8 +34,8 @@ class AgentError(Exception):
 class ApprovalGate(Protocol):
     """Asks a person whether the agent may run a tool."""
 
-    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
-        """Wait for the decision; True when approved (denied and expired are False).
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> ApprovalStatus:
+        """Wait for the outcome: approved, denied or expired (nobody answered in time).
         ``announced``: the agent already published the call's ``tool.use``."""
         ...
 

@@ -49,8 +49,8 @@ class EchoAgent(Agent):
         if match is not None:
             tool, raw = match.group(1), (match.group(2) or "").strip()
             tool_input = _parse_input(raw)
-            approved = await turn.approvals.request(tool, tool_input)
-            text = f"tool {tool} {'approved' if approved else 'denied'}"
+            outcome = await turn.approvals.request(tool, tool_input)
+            text = f"tool {tool} {outcome.value}"
         else:
             text = turn.prompt
         for index, piece in enumerate(split_deltas(text)):

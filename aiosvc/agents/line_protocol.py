@@ -27,6 +27,7 @@ import structlog
 
 from aiosvc.agents.base import ApprovalGate
 from aiosvc.logs.throttle import Throttled
+from aiosvc.models import ApprovalStatus
 from aiosvc.rules import MAX_TOOL_CHARS
 
 log = structlog.get_logger(__name__)
@@ -89,8 +90,9 @@ class LineProtocol:
         if not isinstance(tool, str) or not 1 <= len(tool) <= MAX_TOOL_CHARS:
             self._ignore("bad_tool")
             return None
-        approved = await self._approvals.request(tool, request.get("input"))
-        answer: dict[str, Any] = {"type": "approval", "decision": "approve" if approved else "deny"}
+        outcome = await self._approvals.request(tool, request.get("input"))
+        decision = "approve" if outcome is ApprovalStatus.APPROVED else "deny"
+        answer: dict[str, Any] = {"type": "approval", "decision": decision, "status": outcome.value}
         ident = request.get("id")
         if isinstance(ident, str | int) and not isinstance(ident, bool):
             answer["id"] = ident

@@ -19,6 +19,7 @@ import structlog
 from aiosvc.agents.base import ReplyRecorder, Turn
 from aiosvc.agents.openai_stream import ToolCall
 from aiosvc.agents.tools import McpManager, ToolOutcome, ToolSpec
+from aiosvc.models import ApprovalStatus
 
 log = structlog.get_logger(__name__)
 
@@ -103,14 +104,15 @@ async def run_call(
     if problem is None and spec is None:
         problem = f"unknown tool {call.name!r}", "unknown_tool"
     if problem is None and spec is not None and arguments is not None:
-        approved = approved_without_asking(spec, auto_approve) or await turn.approvals.request(
-            spec.name, arguments, announced=True
-        )
-        if approved:
+        if approved_without_asking(spec, auto_approve):
+            decided = ApprovalStatus.APPROVED
+        else:
+            decided = await turn.approvals.request(spec.name, arguments, announced=True)
+        if decided is ApprovalStatus.APPROVED:
             outcome = await manager.call(spec.name, arguments, timeout_s)
         else:
-            denied = f"the call of {spec.name} was not approved (denied, or it expired)"
-            outcome = ToolOutcome(output=denied, is_error=True, code="not_approved")
+            refused = _refusal(spec.name, decided)
+            outcome = ToolOutcome(output=refused, is_error=True, code="not_approved")
     else:
         message, code = problem or ("the call cannot run", "invalid_arguments")
         outcome = ToolOutcome(output=message, is_error=True, code=code)
@@ -119,6 +121,13 @@ async def run_call(
         call.id, tool, output, error_code=outcome.code if outcome.is_error else None
     )
     return f"error: {output}" if outcome.is_error else output
+
+
+def _refusal(tool: str, outcome: ApprovalStatus) -> str:
+    """What the model is told of a call that was not approved: denied, or left unanswered."""
+    if outcome is ApprovalStatus.DENIED:
+        return f"the call of {tool} was denied by the user"
+    return f"the call of {tool} was not approved: nobody answered the request in time"
 
 
 def _arguments(raw: str) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:

@@ -37,12 +37,12 @@ class ReplyApprovals:
         self._context = context
         self._job = job
 
-    async def request(self, tool: str, input: Any, *, announced: bool = False) -> bool:
-        """Ask for approval; the session waits until it is approved, denied or expires
-        (``announced``: the agent published the call's ``tool.use`` itself)."""
+    async def request(self, tool: str, input: Any, *, announced: bool = False) -> ApprovalStatus:
+        """Ask for approval; the session waits until it is approved, denied or expires, which
+        is returned (``announced``: the agent published the call's ``tool.use`` itself)."""
         context, job = self._context, self._job
         if await self._remembered(clean_text(tool), input, announced=announced):
-            return True
+            return ApprovalStatus.APPROVED
         approval = Approval(
             id=new_id("apr"),
             session_id=job.session_id,
@@ -60,9 +60,9 @@ class ReplyApprovals:
                 job.stop("interrupted")  # service.stop stops those already waiting)
             try:
                 async with asyncio.timeout(context.approval_timeout_s):
-                    approved = await waiter
+                    outcome = await waiter
             except TimeoutError:
-                approved = await self._expire(approval.id, "timeout")
+                outcome = await self._expire(approval.id, "timeout")
             except asyncio.CancelledError:
                 await asyncio.shield(self._expire(approval.id, "reply_stopped"))
                 raise
@@ -70,7 +70,7 @@ class ReplyApprovals:
             job.waiting_for = None
             context.decisions.forget(approval.id)
         await self._set_running()
-        return approved
+        return outcome
 
     async def _remembered(self, tool: str, input: Any, *, announced: bool) -> bool:
         """Run ``tool`` without asking when a person approved it for the rest of the session;
@@ -84,14 +84,14 @@ class ReplyApprovals:
         log.info("approval_remembered", session_id=job.session_id, tool=tool)
         return True
 
-    async def _expire(self, approval_id: str, why: str) -> bool:
+    async def _expire(self, approval_id: str, why: str) -> ApprovalStatus:
         """Expire an unanswered approval; a decision that won the race still counts."""
         try:
             await settle(self._context, approval_id, ApprovalStatus.EXPIRED, why=why)
         except (Conflict, NotFound):
             current = self._context.cache.approval(approval_id)
-            return current is not None and current.status is ApprovalStatus.APPROVED
-        return False
+            return current.status if current is not None else ApprovalStatus.EXPIRED
+        return ApprovalStatus.EXPIRED
 
     async def _set_waiting(self, approval: Approval, *, announced: bool = False) -> None:
         context = self._context
@@ -167,7 +167,7 @@ async def settle(
             )
         await context.store.write(writes)
         context.bus.publish(EventType.APPROVAL_RESOLVED, topics(resolved), resolved)
-        context.decisions.decide(approval_id, status is ApprovalStatus.APPROVED)
+        context.decisions.decide(approval_id, status)
         timer = context.timers.pop(approval_id, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()  # an external approval's expiry: no longer due

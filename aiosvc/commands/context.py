@@ -21,7 +21,7 @@ from aiosvc.commands.locks import Held, KeyedLocks
 from aiosvc.config import LimitsConfig
 from aiosvc.events import EventType
 from aiosvc.metrics import Metrics
-from aiosvc.models import Command, Message, Session
+from aiosvc.models import ApprovalStatus, Command, Message, Session
 from aiosvc.store import Store
 
 
@@ -29,11 +29,11 @@ class Decisions:
     """The approvals replies wait for, each with the future its decision resolves."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, asyncio.Future[bool]] = {}
+        self._waiting: dict[str, asyncio.Future[ApprovalStatus]] = {}
         # Requests that wait for an external approval's outcome (``?wait=true``).
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}
 
-    def expect(self, approval_id: str) -> asyncio.Future[bool]:
+    def expect(self, approval_id: str) -> asyncio.Future[ApprovalStatus]:
         """The future that :meth:`decide` resolves for ``approval_id``."""
         waiter = self._waiting[approval_id] = asyncio.get_running_loop().create_future()
         return waiter
@@ -42,11 +42,12 @@ class Decisions:
         """Stop waiting for ``approval_id`` (decided, expired, or its reply stopped)."""
         self._waiting.pop(approval_id, None)
 
-    def decide(self, approval_id: str, approved: bool) -> None:
-        """Wake the reply waiting for ``approval_id``, if one still does, and its watchers."""
+    def decide(self, approval_id: str, status: ApprovalStatus) -> None:
+        """Wake the reply waiting for ``approval_id`` with its outcome, if one still waits, and
+        its watchers."""
         waiter = self._waiting.get(approval_id)
         if waiter is not None and not waiter.done():
-            waiter.set_result(approved)
+            waiter.set_result(status)
         for watcher in self._watchers.pop(approval_id, ()):
             if not watcher.done():
                 watcher.set_result(None)

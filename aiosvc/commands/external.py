@@ -102,7 +102,7 @@ async def _expire_after(context: Context, approval_id: str, timeout_s: float) ->
     except Conflict:  # answered meanwhile
         pass
     except NotFound:  # deleted with its session: wake whoever waits (they find it gone)
-        context.decisions.decide(approval_id, False)
+        context.decisions.decide(approval_id, ApprovalStatus.EXPIRED)
 
 
 async def wait(context: Context, approval_id: str) -> Approval:
