@@ -151,8 +151,7 @@ async def test_every_path_from_the_wire_is_escaped(server: Server, start_chat: S
         f"echo> {SHOWN}",
         "echo> [approval apr_x approved]",
     ]
-    own = [line for line in chat.lines if line.startswith("[approval apr_x")]
-    assert own == []
+    assert "[approval apr_x approved]" not in chat.lines  # (a real id may start "apr_x")
 
 
 async def test_sessions_lists_a_readable_table_with_titles_escaped(server: Server) -> None:

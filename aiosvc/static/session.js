@@ -104,7 +104,10 @@ function renderMessage(id) {
     list.insertBefore(entry.el, next ? elements.get(next).el : null);
   }
   entry.el.dataset.status = message.status;
-  entry.status.textContent = STATUS_TEXT[message.status] || "";
+  // (a cut final event: shown while the whole text is read from the history)
+  if (message.truncated) entry.el.dataset.truncated = "true";
+  else delete entry.el.dataset.truncated;
+  entry.status.textContent = message.truncated ? "loading the rest…" : STATUS_TEXT[message.status] || "";
   if (entry.text !== message.content) {
     entry.body.textContent = message.content;
     entry.text = message.content;

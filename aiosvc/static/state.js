@@ -65,15 +65,18 @@ export function dropSession(id) {
   if (state.current && state.current.id === id) emit("current-deleted");
 }
 
-/** A message of the open session (others are not kept). */
+/** A message of the open session (others are not kept); false when it was not taken. */
 export function putMessage(message) {
   const view = state.current;
-  if (!view || view.id !== message.session_id) return;
+  if (!view || view.id !== message.session_id) return false;
   const known = view.messages.get(message.id);
-  if (known && FINAL.has(known.status) && !FINAL.has(message.status)) return;
+  if (known && FINAL.has(known.status) && !FINAL.has(message.status)) return false;
+  // An event cut for the stream never replaces the whole text read from the history.
+  if (known && FINAL.has(known.status) && !known.truncated && message.truncated) return false;
   if (!known) view.order.push(message.id); // (ids are random: the order is arrival's)
   view.messages.set(message.id, message);
   emit("message", message.id);
+  return true;
 }
 
 /** The latest page of the history: before any message that arrived live meanwhile. */
@@ -182,8 +185,7 @@ export function apply(event) {
     case "message.completed":
     case "message.failed":
     case "message.cancelled":
-      putMessage(data);
-      if (data.truncated) emit("truncated", data);
+      if (putMessage(data) && data.truncated) emit("truncated", data);
       break;
     case "message.delta":
       if (view && view.messages.has(data.message_id)) {
