@@ -330,7 +330,9 @@ class FakeOpenAI:
     async def _tools(self, request: web.Request, record: Recorded) -> web.StreamResponse:
         messages = record.body.get("messages", ())
         if messages and messages[-1].get("role") == "tool":
-            return await self._stream(request, record, _pieces(tools_answer(record.body), 16))
+            answer = tools_answer(record.body)
+            # (in at most 64 pieces: a 64 KiB tool output is not 4,000 paced writes)
+            return await self._stream(request, record, _pieces(answer, max(16, len(answer) // 64)))
         return await self._calls(request, record)
 
     async def _tools_loop(self, request: web.Request, record: Recorded) -> web.StreamResponse:
