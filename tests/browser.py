@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.installed import ROOT
 from tests.serving import Server, slow_echo_config
 
 T = TypeVar("T")
+#: How long an ``expect`` waits for what it asserts (Playwright's 5 s is short for a shared
+#: machine that is also running the daemon, the browser and the suite; a pass is not slower).
+expect.set_options(timeout=15_000)
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

