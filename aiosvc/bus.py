@@ -199,9 +199,13 @@ class Bus:
         """The id of the newest event published so far (``first_id - 1`` before any)."""
         return self._next_id - 1
 
-    def subscribe(self, deliver: Deliver, topics: Iterable[str] = ()) -> Subscription:
-        """Register ``deliver`` for ``topics``; more can be added on the subscription later."""
+    def subscribe(
+        self, deliver: Deliver, topics: Iterable[str] = (), *, interested: bool = True
+    ) -> Subscription:
+        """Register ``deliver`` for ``topics``; more can be added on the subscription later.
+        ``interested=False``: not a client's interest (what peers' relays follow)."""
         subscription = Subscription(self, deliver)
+        subscription.interested = interested
         subscription.add(topics)
         return subscription
 

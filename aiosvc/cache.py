@@ -78,7 +78,8 @@ class Cache:
     async def load(self) -> None:
         """Load sessions and approvals from the store and start following the bus."""
         await self._load_snapshots()
-        self._subscription = self._bus.subscribe(self._apply, [ALL])
+        # (the cache is not a client: its interest in everything starts no peer's relay)
+        self._subscription = self._bus.subscribe(self._apply, [ALL], interested=False)
         self._unlisten = self._bus.listen(COMMAND_CHANGED, self._put_command)
 
     def reconfigure(self, max_bytes: int) -> None:

@@ -5,7 +5,10 @@ time and data, gets a local id, and is marked relayed."""
 
 from __future__ import annotations
 
-from aiosvc.bus import Bus
+from pathlib import Path
+
+from aiosvc.bus import ALL, Bus
+from tests.test_commands import close_core, open_core
 
 
 def test_interest_is_told_for_the_first_and_the_last_interested_subscriber() -> None:
@@ -14,9 +17,7 @@ def test_interest_is_told_for_the_first_and_the_last_interested_subscriber() -> 
     bus.on_interest = lambda topic, held: told.append((topic, held))
     first = bus.subscribe(lambda e, t: None, ["sessions"])
     second = bus.subscribe(lambda e, t: None, ["sessions", "session:ses_1"])
-    peer = bus.subscribe(lambda e, t: None)
-    peer.interested = False
-    peer.add(["sessions", "session:ses_2"])
+    peer = bus.subscribe(lambda e, t: None, ["sessions", "session:ses_2"], interested=False)
     assert told == [("sessions", True), ("session:ses_1", True)]
     assert bus.interested("sessions") and not bus.interested("session:ses_2")
     first.close()
@@ -51,3 +52,15 @@ def test_a_relayed_event_gets_a_local_id_and_keeps_the_rest() -> None:
     assert seen == [(event, "session:ses_1")]
     replay = bus.since(1)
     assert replay is not None and [e.relayed for e in replay] == [True]
+
+
+async def test_the_cache_following_every_event_is_no_clients_interest(db_path: Path) -> None:
+    core = await open_core(db_path)
+    try:
+        assert not core.bus.interested(ALL)  # (else every peer's relay would stay open)
+        client = core.bus.subscribe(lambda e, t: None, [ALL])
+        assert core.bus.interested(ALL)
+        client.close()
+        assert not core.bus.interested(ALL)
+    finally:
+        await close_core(core)

@@ -99,7 +99,7 @@ async def open_core(path: Path, gated: GatedAgent | None = None) -> Core:
     agents = AgentRegistry({"echo": EchoAgent("echo"), "gated": gated}, default="echo")
     core = build_core(config, agents=agents)  # as the daemon builds it
     events: list[Event] = []
-    core.bus.subscribe(lambda e, t: events.append(e), [ALL])
+    core.bus.subscribe(lambda e, t: events.append(e), [ALL], interested=False)  # (a recorder)
     await core.open()
     await core.start()
     return Core(core, core.database, core.store, core.bus, core.cache, core.commands, events, gated)

@@ -537,6 +537,24 @@ async def test_live_relay_without_loops_and_resume_across_a_drop(
     await until(closed)
 
 
+async def test_a_client_of_every_event_is_relayed_the_peers_sessions(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    everything = d.local.url + API + "/events"  # no topics: every event, "*"
+    async with http.get(everything, headers={"X-API-Key": "k-local"}) as here:
+        assert here.status == 200
+
+        async def relay_held() -> bool:
+            return await sse_streams(http, d.one, "k-one") >= 1
+
+        await until(relay_held)
+        on_one = await new_session(http, d.one, "k-one")
+        seen = await events_for(here, 3)
+        created = [e[2]["data"] for e in seen if e[1] == "session.created"]
+        assert [(s["id"], s["computer"]) for s in created] == [(on_one, "one")]
+
+
 async def test_websocket_ops_on_a_remote_session_are_forwarded_and_its_events_relayed(
     daemons: Daemons, http: aiohttp.ClientSession
 ) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import aiohttp
 import structlog
 
-from aiosvc.bus import Bus
+from aiosvc.bus import ALL, Bus
 from aiosvc.config import Config, PeerConfig
 from aiosvc.peers.computers import Computers
 from aiosvc.peers.link import PeerLink
@@ -94,8 +94,9 @@ class Peers:
             self._leaving.append(relay)
 
     def _interest(self, topic: str, held: bool) -> None:
-        """A local client began (or the last one stopped) following ``topic``."""
-        if topic != "sessions" and not topic.startswith("session:"):
+        """A local client began (or the last one stopped) following ``topic`` (``*``, every
+        event, includes the peers' session lists)."""
+        if topic not in (ALL, "sessions") and not topic.startswith("session:"):
             return
         if held:
             self._watched.add(topic)
@@ -108,9 +109,9 @@ class Peers:
         for name, relay in self.relays.items():
             kept = self.links[name].sessions
             topics = {
-                t
+                "sessions" if t == ALL else t
                 for t in self._watched
-                if t == "sessions" or kept.get(t.partition(":")[2]) is not None
+                if t in (ALL, "sessions") or kept.get(t.partition(":")[2]) is not None
             }
             relay.want(topics)
 
