@@ -555,6 +555,47 @@ async def test_a_client_of_every_event_is_relayed_the_peers_sessions(
         assert [(s["id"], s["computer"]) for s in created] == [(on_one, "one")]
 
 
+async def test_every_computers_pending_approvals_are_listed_relayed_and_answered_here(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    d = daemons
+    followed = d.local.url + API + "/events?topics=approvals"
+    async with http.get(followed, headers={"X-API-Key": "k-local"}) as here:
+        assert here.status == 200
+
+        async def relay_held() -> bool:
+            return await sse_streams(http, d.one, "k-one") >= 1
+
+        await until(relay_held)
+        on_one = await new_session(http, d.one, "k-one")
+        on_local = await new_session(http, d.local, "k-local")
+        for server, key, session_id in ((d.one, "k-one", on_one), (d.local, "k-local", on_local)):
+            at = f"{server.url}{API}/sessions/{session_id}/messages"
+            status, sent = await call(http, "POST", at, key, json={"content": "/tool ls {}"})
+            assert status == 202, sent
+        seen = await events_for(here, 3)
+        requested = [e[2]["data"] for e in seen if e[1] == "approval.requested"]
+        assert sorted(a["session_id"] for a in requested) == sorted([on_one, on_local])
+        # one list of what waits, wherever it waits, newest first
+        pending = d.local.url + API + "/approvals?status=pending"
+        status, body = await call(http, "GET", pending, "k-local")
+        assert status == 200, body
+        assert [a["session_id"] for a in body["data"]] == [on_local, on_one]
+        assert (body["total"], body["offset"]) == (2, 0)
+        remote = body["data"][1]
+        status, body = await call(http, "GET", pending + "&limit=1&offset=1", "k-local")
+        assert [a["id"] for a in body["data"]] == [remote["id"]] and body["total"] == 2
+        # answered here, decided there, and the decision relayed back
+        at = f"{d.local.url}{API}/approvals/{remote['id']}"
+        status, body = await call(http, "POST", at, "k-local", json={"decision": "approve"})
+        assert (status, body["data"]["status"]) == (200, "approved"), body
+        seen = await events_for(here, 3)
+        resolved = [e[2]["data"] for e in seen if e[1] == "approval.resolved"]
+        assert [(a["id"], a["status"]) for a in resolved] == [(remote["id"], "approved")]
+    status, body = await call(http, "GET", d.one.url + API + "/approvals", "k-one")
+    assert [(a["id"], a["status"]) for a in body["data"]] == [(remote["id"], "approved")]
+
+
 async def test_websocket_ops_on_a_remote_session_are_forwarded_and_its_events_relayed(
     daemons: Daemons, http: aiohttp.ClientSession
 ) -> None:
@@ -585,6 +626,28 @@ async def test_websocket_ops_on_a_remote_session_are_forwarded_and_its_events_re
         completed = [f["event"] for f in frames if f["type"] == "event"][-1]
         assert completed["topic"] == f"session:{remote}"
         assert completed["data"]["content"] == "over ws"
+        # an approval of the remote session, approved over the socket for the whole session
+        tool = {"op": "send_message", "id": 5, "session_id": remote, "content": "/tool ls {}"}
+        await ws.send_json(tool)
+        seen: list[dict[str, Any]] = []  # the events from here on
+
+        async def until_seen(kind: str, count: int = 1) -> dict[str, Any]:
+            async with asyncio.timeout(15):
+                while sum(e["type"] == kind for e in seen) < count:
+                    if (frame := await ws.receive_json())["type"] == "event":
+                        seen.append(frame["event"])
+            return [e for e in seen if e["type"] == kind][-1]
+
+        approval_id = (await until_seen("approval.requested"))["data"]["id"]
+        decision = {"approval_id": approval_id, "decision": "approve", "remember": "session"}
+        await ws.send_json({"op": "approve", "id": 6, **decision})
+        await until_seen("message.completed")
+        await ws.send_json({**tool, "id": 7})  # remembered there: runs without asking
+        done = await until_seen("message.completed", 2)
+        assert done["data"]["content"] == "tool ls approved"
+        assert [e["type"] for e in seen].count("approval.requested") == 1
+        resolved = [e["data"] for e in seen if e["type"] == "approval.resolved"]
+        assert [(a["id"], a["status"]) for a in resolved] == [(approval_id, "approved")]
         status, _ = await call(http, "POST", d.one.url + API + f"/sessions/{remote}/end", "k-one")
         assert status == 200
         await ws.send_json({"op": "send_message", "id": 3, "session_id": remote, "content": "x"})

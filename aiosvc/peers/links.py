@@ -19,6 +19,14 @@ from aiosvc.peers.sessions import PeerSessions, RemoteSession
 
 log = structlog.get_logger(__name__)
 
+#: The topics of a local client's that a peer's relay follows of that peer (besides its
+#: sessions' own ``session:<id>``); ``*``, every event, takes in both.
+FOLLOWED: Mapping[str, tuple[str, ...]] = {
+    "sessions": ("sessions",),
+    "approvals": ("approvals",),
+    ALL: ("sessions", "approvals"),
+}
+
 #: The share of ``[cache] max_bytes`` the peers' session lists may hold (when peers are
 #: configured; the histories' pages have the rest).
 PEERS_SHARE = 4
@@ -94,9 +102,8 @@ class Peers:
             self._leaving.append(relay)
 
     def _interest(self, topic: str, held: bool) -> None:
-        """A local client began (or the last one stopped) following ``topic`` (``*``, every
-        event, includes the peers' session lists)."""
-        if topic not in (ALL, "sessions") and not topic.startswith("session:"):
+        """A local client began (or the last one stopped) following ``topic``."""
+        if topic not in FOLLOWED and not topic.startswith("session:"):
             return
         if held:
             self._watched.add(topic)
@@ -108,11 +115,12 @@ class Peers:
         """Each peer's relay follows what local clients follow of it."""
         for name, relay in self.relays.items():
             kept = self.links[name].sessions
-            topics = {
-                "sessions" if t == ALL else t
-                for t in self._watched
-                if t in (ALL, "sessions") or kept.get(t.partition(":")[2]) is not None
-            }
+            topics: set[str] = set()
+            for topic in self._watched:
+                if topic in FOLLOWED:
+                    topics.update(FOLLOWED[topic])
+                elif kept.get(topic.partition(":")[2]) is not None:
+                    topics.add(topic)
             relay.want(topics)
 
     def find(self, session_id: str) -> tuple[PeerLink, RemoteSession] | None:

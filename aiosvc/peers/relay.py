@@ -1,13 +1,13 @@
 """One peer's event stream, held while local clients are interested, its events published
 again here under local ids.
 
-While some local client subscribes to ``sessions`` or to one of the peer's ``session:<id>``,
-the relay holds one SSE stream from the peer with those topics (a change of topics reconnects
-with the last id, so nothing is lost between). The peer sends only its own events (the request
-carries ``X-Aiosvc-Peer``), so an event is relayed only by the daemon that received it from
-its origin. A dropped stream is resumed from the last id after a doubling delay; a peer that
-cannot resume (its ring buffer no longer holds the id) answers ``reset``, and its session list
-is fetched again. Session events also keep the peer's kept list current.
+While some local client subscribes to ``sessions``, ``approvals`` or one of the peer's
+``session:<id>``, the relay holds one SSE stream from the peer with those topics (a change of
+topics reconnects with the last id, so nothing is lost between). The peer sends only its own
+events (the request carries ``X-Aiosvc-Peer``), so an event is relayed only by the daemon that
+received it from its origin. A dropped stream is resumed from the last id after a doubling
+delay; a peer that cannot resume (its ring buffer no longer holds the id) answers ``reset``,
+and its session list is fetched again. Session events also keep the peer's kept list current.
 """
 
 from __future__ import annotations
@@ -168,6 +168,12 @@ class Relay:
             session_id = data.get("id")
             if isinstance(session_id, str):
                 topics = ["sessions", f"session:{session_id}"]
+        elif kind.startswith("approval.") and isinstance(data, dict):
+            # the topics the peer gave it, whichever of them it came on here
+            session_id = data.get("session_id")
+            topics = ["approvals"]
+            if isinstance(session_id, str):
+                topics.append(f"session:{session_id}")
         self._bus.publish_relayed(kind, topics, ts, orjson.dumps(data))
 
     def _session_changed(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:

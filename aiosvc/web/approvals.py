@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from aiosvc.commands.types import RequestApproval, ResolveApproval
+from aiosvc.convert import unstructure
 from aiosvc.models import Approval, ApprovalStatus
 from aiosvc.web import params, remote
 from aiosvc.web.bodies import ApprovalCreate, ApprovalDecision
@@ -27,17 +28,23 @@ BASE = "/api/v1/approvals"
 )
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals, newest first, filtered by status and session (another computer's session:
-    asked of it)."""
+    asked of it); with peers and no session, theirs too."""
     session_id = request.query.get("session_id")
     if session_id is not None and remote.merging(request):
         found = request.app[PEERS].find(session_id)
         if found is not None and request.app[CACHE].session(session_id) is None:
             return await remote.forwarded(request, found[0])
-    limit, offset = params.paging(request, request.app[SETTINGS].config.limits.max_page_size)
+    most = request.app[SETTINGS].config.limits.max_page_size
+    limit, offset = params.paging(request, most)
+    status = params.choice(request, "status", ApprovalStatus)
     approvals = request.app[CACHE].approvals(
-        status=params.choice(request, "status", ApprovalStatus),
-        session_id=params.text(request, "session_id", 64),
+        status=status, session_id=params.text(request, "session_id", 64)
     )
+    if session_id is None and remote.merging(request):
+        merged = [unstructure(a) for a in approvals]
+        merged += await remote.peers_approvals(request, status, most)
+        merged.sort(key=lambda a: str(a.get("created_at")), reverse=True)
+        return page(merged, limit=limit, offset=offset)
     return page(approvals, limit=limit, offset=offset)
 
 

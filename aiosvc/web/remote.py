@@ -7,6 +7,7 @@ never forwarded, so two daemons peered both ways never ask each other in a circl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from aiosvc.errors import AppError, PeerUnavailable
 from aiosvc.paging import Window
-from aiosvc.peers.forward import forward
+from aiosvc.peers.forward import Forwarded, forward
 from aiosvc.peers.link import PEER_HEADER, PeerLink
 from aiosvc.peers.listing import merged_page
 from aiosvc.peers.sessions import RemoteSession
@@ -108,6 +109,32 @@ async def forwarded_approval(request: web.Request) -> web.Response | None:
     return None
 
 
+async def peers_approvals(
+    request: web.Request, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The approvals each peer lists (its newest ``limit``, of ``status`` if given); a peer
+    that cannot be asked is left out, as its sessions are shown stale."""
+    query = f"/api/v1/approvals?limit={limit}" + (f"&status={status}" if status else "")
+
+    async def asked(link: PeerLink) -> Forwarded | None:
+        try:
+            return await forward(link, "GET", query)
+        except PeerUnavailable:
+            return None
+
+    found: list[dict[str, Any]] = []
+    for answer in await asyncio.gather(*map(asked, request.app[PEERS].links.values())):
+        if answer is None or answer.status != 200:
+            continue
+        try:
+            listed = orjson.loads(answer.body)["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        if isinstance(listed, list):
+            found.extend(a for a in listed if isinstance(a, dict))
+    return found
+
+
 def remote_in(app: web.Application, session_id: str) -> tuple[PeerLink, RemoteSession] | None:
     """The remote session ``session_id`` names, if it is not this machine's (for ops)."""
     if not app[PEERS].links or app[CACHE].session(session_id) is not None:
@@ -143,15 +170,16 @@ async def forwarded_op(
     return parsed.get("data")
 
 
-async def forwarded_approval_op(app: web.Application, approval_id: str, decision: str) -> object:
+async def forwarded_approval_op(
+    app: web.Application, approval_id: str, decision: str, remember: str | None = None
+) -> object:
     """A decision on an approval this machine does not know, offered to each peer in turn
     (see :func:`forwarded_approval`); None if none knows it."""
     unreachable: PeerUnavailable | None = None
+    body = {"decision": decision} | ({"remember": remember} if remember is not None else {})
     for link in app[PEERS].links.values():
         try:
-            return await forwarded_op(
-                link, f"/api/v1/approvals/{approval_id}", {"decision": decision}
-            )
+            return await forwarded_op(link, f"/api/v1/approvals/{approval_id}", body)
         except PeerUnavailable as failed:
             unreachable = failed
         except AppError as refused:

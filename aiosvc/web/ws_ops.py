@@ -143,7 +143,9 @@ async def approve(stream: OpStream, op: ApproveOp, client_id: object) -> Any:
     """Approve or deny a pending approval (one this machine does not know: offered to the
     peers)."""
     if stream.app[CACHE].approval(op.approval_id) is None and stream.app[PEERS].links:
-        answer = await remote.forwarded_approval_op(stream.app, op.approval_id, op.decision)
+        answer = await remote.forwarded_approval_op(
+            stream.app, op.approval_id, op.decision, op.remember
+        )
         if answer is not None:
             return answer
     return await stream.app[COMMAND_SERVICE].execute(
