@@ -224,6 +224,52 @@ def test_markup_from_agents_users_and_hooks_is_shown_as_text(
     page.context.close()
 
 
+#: A reply in Markdown (the echo agent says it back), with links that must not become links.
+MARKDOWN = (
+    "# Plan\n\nRead **the notes** and run `make test`:\n\n- first\n- second\n\n"
+    "```python\nif a < b:\n    print('<b>x</b>')\n```\n\n"
+    "| tool | result |\n| --- | ---: |\n| ls | ok |\n\n"
+    "[docs](https://example.org/docs) [run](javascript:window.pwned=4) "
+    "[here](/api/v1/sessions) ![pixel](https://example.org/p.png) " + PAYLOAD
+)
+
+
+def test_a_whole_reply_is_drawn_from_its_markdown_and_nothing_runs(
+    browser: Browser, served: Server, rest: Rest
+) -> None:
+    session = rest.session(title="Markdown")
+    page = open_dashboard(browser, served, f"/#/sessions/{session['id']}")
+    rest.send(session["id"], MARKDOWN, wait=True)
+    reply = page.locator('.msg[data-role="assistant"][data-status="complete"] .msg-body.md')
+    expect(reply).to_have_count(1)
+    expect(reply.locator("h1")).to_have_text("Plan")
+    expect(reply.locator("strong")).to_have_text("the notes")
+    expect(reply.locator("p code")).to_have_text("make test")
+    expect(reply.locator("ul > li")).to_have_text(["first", "second"])
+    expect(reply.locator("pre code")).to_have_text("if a < b:\n    print('<b>x</b>')\n")
+    assert reply.locator("pre code").get_attribute("data-lang") == "python"
+    expect(reply.locator("td")).to_have_text(["ls", "ok"])
+    assert reply.locator("td.md-right").count() == 1
+    link = reply.locator("a")
+    expect(link).to_have_count(1)  # only the https one
+    assert (link.get_attribute("href"), link.get_attribute("rel")) == (
+        "https://example.org/docs",
+        "noopener noreferrer nofollow",
+    )
+    # the others as text: markdown-it keeps a javascript: link as written, we refuse the rest
+    expect(reply).to_contain_text("docs [run](javascript:window.pwned=4) here pixel")
+    expect(reply.locator(".md-link-refused")).to_have_text("here")
+    expect(reply).to_contain_text(PAYLOAD)
+    assert reply.locator("img, script, b, iframe").count() == 0
+    # the user's message stays as typed
+    expect(page.locator('.msg[data-role="user"] .msg-body')).to_have_text(MARKDOWN)
+    screenshot(page, "markdown")
+    reply.locator(".md-link-refused").first.click()
+    assert page.evaluate("window.pwned") is None
+    assert page_errors(page.context) == []
+    page.context.close()
+
+
 def test_narrow_window_and_dark_scheme(browser: Browser, served: Server, rest: Rest) -> None:
     session = rest.session(title="On a phone", project="website")
     rest.send(session["id"], "A reply that wraps on a narrow screen, " * 3, wait=True)

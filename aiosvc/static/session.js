@@ -14,6 +14,7 @@ import {
   setLastPage,
   state,
 } from "./state.js";
+import { available as markdownAvailable, markdown } from "./markdown.js";
 import { toast } from "./panels.js";
 
 const PAGE = 50;
@@ -66,7 +67,7 @@ function messageElement(message) {
     body,
     extra,
   );
-  return { el, body, extra, status, text: null };
+  return { el, body, extra, status, text: null, formatted: false };
 }
 
 const STATUS_TEXT = { streaming: "writing…", pending: "queued", cancelled: "cancelled", failed: "failed" };
@@ -108,9 +109,16 @@ function renderMessage(id) {
   if (message.truncated) entry.el.dataset.truncated = "true";
   else delete entry.el.dataset.truncated;
   entry.status.textContent = message.truncated ? "loading the rest…" : STATUS_TEXT[message.status] || "";
-  if (entry.text !== message.content) {
-    entry.body.textContent = message.content;
+  // A reply is drawn from its Markdown once it is whole (streamed, it grows as plain text;
+  // a cut one waits for its whole text); the user's words and tools' output stay as typed.
+  const drawn = message.role === "assistant" && message.status === "complete" && !message.truncated;
+  const formatted = drawn && markdownAvailable();
+  if (entry.text !== message.content || entry.formatted !== formatted) {
+    if (formatted) fill(entry.body, markdown(message.content));
+    else entry.body.textContent = message.content;
+    entry.body.classList.toggle("md", formatted);
     entry.text = message.content;
+    entry.formatted = formatted;
   }
   const extras = (current.tools.get(id) || []).map(toolBlock);
   if (message.status === "failed" || message.status === "cancelled") {
