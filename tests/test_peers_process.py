@@ -537,18 +537,29 @@ async def test_live_relay_without_loops_and_resume_across_a_drop(
     await until(closed)
 
 
+async def relay_from_one(http: aiohttp.ClientSession, d: Daemons) -> bool:
+    """Whether ``one`` serves a stream (the local daemon's relay from it)."""
+    return await sse_streams(http, d.one, "k-one") >= 1
+
+
+@contextlib.asynccontextmanager
+async def stream_relaying_one(
+    http: aiohttp.ClientSession, d: Daemons, query: str
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A local client's event stream (``query``: its topics), once the local daemon holds
+    its relay from ``one``."""
+    url = d.local.url + API + "/events" + query
+    async with http.get(url, headers={"X-API-Key": "k-local"}) as response:
+        assert response.status == 200
+        await until(lambda: relay_from_one(http, d))
+        yield response
+
+
 async def test_a_client_of_every_event_is_relayed_the_peers_sessions(
     daemons: Daemons, http: aiohttp.ClientSession
 ) -> None:
     d = daemons
-    everything = d.local.url + API + "/events"  # no topics: every event, "*"
-    async with http.get(everything, headers={"X-API-Key": "k-local"}) as here:
-        assert here.status == 200
-
-        async def relay_held() -> bool:
-            return await sse_streams(http, d.one, "k-one") >= 1
-
-        await until(relay_held)
+    async with stream_relaying_one(http, d, "") as here:  # no topics: every event, "*"
         on_one = await new_session(http, d.one, "k-one")
         seen = await events_for(here, 3)
         created = [e[2]["data"] for e in seen if e[1] == "session.created"]
@@ -559,14 +570,7 @@ async def test_every_computers_pending_approvals_are_listed_relayed_and_answered
     daemons: Daemons, http: aiohttp.ClientSession
 ) -> None:
     d = daemons
-    followed = d.local.url + API + "/events?topics=approvals"
-    async with http.get(followed, headers={"X-API-Key": "k-local"}) as here:
-        assert here.status == 200
-
-        async def relay_held() -> bool:
-            return await sse_streams(http, d.one, "k-one") >= 1
-
-        await until(relay_held)
+    async with stream_relaying_one(http, d, "?topics=approvals") as here:
         on_one = await new_session(http, d.one, "k-one")
         on_local = await new_session(http, d.local, "k-local")
         for server, key, session_id in ((d.one, "k-one", on_one), (d.local, "k-local", on_local)):
@@ -607,11 +611,7 @@ async def test_websocket_ops_on_a_remote_session_are_forwarded_and_its_events_re
         assert (await ws.receive_json(timeout=10))["type"] == "hello"
         await ws.send_json({"op": "subscribe", "id": 1, "topics": [f"session:{remote}"]})
         assert (await ws.receive_json(timeout=10))["type"] == "ack"
-
-        async def relay_held() -> bool:
-            return await sse_streams(http, d.one, "k-one") >= 1
-
-        await until(relay_held)
+        await until(lambda: relay_from_one(http, d))
         await ws.send_json(
             {"op": "send_message", "id": 2, "session_id": remote, "content": "over ws"}
         )
