@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -193,9 +194,11 @@ async def test_a_wrong_key_and_an_unreachable_peer_are_reported_not_a_crash(
         try:
             await asyncio.sleep(2.1)
             _, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
-            assert by_name(body)["late"]["status"] == "online"
+            assert by_name(body)["late"]["status"] == "offline"  # asked behind this read
             event = await next_event(sse, within=10)
             assert event["event"] == "computer.online" and '"name":"late"' in event["data"]
+            _, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
+            assert by_name(body)["late"]["status"] == "online"
         finally:
             assert await late.stop() == 0
     log = await d.local.settled_log()
@@ -207,6 +210,37 @@ async def test_a_wrong_key_and_an_unreachable_peer_are_reported_not_a_crash(
     assert (await call(http, "POST", d.local.url + API + "/config/reload", "k-local"))[0] == 200
     _, body = await call(http, "GET", d.local.url + API + "/computers", "k-local")
     assert [c["name"] for c in body["data"]] == ["here", "one", "two"]
+
+
+async def test_a_peer_that_never_answers_holds_no_list_for_long(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as hung:  # connections are accepted (by the kernel), never answered
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        config = tmp_path / "local.toml"
+        config.write_text(peer("hung", f"http://127.0.0.1:{hung.getsockname()[1]}"))
+        server = Server(tmp_path / "local.db", config=config)
+        await server.start()
+        try:
+            loop = asyncio.get_running_loop()
+            paths = ("/computers", "/sessions", "/approvals?status=pending", "/projects")
+            took: dict[str, list[float]] = {path: [] for path in paths}
+            for _ in range(3):  # the first read of each waits for the peer, once
+                for path in paths:
+                    started = loop.time()
+                    async with http.get(server.url + API + path) as response:
+                        assert response.status == 200, path
+                    took[path].append(loop.time() - started)
+                await asyncio.sleep(2.1)  # the offline peer is due to be asked again
+            # the first read waits for the poll's timeout (5 s), never a forwarded request's
+            # minute; once the peer is known offline, no read waits for it (it is asked again
+            # behind them)
+            assert took["/computers"][0] < 30, took
+            assert all(t < 4 for times in took.values() for t in times[1:]), took
+            assert all(times[0] < 4 for path, times in took.items() if path != "/computers")
+        finally:
+            assert await server.stop() == 0
 
 
 async def new_session(http: aiohttp.ClientSession, server: Server, key: str) -> str:

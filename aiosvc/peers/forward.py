@@ -36,9 +36,11 @@ async def forward(
     path_qs: str,
     body: bytes | None = None,
     content_type: str | None = None,
+    *,
+    timeout_s: float = FORWARD_TIMEOUT_S,
 ) -> Forwarded:
     """Send the request to the peer; its answer, or ``503 peer_unavailable`` if it cannot be
-    reached (then it is marked offline)."""
+    reached within ``timeout_s`` (then it is marked offline)."""
     if not link.online and not link.due():
         raise PeerUnavailable(
             f"the computer {link.name!r} is offline", details={"computer": link.name}
@@ -49,7 +51,7 @@ async def forward(
         headers["X-Request-ID"] = rid
     if content_type is not None:
         headers["Content-Type"] = content_type
-    timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with link.http().request(
             method, link.url + path_qs, data=body, headers=headers, timeout=timeout

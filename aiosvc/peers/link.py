@@ -2,7 +2,8 @@
 
 The link is polled lazily: a read of the computers asks the peer again only when its last
 answer is older than :data:`REFRESH_S` (:data:`RETRY_OFFLINE_S` while it is offline, so a peer
-that comes back is seen soon), and reads that come together share one request. Each change of
+that comes back is seen soon; that read does not wait for it), and reads that come together
+share one request. Each change of
 state (online, offline, or offline for another reason) is logged once and, when the status
 changes, published as ``computer.online`` / ``computer.offline`` on topic ``computers``: a peer
 that stays down costs one log line, not one per read.
@@ -106,12 +107,13 @@ class PeerLink:
         return time.monotonic() - since >= wait
 
     async def current_sessions(self) -> PeerSessions:
-        """The peer's sessions: fetched first if never fetched, else fetched again behind
-        this read when the list is too old (the read answers from what is kept)."""
+        """The peer's sessions: fetched first if never fetched (and the peer is not known to
+        be offline), else fetched again behind this read when the list is too old (the read
+        answers from what is kept)."""
         if self._fetch is None and (self._fetched_at is None or self.due(self._fetched_at)):
             self._fetch = asyncio.create_task(self._fetch_sessions())
             self._fetch.add_done_callback(self._fetched)
-        if self._fetch is not None and not self._fetched_once:
+        if self._fetch is not None and not self._fetched_once and self.error is None:
             await asyncio.shield(self._fetch)
         return self.sessions
 
@@ -172,14 +174,25 @@ class PeerLink:
                 return found
 
     async def current(self) -> Computer:
-        """The peer as a computer, asking it first if its last answer is too old."""
-        if self._poll is None and self.due():
-            self._poll = asyncio.create_task(self._refresh())
-            self._poll.add_done_callback(self._polled)
-        if self._poll is not None:
+        """The peer as a computer, asking it first if its last answer is too old. An offline
+        peer is asked behind the read, which answers at once: one that does not answer at all
+        (a sleeping laptop) would otherwise hold every read for the poll's timeout."""
+        self._poll_when_due()
+        if self._poll is not None and (self.online or self._polled_at is None):
             # shielded: one reader that gives up does not cancel the others' answer
             await asyncio.shield(self._poll)
         return self.describe()
+
+    def known_offline(self) -> bool:
+        """Whether the peer failed its last request (it is asked again behind this call when
+        that is due): a read need not wait for it."""
+        self._poll_when_due()
+        return not self.online and self.error is not None
+
+    def _poll_when_due(self) -> None:
+        if self._poll is None and self.due():
+            self._poll = asyncio.create_task(self._refresh())
+            self._poll.add_done_callback(self._polled)
 
     def _polled(self, task: asyncio.Task[None]) -> None:
         self._poll = None

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiosvc.errors import AppError, PeerUnavailable
 from aiosvc.paging import Window
 from aiosvc.peers.forward import Forwarded, forward
-from aiosvc.peers.link import PEER_HEADER, PeerLink
+from aiosvc.peers.link import PEER_HEADER, POLL_TIMEOUT_S, PeerLink
 from aiosvc.peers.listing import merged_page
 from aiosvc.peers.sessions import RemoteSession
 from aiosvc.web.keys import CACHE, PEERS
@@ -113,17 +113,19 @@ async def peers_approvals(
     request: web.Request, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
     """The approvals each peer lists (its newest ``limit``, of ``status`` if given); a peer
-    that cannot be asked is left out, as its sessions are shown stale."""
+    known to be offline, or that does not answer within the poll timeout, is left out (as its
+    sessions are shown stale)."""
     query = f"/api/v1/approvals?limit={limit}" + (f"&status={status}" if status else "")
 
     async def asked(link: PeerLink) -> Forwarded | None:
         try:
-            return await forward(link, "GET", query)
+            return await forward(link, "GET", query, timeout_s=POLL_TIMEOUT_S)
         except PeerUnavailable:
             return None
 
+    links = [link for link in request.app[PEERS].links.values() if not link.known_offline()]
     found: list[dict[str, Any]] = []
-    for answer in await asyncio.gather(*map(asked, request.app[PEERS].links.values())):
+    for answer in await asyncio.gather(*map(asked, links)):
         if answer is None or answer.status != 200:
             continue
         try:
