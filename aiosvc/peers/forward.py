@@ -12,7 +12,7 @@ import attrs
 from aiosvc import logs
 from aiosvc.errors import PeerUnavailable
 from aiosvc.models import ErrorInfo
-from aiosvc.peers.link import PeerLink
+from aiosvc.peers.link import POLL_TIMEOUT_S, PeerLink
 
 #: How long a forwarded request may take (a write waits for the peer's answer, which may wait
 #: for its agent: ``?wait=``).
@@ -51,7 +51,8 @@ async def forward(
         headers["X-Request-ID"] = rid
     if content_type is not None:
         headers["Content-Type"] = content_type
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    # (a machine that is off or asleep is told within the poll's timeout, not the answer's)
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=POLL_TIMEOUT_S)
     try:
         async with link.http().request(
             method, link.url + path_qs, data=body, headers=headers, timeout=timeout
