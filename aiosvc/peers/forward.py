@@ -36,11 +36,9 @@ async def forward(
     path_qs: str,
     body: bytes | None = None,
     content_type: str | None = None,
-    *,
-    timeout_s: float = FORWARD_TIMEOUT_S,
 ) -> Forwarded:
     """Send the request to the peer; its answer, or ``503 peer_unavailable`` if it cannot be
-    reached within ``timeout_s`` (then it is marked offline)."""
+    reached (then it is marked offline)."""
     if not link.online and not link.due():
         raise PeerUnavailable(
             f"the computer {link.name!r} is offline", details={"computer": link.name}
@@ -52,7 +50,7 @@ async def forward(
     if content_type is not None:
         headers["Content-Type"] = content_type
     # (a machine that is off or asleep is told within the poll's timeout, not the answer's)
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=POLL_TIMEOUT_S)
+    timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S, sock_connect=POLL_TIMEOUT_S)
     try:
         async with link.http().request(
             method, link.url + path_qs, data=body, headers=headers, timeout=timeout

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from aiosvc.errors import AppError, PeerUnavailable
 from aiosvc.paging import Window
-from aiosvc.peers.forward import Forwarded, forward
-from aiosvc.peers.link import PEER_HEADER, POLL_TIMEOUT_S, PeerLink
+from aiosvc.peers.forward import forward
+from aiosvc.peers.link import PEER_HEADER, PeerFailed, PeerLink
 from aiosvc.peers.listing import merged_page
 from aiosvc.peers.sessions import RemoteSession
 from aiosvc.web.keys import CACHE, PEERS
@@ -113,25 +113,21 @@ async def peers_approvals(
     request: web.Request, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
     """The approvals each peer lists (its newest ``limit``, of ``status`` if given); a peer
-    known to be offline, or that does not answer within the poll timeout, is left out (as its
+    known to be offline, or that fails to answer within the poll timeout, is left out (as its
     sessions are shown stale)."""
-    query = f"/api/v1/approvals?limit={limit}" + (f"&status={status}" if status else "")
+    params = {"limit": str(limit)} | ({"status": status} if status else {})
 
-    async def asked(link: PeerLink) -> Forwarded | None:
+    async def asked(link: PeerLink) -> Any:
         try:
-            return await forward(link, "GET", query, timeout_s=POLL_TIMEOUT_S)
-        except PeerUnavailable:
+            return await link.get_json("/api/v1/approvals", params)
+        except PeerFailed as failed:
+            link.went_offline(failed.info)  # (later reads leave it out until it answers)
             return None
 
     links = [link for link in request.app[PEERS].links.values() if not link.known_offline()]
     found: list[dict[str, Any]] = []
     for answer in await asyncio.gather(*map(asked, links)):
-        if answer is None or answer.status != 200:
-            continue
-        try:
-            listed = orjson.loads(answer.body)["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue
+        listed = answer.get("data") if isinstance(answer, dict) else None
         if isinstance(listed, list):
             found.extend(a for a in listed if isinstance(a, dict))
     return found
