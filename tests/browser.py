@@ -8,24 +8,22 @@ synchronous API; the server's coroutines run on a loop of their own in a thread 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.installed import ROOT
-from tests.serving import Server, slow_echo_config
+from tests.serving import Server, run, served_for_module, slow_echo_config
 
-T = TypeVar("T")
 #: How long an ``expect`` waits for what it asserts (Playwright's 5 s is short for a shared
 #: machine that is also running the daemon, the browser and the suite; a pass is not slower).
 expect.set_options(timeout=15_000)
@@ -53,26 +51,6 @@ WATCH_STATES = """() => {
     .observe(el, {attributes: true, attributeFilter: ['data-state']});
 }"""
 NARROW = {"width": 390, "height": 800}
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a loop of its own in a thread (Playwright's sync API owns the
-    test's thread)."""
-    result: list[T] = []
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:  # handed back to the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=main)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 @pytest.fixture(autouse=True)
@@ -224,13 +202,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = slow_echo_config(root, delay_ms=DELAY_MS, shutdown_timeout_s=2)
     with config.open("a") as file:
         file.write('\n[agents.echo]\nkind = "echo"\n\n[limits]\nwrite_burst = 100000\n')
-    server = Server(root / "aiosvc.db", config=config)
-    run(server.start())
-    try:
-        yield server
-    finally:
-        assert run(server.stop()) == 0, server.log()
-        assert '"unhandled_error"' not in server.log()
+    yield from served_for_module(Server(root / "aiosvc.db", config=config))
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import contextlib
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import aiohttp
 import orjson
@@ -150,6 +151,40 @@ async def serving(db_path: Path, config_text: str) -> AsyncIterator[Server]:
         yield running
     finally:
         await running.stop()
+
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a loop of its own in a thread, away from the tests' loops (and from
+    Playwright's sync API, which owns the test's thread); its error is raised here."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # handed back to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def served_for_module(server: Server) -> Iterator[Server]:
+    """Start ``server`` for a module-scoped fixture to yield; on the way out, stop it and
+    check that it exited 0 and logged no unhandled error."""
+    run(server.start())
+    try:
+        yield server
+    finally:
+        assert run(server.stop()) == 0, server.log()
+        assert '"unhandled_error"' not in server.log()
 
 
 async def rest(server_url: str, method: str, path: str, **kwargs: Any) -> Any:

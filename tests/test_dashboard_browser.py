@@ -21,10 +21,9 @@ from tests.browser import (
     no_leaked_tasks,  # noqa: F401  (a fixture: the sync tests' own, see tests/browser.py)
     open_dashboard,
     page_errors,
-    run,
     screenshot,
 )
-from tests.serving import Server, slow_echo_config
+from tests.serving import Server, run, slow_echo_config
 
 # The module's fixtures, shared with the other browser tests (see tests/browser.py).
 browser = driving.browser

@@ -29,12 +29,11 @@ from tests.browser import (
     no_leaked_tasks,  # noqa: F401  (a fixture: the sync tests' own, see tests/browser.py)
     open_dashboard,
     page_errors,
-    run,
     run_settled,
     screenshot,
     session_items,
 )
-from tests.serving import Server, slow_echo_config
+from tests.serving import Server, run, slow_echo_config
 
 # The module's fixtures, shared with the other browser tests (see tests/browser.py).
 browser = driving.browser

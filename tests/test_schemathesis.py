@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import tempfile
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -33,9 +32,8 @@ from aiosvc.config import load_config
 from aiosvc.web.openapi import document
 from aiosvc.web.security import STREAM_ROUTES
 from tests.helpers import Client
-from tests.serving import Server
+from tests.serving import Server, run, served_for_module
 
-T = TypeVar("T")
 KEY = "schemathesis-key"
 CONFIG = f"""
 [server]
@@ -120,29 +118,12 @@ def map_body(context: schemathesis.HookContext, body: Any) -> Any:
     return body
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a loop of its own in a thread, away from the tests' loops."""
-    result: list[T] = []
-    thread = threading.Thread(target=lambda: result.append(asyncio.run(coro)))
-    thread.start()
-    thread.join()
-    if not result:
-        raise RuntimeError("the coroutine failed: see the captured output")
-    return result[0]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One ``aiosvc serve`` process with the key configured, for the whole module."""
     root = tmp_path_factory.mktemp("schemathesis")
     (root / "aiosvc.toml").write_text(CONFIG)
-    server = Server(root / "aiosvc.db", config=root / "aiosvc.toml")
-    run(server.start())
-    try:
-        yield server
-    finally:
-        assert run(server.stop()) == 0, server.log()
-        assert '"unhandled_error"' not in server.log()
+    yield from served_for_module(Server(root / "aiosvc.db", config=root / "aiosvc.toml"))
 
 
 @pytest.fixture
